@@ -1,0 +1,61 @@
+# The pen appliance. `make test` is the test command CI runs.
+GO        ?= go
+GOBIN     := $(shell $(GO) env GOPATH)/bin
+STATICCHECK ?= $(GOBIN)/staticcheck
+FUZZTIME  ?= 10s
+BOARD     ?= pc
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/pen-lb/pen-appliance/pen/version.Version=$(VERSION)
+
+.PHONY: all build test check fmt-check vet staticcheck unit fuzz bench run image vm deps clean
+
+all: build
+
+## build: pen, penctl and penimage into bin/
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./pen/cmd/pen ./pen/cmd/penctl $(wildcard ./image/cmd/penimage)
+
+## deps: install the Debian packages and Go tools the tests need
+deps:
+	scripts/deps.sh
+
+## test: formatting, vet, staticcheck, every test with -race, then a short fuzz run of every fuzz target
+test: build check unit fuzz
+
+check: fmt-check vet staticcheck
+
+fmt-check:
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files -o --exclude-standard '*.go' 2>/dev/null))"; \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(STATICCHECK) ./...
+
+unit:
+	$(GO) test -race -timeout 35m ./...
+
+## fuzz: every fuzz target for FUZZTIME each (seed corpora live in testdata/fuzz)
+fuzz:
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+## bench: proxy vs direct vs HAProxy, as ratios, in one run
+bench: build
+	scripts/bench.sh
+
+## run: pen on 127.0.0.1:8080 in front of two demo backends
+run: build
+	bin/pen -demo
+
+## image: a disk image for BOARD (pc, rpi, arm64) in images/
+image: build
+	bin/penimage build -board $(BOARD) -o images/pen-$(BOARD).img
+
+## vm: boot the pc image in qemu
+vm: build
+	scripts/vm.sh
+
+clean:
+	rm -rf bin images out
