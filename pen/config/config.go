@@ -1,0 +1,268 @@
+// Package config implements Pen's command language: the penctl commands
+// that configure pen from -O, from a -F file, from the control socket and
+// from the admin UI. It parses and validates commands, applies them to a
+// Config, answers with Pen's exact replies, and writes a configuration file
+// in the layout of Pen's write command followed by the settings Pen itself
+// does not save.
+//
+// A Config is a value: every change is made on a copy, validated in full,
+// and only then handed to the running Engine, so a bad line never leaves a
+// half-applied configuration behind.
+package config
+
+import (
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/pen-lb/pen-appliance/pen/acl"
+)
+
+// Defaults from Pen 0.35.0.
+const (
+	DefaultBlacklist   = 30   // -b
+	DefaultTimeout     = 3    // -t (pen.1 says 5; the code uses 3)
+	DefaultClientsMax  = 2048 // -c
+	DefaultConnMax     = 500  // -x
+	DefaultPendingMax  = 100
+	DefaultMultiAccept = 100 // -m
+	DefaultListenQueue = 500 // -q
+	DefaultRecent      = 300 // seconds for "recent" without argument
+	DefaultRenegotiate = 3600
+)
+
+// FastClose says when a half-closed connection is closed at once (Pen's
+// tcp_fastclose).
+type FastClose uint8
+
+const (
+	FastCloseOff  FastClose = 0
+	FastCloseUp   FastClose = 4 // after the server closes (Pen's CS_CLOSED_UP)
+	FastCloseDown FastClose = 8 // after the client closes (CS_CLOSED_DOWN)
+	FastCloseBoth FastClose = FastCloseUp | FastCloseDown
+)
+
+func (f FastClose) String() string {
+	switch f {
+	case FastCloseUp:
+		return "up"
+	case FastCloseDown:
+		return "down"
+	case FastCloseBoth:
+		return "both"
+	}
+	return "off"
+}
+
+// Host is where a server lives: an IP address or a unix socket path.
+// The zero Host is an empty slot.
+type Host struct {
+	IP   netip.Addr
+	Path string
+}
+
+// IsUnix reports whether h is a unix socket path.
+func (h Host) IsUnix() bool { return h.Path != "" }
+
+// IsZero reports whether h was never set.
+func (h Host) IsZero() bool { return !h.IP.IsValid() && h.Path == "" }
+
+// String formats h as Pen's pen_ntoa does: the address or the path. An
+// empty slot shows as 0.0.0.0 (Pen would print garbage there).
+func (h Host) String() string {
+	switch {
+	case h.Path != "":
+		return h.Path
+	case h.IP.IsValid():
+		return h.IP.String()
+	}
+	return "0.0.0.0"
+}
+
+// Server is one server slot.
+type Server struct {
+	Host   Host
+	Port   int // for a unix socket Pen reports 1
+	Max    int // soft connection limit, 0 = none
+	Hard   int // hard limit for returning clients
+	Weight int
+	Prio   int
+	ACL    int // server N acl A: clients allowed to use this server
+
+	id uint64 // identity of the slot, kept while it is edited
+}
+
+var lastServerID atomic.Uint64
+
+func newServerID() uint64 { return lastServerID.Add(1) }
+
+// ID identifies a server slot across changes: editing a slot keeps its ID,
+// removing a slot (no server N) moves later slots down with their IDs, so
+// the engine can carry each server's counters along. Zero means a slot
+// made outside this package; the engine then matches by position.
+func (s Server) ID() uint64 { return s.id }
+
+// WithID returns s with a fresh identity, for servers made by ParseServer
+// from the command line.
+func (s Server) WithID() Server {
+	s.id = newServerID()
+	return s
+}
+
+// Unused reports whether the slot holds no server: never set, address
+// 0.0.0.0 (Pen's way of removing a server), or port 0.
+func (s Server) Unused() bool {
+	if s.Host.IsUnix() {
+		return false
+	}
+	return !s.Host.IP.IsValid() || s.Host.IP.IsUnspecified() || s.Port == 0
+}
+
+// Addr is the server's network address for dialing (not for unix sockets).
+func (s Server) Addr() netip.AddrPort {
+	return netip.AddrPortFrom(s.Host.IP, uint16(s.Port))
+}
+
+// ReportedPort is the port as Pen reports it (1 for a unix socket).
+func (s Server) ReportedPort() int {
+	if s.Host.IsUnix() {
+		return 1
+	}
+	return s.Port
+}
+
+// Spec formats s in the command-line server syntax
+// host[:port[:max[:hard[:weight[:prio]]]]], brackets around IPv6.
+func (s Server) Spec() string {
+	h := s.Host.String()
+	if s.Host.IP.Is6() && !s.Host.IP.Is4In6() {
+		h = "[" + h + "]"
+	}
+	if s.Host.IsUnix() {
+		return h
+	}
+	out := h + ":" + strconv.Itoa(s.Port)
+	if s.Max != 0 || s.Hard != 0 || s.Weight != 0 || s.Prio != 0 {
+		out += ":" + strconv.Itoa(s.Max) + ":" + strconv.Itoa(s.Hard) + ":" + strconv.Itoa(s.Weight) + ":" + strconv.Itoa(s.Prio)
+	}
+	return out
+}
+
+// TLS holds the TLS termination settings (Pen's -E/-K/-G/-A/-Z/-R/-L and
+// ssl_* commands).
+type TLS struct {
+	Cert, Key     string // PEM files; Key defaults to Cert
+	CAFile, CADir string // for verifying client certificates
+	Compat        bool   // -Z
+	RequireClient bool   // -R
+	Protocol      string // -L: ssl23 (default), ssl2, ssl3, tls1
+	Ciphers       string
+	Options       []string // ssl_option names, in order given
+	SNIPath       string
+	OCSPResponse  string
+	Renegotiate   int // ssl_client_renegotiation_interval, seconds
+}
+
+// Enabled reports whether TLS termination is on (Pen: giving -E).
+func (t TLS) Enabled() bool { return t.Cert != "" }
+
+// Config is the whole configuration of a running pen. Use Default for a
+// starting point and Clone before changing a Config someone else holds.
+type Config struct {
+	Listen     string // listen spec; "" = not set
+	UDP        bool   // -U
+	Control    string // control listener spec; "" = none
+	Servers    []Server
+	Emergency  *Server // -e
+	Abuse      *Server // -B
+	ACLs       [acl.Lists]acl.List
+	ClientACL  int
+	ControlACL int
+	TarpitACL  int // -1 = off
+
+	Blacklist   int // seconds
+	Timeout     int // connect timeout, seconds
+	Tracking    int // client tracking time, seconds, 0 = forever
+	Debug       int
+	ASCII       bool
+	Hash        bool
+	RoundRobin  bool
+	Stubborn    bool
+	Weight      bool
+	Prio        bool
+	HTTP        bool // X-Forwarded-For
+	Log         string
+	WebStats    string
+	FastClose   FastClose
+	NoDelay     bool
+	IdleTimeout int
+	PendingMax  int
+	Idlers      int
+	Keepalive   bool
+	Transparent bool
+	Source      netip.Addr
+	Dummy       bool
+	Peek        bool
+	AbortOnErr  bool
+	ClientsMax  int
+	ConnMax     int
+	MultiAccept int
+	ListenQueue int
+	DSRIf       string
+	DSRIP       string
+	TLS         TLS
+}
+
+// Default returns Pen's defaults.
+func Default() *Config {
+	return &Config{
+		TarpitACL:   -1,
+		Blacklist:   DefaultBlacklist,
+		Timeout:     DefaultTimeout,
+		PendingMax:  DefaultPendingMax,
+		ClientsMax:  DefaultClientsMax,
+		ConnMax:     DefaultConnMax,
+		MultiAccept: DefaultMultiAccept,
+		ListenQueue: DefaultListenQueue,
+		TLS:         TLS{Protocol: "ssl23", Renegotiate: DefaultRenegotiate},
+	}
+}
+
+// Clone returns a deep copy of c.
+func (c *Config) Clone() *Config {
+	n := *c
+	n.Servers = slices.Clone(c.Servers)
+	if c.Emergency != nil {
+		e := *c.Emergency
+		n.Emergency = &e
+	}
+	if c.Abuse != nil {
+		a := *c.Abuse
+		n.Abuse = &a
+	}
+	for i := range c.ACLs {
+		n.ACLs[i] = slices.Clone(c.ACLs[i])
+	}
+	n.TLS.Options = slices.Clone(c.TLS.Options)
+	return &n
+}
+
+// SetServer stores s in slot i, growing the table as Pen does.
+func (c *Config) SetServer(i int, s Server) {
+	for len(c.Servers) <= i {
+		c.Servers = append(c.Servers, Server{})
+	}
+	c.Servers[i] = s
+}
+
+// Mode is Pen's reply to the "mode" command.
+func (c *Config) Mode() string {
+	no := func(b bool) string {
+		if b {
+			return ""
+		}
+		return "no "
+	}
+	return no(c.Hash) + "hash " + no(c.RoundRobin) + "roundrobin " + no(c.Stubborn) + "stubborn " + no(c.Weight) + "weight " + no(c.Prio) + "prio\n"
+}
