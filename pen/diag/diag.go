@@ -21,7 +21,7 @@ import (
 type Logger struct {
 	level atomic.Int32
 	mu    sync.Mutex
-	w     io.Writer     // timestamped lines, or nil
+	w     io.Writer      // timestamped lines, or nil
 	sys   *syslog.Writer // or syslog
 	now   func() time.Time
 }

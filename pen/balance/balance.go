@@ -1,0 +1,445 @@
+// Package balance implements Pen's server selection: the server table with
+// connection counts and blacklisting, the client table that remembers which
+// server each client used, and the choice of a server for a new connection
+// and of the next one when a connect fails (tracking, round-robin, hash,
+// weight, prio, stubborn, emergency and abuse servers, server ACLs).
+//
+// The algorithms follow Pen 0.35.0 step by step, including its indexing
+// (round-robin starts at server 1, the hash reads the address in host byte
+// order), except where Pen has a bug: a client denied by client_acl with no
+// abuse server is refused rather than sent to the emergency server, an
+// expired client entry loses its server affinity, weight mode with every
+// weight 0 falls back to least connections, and connection counts include
+// connects in progress so that limits hold while connects are pending.
+package balance
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pen-lb/pen-appliance/pen/acl"
+	"github.com/pen-lb/pen-appliance/pen/config"
+)
+
+// Server indices with a special meaning, as in Pen.
+const (
+	NoServer        = config.NoServer
+	AbuseServer     = config.AbuseServer
+	EmergencyServer = config.EmergencyServer
+)
+
+// Server is the running state of one server slot.
+type Server struct {
+	Index int // slot, or EmergencyServer / AbuseServer
+	Cfg   config.Server
+
+	conns    int   // connections now, under Table.mu
+	status   int64 // Pen's status: unix time of the last failure, 0 if none
+	sent     atomic.Uint64
+	received atomic.Uint64
+	total    atomic.Uint64
+	failures atomic.Uint64
+}
+
+// Target is where a connection should go.
+type Target struct {
+	Server *Server
+	Index  int
+}
+
+// Network returns "unix" for a unix socket server, else "ip".
+func (t Target) IsUnix() bool { return t.Server.Cfg.Host.IsUnix() }
+
+// client is one slot of the client table.
+type client struct {
+	addr     netip.Addr // invalid = unix-socket client
+	used     bool
+	last     int64 // unix seconds; 0 = free slot
+	server   int
+	connects int64
+	sent     atomic.Uint64 // to the client (Pen's csx)
+	received atomic.Uint64 // from the client (crx)
+}
+
+// Reason says why a connection got no server.
+type Reason uint8
+
+const (
+	_          Reason = iota
+	ReasonACL         // denied by client_acl and no abuse server
+	ReasonNone        // no server could take it
+)
+
+func (r Reason) String() string {
+	switch r {
+	case ReasonACL:
+		return "acl"
+	case ReasonNone:
+		return "no_server"
+	}
+	return "unknown"
+}
+
+// Table is the balancer. It is safe for concurrent use.
+type Table struct {
+	mu        sync.Mutex
+	servers   []*Server
+	emergency *Server
+	abuse     *Server
+	clients   []*client
+	byAddr    map[netip.Addr]int
+	rrLast    int
+	current   int
+
+	hash, roundRobin, stubborn, weight, prio bool
+	blacklist, tracking                      int64
+	clientACL                                int
+	acls                                     [acl.Lists]acl.List
+	country                                  acl.CountryFunc
+
+	aclDenied [acl.Lists]atomic.Uint64
+
+	now func() time.Time
+}
+
+// New returns an empty table with Pen's defaults; call Configure.
+func New() *Table {
+	t := &Table{byAddr: map[netip.Addr]int{}, now: time.Now, blacklist: config.DefaultBlacklist}
+	t.growClients(config.DefaultClientsMax)
+	return t
+}
+
+// SetClock replaces the clock (tests).
+func (t *Table) SetClock(now func() time.Time) { t.now = now }
+
+// SetCountry sets the country lookup used by country ACL entries.
+func (t *Table) SetCountry(f acl.CountryFunc) {
+	t.mu.Lock()
+	t.country = f
+	t.mu.Unlock()
+}
+
+func (t *Table) unix() int64 { return t.now().Unix() }
+
+// Configure makes the table follow c. Server slots keep their running
+// state when the configuration keeps their identity (config.Server.ID).
+func (t *Table) Configure(c *config.Config) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := map[uint64]*Server{}
+	for _, s := range t.servers {
+		if s.Cfg.ID() != 0 {
+			old[s.Cfg.ID()] = s
+		}
+	}
+	servers := make([]*Server, len(c.Servers))
+	for i, cs := range c.Servers {
+		var s *Server
+		if cs.ID() != 0 {
+			s = old[cs.ID()]
+		} else if i < len(t.servers) && t.servers[i].Cfg.ID() == 0 {
+			s = t.servers[i]
+		}
+		if s == nil {
+			s = &Server{}
+		}
+		s.Index, s.Cfg = i, cs
+		servers[i] = s
+	}
+	if len(servers) != len(t.servers) {
+		// Slots moved: client affinities by index would now point at
+		// other servers, so remap them by identity.
+		newIndex := map[*Server]int{}
+		for i, s := range servers {
+			newIndex[s] = i
+		}
+		for _, cl := range t.clients {
+			if cl.server >= 0 {
+				if cl.server < len(t.servers) {
+					if ni, ok := newIndex[t.servers[cl.server]]; ok {
+						cl.server = ni
+						continue
+					}
+				}
+				cl.server = NoServer
+			}
+		}
+	}
+	t.servers = servers
+	t.emergency = special(t.emergency, c.Emergency, EmergencyServer)
+	t.abuse = special(t.abuse, c.Abuse, AbuseServer)
+	t.hash, t.roundRobin, t.stubborn, t.weight, t.prio = c.Hash, c.RoundRobin, c.Stubborn, c.Weight, c.Prio
+	t.blacklist, t.tracking = int64(c.Blacklist), int64(c.Tracking)
+	t.clientACL = c.ClientACL
+	t.acls = c.ACLs
+	t.growClients(c.ClientsMax)
+}
+
+func special(cur *Server, cs *config.Server, idx int) *Server {
+	if cs == nil {
+		return nil
+	}
+	if cur == nil || (cur.Cfg.ID() != cs.ID()) {
+		cur = &Server{}
+	}
+	cur.Index, cur.Cfg = idx, *cs
+	return cur
+}
+
+func (t *Table) growClients(n int) {
+	for len(t.clients) < n {
+		t.clients = append(t.clients, &client{server: NoServer})
+	}
+}
+
+// ServerStates reports the server slots for the servers command.
+func (t *Table) ServerStates() []config.ServerState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]config.ServerState, len(t.servers))
+	for i, s := range t.servers {
+		out[i] = t.state(s)
+	}
+	return out
+}
+
+// SpecialStates reports the emergency and abuse servers (nil when unset).
+func (t *Table) SpecialStates() (emergency, abuse *config.ServerState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.emergency != nil {
+		s := t.state(t.emergency)
+		emergency = &s
+	}
+	if t.abuse != nil {
+		s := t.state(t.abuse)
+		abuse = &s
+	}
+	return
+}
+
+func (t *Table) state(s *Server) config.ServerState {
+	st := config.ServerState{
+		Conns:    s.conns,
+		Sent:     s.sent.Load(),
+		Received: s.received.Load(),
+		Total:    s.total.Load(),
+		Failures: s.failures.Load(),
+	}
+	if s.status != 0 {
+		st.Failed = time.Unix(s.status, 0)
+		until := s.status + t.blacklist
+		if until > t.unix() {
+			st.Until = time.Unix(until, 0)
+		}
+	}
+	return st
+}
+
+// Blacklist blacklists server slot i for d, as "server N blacklist T"
+// does: d = 0 reinstates it.
+func (t *Table) Blacklist(i int, d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if i < 0 || i >= len(t.servers) {
+		return
+	}
+	t.servers[i].status = t.unix() + int64(d/time.Second) - t.blacklist
+}
+
+// Current is the last server a client was sent to.
+func (t *Table) Current() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.current
+}
+
+// ACLDenied reports how many clients ACL n has refused.
+func (t *Table) ACLDenied(n int) uint64 { return t.aclDenied[n].Load() }
+
+// TrackedClients is the number of used client table slots.
+func (t *Table) TrackedClients() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, c := range t.clients {
+		if c.last != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// ClientStates reports the used slots of the client table.
+func (t *Table) ClientStates() []config.ClientState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []config.ClientState
+	for i, c := range t.clients {
+		if c.last == 0 {
+			continue
+		}
+		out = append(out, config.ClientState{
+			Slot: i, Addr: c.addr, Last: time.Unix(c.last, 0), Server: c.server,
+			Connects: c.connects, Sent: c.sent.Load(), Received: c.received.Load(),
+		})
+	}
+	return out
+}
+
+func (t *Table) available(s *Server) bool {
+	return !s.Cfg.Unused() && !t.blacklisted(s)
+}
+
+func (t *Table) blacklisted(s *Server) bool {
+	return s.status != 0 && t.unix()-s.status < t.blacklist
+}
+
+// storeClient finds or makes the client's slot (Pen's store_client).
+func (t *Table) storeClient(addr netip.Addr) int {
+	now := t.unix()
+	if i, ok := t.byAddr[addr]; ok {
+		c := t.clients[i]
+		if t.tracking > 0 && c.last+t.tracking < now {
+			// Expired: Pen kept the old server here; a returning client
+			// after the tracking time is a new client.
+			c.server = NoServer
+			c.connects = 0
+			c.sent.Store(0)
+			c.received.Store(0)
+		}
+		c.last = now
+		c.connects++
+		return i
+	}
+	empty, oldest := -1, -1
+	for i, c := range t.clients {
+		if c.last != 0 && t.tracking > 0 && c.last+t.tracking < now {
+			t.freeClient(i)
+		}
+		if c.last == 0 {
+			empty = i
+			break
+		}
+		if oldest == -1 || c.last < t.clients[oldest].last {
+			oldest = i
+		}
+	}
+	i := empty
+	if i == -1 {
+		i = oldest
+		t.freeClient(i)
+	}
+	c := t.clients[i]
+	c.addr, c.used, c.last, c.server, c.connects = addr, true, now, NoServer, 1
+	c.sent.Store(0)
+	c.received.Store(0)
+	t.byAddr[addr] = i
+	return i
+}
+
+func (t *Table) freeClient(i int) {
+	c := t.clients[i]
+	if c.used {
+		if j, ok := t.byAddr[c.addr]; ok && j == i {
+			delete(t.byAddr, c.addr)
+		}
+	}
+	c.last, c.used = 0, false
+}
+
+// hashIndex is Pen's pen_hash: the IPv4 address read in host (little-
+// endian) byte order, with -r the port as stored in sin_port XORed in,
+// modulo the number of server slots; IPv6 uses the last byte.
+func hashIndex(a netip.AddrPort, n int, withPort bool) int {
+	if n == 0 {
+		n = 1
+	}
+	ip := a.Addr()
+	switch {
+	case ip.Is4():
+		b := ip.As4()
+		h := binary.LittleEndian.Uint32(b[:])
+		if withPort {
+			h ^= uint32(bits.ReverseBytes16(a.Port()))
+		}
+		return int(h % uint32(n))
+	case ip.Is6():
+		b := ip.As16()
+		return int(b[15]) % n
+	}
+	return 0
+}
+
+// byRoundRobin is Pen's server_by_roundrobin: the next available server
+// after the last one chosen, starting at server 1.
+func (t *Table) byRoundRobin() int {
+	n := len(t.servers)
+	if n == 0 {
+		return NoServer
+	}
+	start := t.rrLast % n
+	i := start
+	for {
+		i = (i + 1) % n
+		if t.available(t.servers[i]) {
+			t.rrLast = i
+			return i
+		}
+		if i == start {
+			return NoServer
+		}
+	}
+}
+
+func (t *Table) byPrio() int {
+	best := NoServer
+	for i, s := range t.servers {
+		if !t.available(s) {
+			continue
+		}
+		if best == NoServer || s.Cfg.Prio < t.servers[best].Cfg.Prio {
+			best = i
+		}
+	}
+	return best
+}
+
+func (t *Table) byWeight() int {
+	best, bestLoad := NoServer, 0
+	for pass := 0; pass < 2 && best == NoServer; pass++ {
+		for i, s := range t.servers {
+			if !t.available(s) {
+				continue
+			}
+			w := s.Cfg.Weight
+			if w == 0 {
+				if pass == 0 {
+					continue
+				}
+				w = 1 // every weight is 0: least connections
+			}
+			load := 256 * s.conns / w
+			if best == NoServer || load < bestLoad {
+				best, bestLoad = i, load
+			}
+		}
+	}
+	return best
+}
+
+func (t *Table) server(i int) *Server {
+	switch {
+	case i >= 0 && i < len(t.servers):
+		return t.servers[i]
+	case i == EmergencyServer:
+		return t.emergency
+	case i == AbuseServer:
+		return t.abuse
+	}
+	return nil
+}

@@ -1,0 +1,235 @@
+package balance
+
+import "net/netip"
+
+// Conn is one client connection's dealings with the table: which server
+// it was first given, which one it is trying now, and what it counts
+// against. Its methods are safe to call from any goroutine, one at a time.
+type Conn struct {
+	t         *Table
+	client    int // client table slot; -1 for an idler
+	cl        *client
+	addr      netip.AddrPort
+	initial   int
+	cur       int     // Pen's conns[].server: the server tried last
+	target    *Server // the server this connection counts against
+	emergency bool    // the emergency server has been tried
+	done      bool    // nothing left to try
+	reason    Reason
+}
+
+// Open registers a new client connection (Pen's store_client). addr is
+// the client's address and port; the zero AddrPort stands for a unix
+// socket client.
+func (t *Table) Open(addr netip.AddrPort) *Conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a := addr.Addr().Unmap()
+	addr = netip.AddrPortFrom(a, addr.Port())
+	i := t.storeClient(a)
+	return &Conn{t: t, client: i, cl: t.clients[i], addr: addr, initial: NoServer, cur: NoServer}
+}
+
+// OpenIdler registers an upstream connection with no client (Pen's
+// idlers): it is placed by round-robin with failover.
+func (t *Table) OpenIdler() *Conn {
+	return &Conn{t: t, client: -1, initial: NoServer, cur: NoServer}
+}
+
+// Client is the client table slot of the connection (-1 for an idler).
+func (c *Conn) Client() int { return c.client }
+
+// Server is the index of the server the connection is using or trying.
+func (c *Conn) Server() int {
+	if c.target == nil {
+		return NoServer
+	}
+	return c.target.Index
+}
+
+// Target is the server the connection counts against, or nil.
+func (c *Conn) Target() *Server { return c.target }
+
+// Reason says why First or Next found nothing.
+func (c *Conn) Reason() Reason { return c.reason }
+
+// First chooses the server for the connection (Pen's initial_server
+// followed by try_server, and failover when that server cannot take the
+// connection). ok is false when the connection must be closed; Reason
+// says why.
+func (c *Conn) First() (Target, bool) {
+	t := c.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c.initial = t.initial(c)
+	if c.initial == NoServer && c.reason == ReasonACL {
+		c.done = true
+		return Target{}, false
+	}
+	c.cur = c.initial
+	if t.try(c, c.initial) {
+		return Target{c.target, c.target.Index}, true
+	}
+	return c.failover()
+}
+
+// Failed reports that connecting to the current server failed (at once,
+// asynchronously or by timeout): the server is blacklisted. Call Next for
+// another one.
+func (c *Conn) Failed() {
+	t := c.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := c.target; s != nil {
+		s.status = t.unix()
+		s.failures.Add(1)
+		s.conns = max(s.conns-1, 0)
+		c.target = nil
+	}
+}
+
+// Next chooses another server after Failed (Pen's failover_server). ok is
+// false when there is none and the connection must be closed.
+func (c *Conn) Next() (Target, bool) {
+	t := c.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return c.failover()
+}
+
+// Connected reports that the connection to the current server is up.
+func (c *Conn) Connected() {
+	t := c.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := c.target; s != nil {
+		s.status = 0
+		s.total.Add(1)
+	}
+}
+
+// Close releases the connection's place on its server.
+func (c *Conn) Close() {
+	t := c.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := c.target; s != nil {
+		s.conns = max(s.conns-1, 0)
+		c.target = nil
+	}
+	c.done = true
+}
+
+// Sent counts n bytes read from the client and sent to the server.
+func (c *Conn) Sent(n int) {
+	if s := c.target; s != nil {
+		s.sent.Add(uint64(n))
+	}
+	if c.cl != nil {
+		c.cl.received.Add(uint64(n))
+	}
+}
+
+// Received counts n bytes read from the server and sent to the client.
+func (c *Conn) Received(n int) {
+	if s := c.target; s != nil {
+		s.received.Add(uint64(n))
+	}
+	if c.cl != nil {
+		c.cl.sent.Add(uint64(n))
+	}
+}
+
+// initial is Pen's initial_server.
+func (t *Table) initial(c *Conn) int {
+	if c.client >= 0 && !t.acls[t.clientACL].Match(c.addr.Addr(), t.country) {
+		t.aclDenied[t.clientACL].Add(1)
+		if t.abuse == nil {
+			c.reason = ReasonACL
+			return NoServer
+		}
+		return AbuseServer
+	}
+	if c.client < 0 {
+		return t.byRoundRobin()
+	}
+	if !t.roundRobin {
+		if s := c.cl.server; s != NoServer && s != EmergencyServer && s != AbuseServer {
+			return s
+		}
+	}
+	switch {
+	case t.prio:
+		return t.byPrio()
+	case t.weight:
+		return t.byWeight()
+	case t.hash:
+		return hashIndex(c.addr, len(t.servers), t.roundRobin)
+	}
+	return t.byRoundRobin()
+}
+
+// try is the checking half of Pen's try_server: whether server i may take
+// the connection. On success the connection counts against it and the
+// client is tracked to it; connecting is the caller's job.
+func (t *Table) try(c *Conn, i int) bool {
+	s := t.server(i)
+	if s == nil || s.Cfg.Unused() || t.blacklisted(s) {
+		return false
+	}
+	sticky := c.cl != nil && c.cl.server == i
+	if s.Cfg.Max != 0 && s.conns >= s.Cfg.Max && (!sticky || s.conns >= s.Cfg.Hard) {
+		return false
+	}
+	if c.client >= 0 && !t.acls[s.Cfg.ACL].Match(c.addr.Addr(), t.country) {
+		t.aclDenied[s.Cfg.ACL].Add(1)
+		return false
+	}
+	s.conns++
+	c.target = s
+	c.cur = i
+	if c.cl != nil {
+		c.cl.server = i
+	}
+	t.current = i
+	return true
+}
+
+// failover is Pen's failover_server, resumable: each call continues the
+// walk from the server tried last up to the initial one, then tries the
+// emergency server once.
+func (c *Conn) failover() (Target, bool) {
+	t := c.t
+	if c.done || t.stubborn || c.cur == AbuseServer || c.cur == EmergencyServer {
+		return c.give()
+	}
+	n := len(t.servers)
+	if n > 1 && c.cur != NoServer && c.initial != NoServer {
+		for {
+			next := (c.cur + 1) % n
+			c.cur = next
+			if t.try(c, next) {
+				return Target{c.target, next}, true
+			}
+			if next == c.initial%n {
+				break
+			}
+		}
+	}
+	if !c.emergency {
+		c.emergency = true
+		c.cur = EmergencyServer
+		if t.try(c, EmergencyServer) {
+			return Target{c.target, EmergencyServer}, true
+		}
+	}
+	return c.give()
+}
+
+func (c *Conn) give() (Target, bool) {
+	c.done = true
+	if c.reason == 0 {
+		c.reason = ReasonNone
+	}
+	return Target{}, false
+}
