@@ -1,0 +1,351 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// Stat is what the records say about one contender in one test.
+type Stat struct {
+	Contender string
+	Unit      string
+	Values    []float64          // successful rounds, in round order
+	Failures  []string           // why rounds or the whole contender failed
+	Median    float64            // of Values; NaN when there are none
+	Details   map[string]float64 // median of each numeric detail
+}
+
+// Working reports whether the contender has at least one measurement.
+func (s Stat) Working() bool { return len(s.Values) > 0 }
+
+// Status describes a contender's health in a few words: "ok", "not working:
+// …" or "k of n rounds failed: …".
+func (s Stat) Status() string {
+	switch {
+	case len(s.Failures) == 0:
+		return "ok"
+	case !s.Working():
+		return s.Failures[0]
+	default:
+		return fmt.Sprintf("%d of %d rounds failed: %s", len(s.Failures), len(s.Failures)+len(s.Values), s.Failures[0])
+	}
+}
+
+// TestSummary gathers the contenders of one test.
+type TestSummary struct {
+	Test  string
+	Stats []Stat // in order of first appearance
+}
+
+// Stat returns the named contender's Stat.
+func (t TestSummary) Stat(contender string) (Stat, bool) {
+	for _, s := range t.Stats {
+		if s.Contender == contender {
+			return s, true
+		}
+	}
+	return Stat{}, false
+}
+
+// Ratio returns median(a)/median(b), or false when either has no value.
+func (t TestSummary) Ratio(a, b string) (float64, bool) {
+	sa, ok1 := t.Stat(a)
+	sb, ok2 := t.Stat(b)
+	if !ok1 || !ok2 || !sa.Working() || !sb.Working() || sb.Median == 0 {
+		return math.NaN(), false
+	}
+	return sa.Median / sb.Median, true
+}
+
+// Median returns the median of vs, or NaN for none.
+func Median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// Summarize groups records by test and contender, in the order they first
+// appear, and takes medians.
+func Summarize(recs []Record) []TestSummary {
+	var tests []TestSummary
+	type key struct{ test, contender string }
+	details := map[key]map[string][]float64{}
+	find := func(test, contender string) *Stat {
+		ti := slices.IndexFunc(tests, func(t TestSummary) bool { return t.Test == test })
+		if ti < 0 {
+			tests = append(tests, TestSummary{Test: test})
+			ti = len(tests) - 1
+		}
+		t := &tests[ti]
+		si := slices.IndexFunc(t.Stats, func(s Stat) bool { return s.Contender == contender })
+		if si < 0 {
+			t.Stats = append(t.Stats, Stat{Contender: contender})
+			si = len(t.Stats) - 1
+		}
+		return &t.Stats[si]
+	}
+	for _, r := range recs {
+		s := find(r.Test, r.Contender)
+		if s.Unit == "" {
+			s.Unit = r.Unit
+		}
+		if !r.OK() {
+			s.Failures = append(s.Failures, r.Err)
+			continue
+		}
+		s.Values = append(s.Values, r.Value)
+		k := key{r.Test, r.Contender}
+		if details[k] == nil {
+			details[k] = map[string][]float64{}
+		}
+		for name, v := range ParseDetails(r.Detail) {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				details[k][name] = append(details[k][name], f)
+			}
+		}
+	}
+	for ti := range tests {
+		slices.SortStableFunc(tests[ti].Stats, func(a, b Stat) int {
+			return contenderRank(a.Contender) - contenderRank(b.Contender)
+		})
+		for si := range tests[ti].Stats {
+			s := &tests[ti].Stats[si]
+			s.Median = Median(s.Values)
+			s.Details = map[string]float64{}
+			for name, vs := range details[key{tests[ti].Test, s.Contender}] {
+				s.Details[name] = Median(vs)
+			}
+		}
+	}
+	return tests
+}
+
+// contenderOrder is the order the report lists contenders in; others follow
+// in order of first appearance.
+var contenderOrder = []string{"direct", "pen", "haproxy", "haproxy-http"}
+
+func contenderRank(c string) int {
+	if i := slices.Index(contenderOrder, c); i >= 0 {
+		return i
+	}
+	return len(contenderOrder)
+}
+
+// Target is a goal the report checks.
+type Target struct {
+	Test string
+	Name string // e.g. "pen/haproxy>=1.10"
+	// Eval returns the figure compared and whether it meets the goal; ok is
+	// false when the figure is missing.
+	Eval func(TestSummary) (figure float64, met, ok bool)
+}
+
+// Targets are the project's goals for pen.
+var Targets = []Target{
+	{Test: "keepalive", Name: "pen/haproxy >= 1.10", Eval: ratioAtLeast("pen", "haproxy", 1.1)},
+	{Test: "close", Name: "pen/haproxy >= 1.10", Eval: ratioAtLeast("pen", "haproxy", 1.1)},
+	{Test: "rss", Name: "pen <= 4096 B/conn", Eval: medianAtMost("pen", 4096)},
+}
+
+func ratioAtLeast(a, b string, min float64) func(TestSummary) (float64, bool, bool) {
+	return func(t TestSummary) (float64, bool, bool) {
+		r, ok := t.Ratio(a, b)
+		return r, ok && r >= min, ok
+	}
+}
+
+func medianAtMost(c string, limit float64) func(TestSummary) (float64, bool, bool) {
+	return func(t TestSummary) (float64, bool, bool) {
+		s, ok := t.Stat(c)
+		if !ok || !s.Working() {
+			return math.NaN(), false, false
+		}
+		return s.Median, s.Median <= limit, true
+	}
+}
+
+// testTitles describe the tests scripts/bench.sh runs.
+var testTitles = map[string]string{
+	"keepalive": "HTTP, keep-alive (wrk)",
+	"close":     "HTTP, new connection per request (wrk)",
+	"rss":       "RSS per idle proxied connection",
+	"dns":       "DNS over UDP (dnsperf)",
+}
+
+// Title returns a test's description.
+func Title(test string) string {
+	if t, ok := testTitles[test]; ok {
+		return t
+	}
+	return test
+}
+
+// reference is the contender the others are compared against: "direct"
+// where the test has it, else none.
+func (t TestSummary) reference() string {
+	if _, ok := t.Stat("direct"); ok {
+		return "direct"
+	}
+	return ""
+}
+
+func formatValue(v float64) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
+func formatRatio(v float64, ok bool) string {
+	if !ok {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func formatValues(vs []float64) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = formatValue(v)
+	}
+	return strings.Join(parts, " ")
+}
+
+// cpuColumn shows the CPU shares measured during a contender's runs as
+// percent of one core: load generator / backend / proxy / everything else
+// on the machine (other users' work: noise).
+func cpuColumn(s Stat) string {
+	var parts []string
+	seen := false
+	for _, k := range []string{"cpu.load", "cpu.backend", "cpu.proxy", "cpu.other"} {
+		if v, ok := s.Details[k]; ok {
+			parts = append(parts, strconv.FormatFloat(100*v, 'f', 0, 64))
+			seen = true
+		} else {
+			parts = append(parts, "-")
+		}
+	}
+	if !seen {
+		return ""
+	}
+	return strings.Join(parts, "/")
+}
+
+// WriteTable writes the human-readable report.
+func WriteTable(w io.Writer, tests []TestSummary) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "test\tcontender\tmedian\tunit\tvs direct\trounds\tcpu% load/backend/proxy/other\tstatus")
+	for _, t := range tests {
+		ref := t.reference()
+		for _, s := range t.Stats {
+			ratio := "-"
+			if ref != "" {
+				r, ok := t.Ratio(s.Contender, ref)
+				ratio = formatRatio(r, ok)
+			}
+			rounds := formatValues(s.Values)
+			if rounds == "" {
+				rounds = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Test, s.Contender, formatValue(s.Median),
+				s.Unit, ratio, rounds, cpuColumn(s), s.Status())
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	for _, t := range tests {
+		fmt.Fprintf(w, "%-9s %s: %s\n", t.Test, Title(t.Test), strings.Join(ratioWords(t), " "))
+	}
+	for _, tg := range Targets {
+		ti := slices.IndexFunc(tests, func(t TestSummary) bool { return t.Test == tg.Test })
+		verdict := "not measured"
+		if ti >= 0 {
+			fig, met, ok := tg.Eval(tests[ti])
+			switch {
+			case !ok:
+				verdict = "not measured"
+			case met:
+				verdict = "met (" + strconv.FormatFloat(fig, 'f', 2, 64) + ")"
+			default:
+				verdict = "MISSED (" + strconv.FormatFloat(fig, 'f', 2, 64) + ")"
+			}
+		}
+		fmt.Fprintf(w, "target %-9s %-20s %s\n", tg.Test, tg.Name, verdict)
+	}
+	return nil
+}
+
+// ratioWords lists a test's comparisons as key=value words: each
+// contender against direct (or its median when there is no direct), then
+// pen against HAProxy.
+func ratioWords(t TestSummary) []string {
+	var words []string
+	ref := t.reference()
+	for _, s := range t.Stats {
+		if s.Contender == ref {
+			continue
+		}
+		if !s.Working() {
+			words = append(words, s.Contender+"=not-working")
+			continue
+		}
+		if ref == "" {
+			words = append(words, s.Contender+"="+formatValue(s.Median))
+			continue
+		}
+		r, ok := t.Ratio(s.Contender, ref)
+		words = append(words, s.Contender+"/"+ref+"="+formatRatio(r, ok))
+	}
+	if ref != "" {
+		if s, ok := t.Stat(ref); ok && !s.Working() {
+			words = append(words, ref+"=not-working")
+		}
+	}
+	if r, ok := t.Ratio("pen", "haproxy"); ok {
+		words = append(words, "pen/haproxy="+formatRatio(r, true))
+	}
+	if ref == "" && len(t.Stats) > 0 && t.Stats[0].Unit != "" {
+		words = append(words, "unit="+t.Stats[0].Unit)
+	}
+	return words
+}
+
+// WriteSummary writes one machine-readable line per test, e.g.
+// "bench: keepalive pen/direct=0.71 haproxy/direct=0.68 pen/haproxy=1.04",
+// and one for the targets.
+func WriteSummary(w io.Writer, tests []TestSummary) error {
+	for _, t := range tests {
+		if _, err := fmt.Fprintf(w, "bench: %s %s\n", t.Test, strings.Join(ratioWords(t), " ")); err != nil {
+			return err
+		}
+	}
+	var words []string
+	for _, tg := range Targets {
+		ti := slices.IndexFunc(tests, func(t TestSummary) bool { return t.Test == tg.Test })
+		v := "unknown"
+		if ti >= 0 {
+			if _, met, ok := tg.Eval(tests[ti]); ok && met {
+				v = "met"
+			} else if ok {
+				v = "missed"
+			}
+		}
+		words = append(words, tg.Test+"="+v)
+	}
+	_, err := fmt.Fprintf(w, "bench: targets %s\n", strings.Join(words, " "))
+	return err
+}

@@ -1,0 +1,166 @@
+package bench
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+func rec(test, contender string, round int, v float64, detail string) Record {
+	unit := map[string]string{"keepalive": "req/s", "close": "req/s", "rss": "B/conn", "dns": "q/s"}[test]
+	return Record{Test: test, Contender: contender, Round: round, Value: v, Unit: unit, Detail: detail}
+}
+
+func sampleRecords() []Record {
+	return []Record{
+		rec("keepalive", "haproxy", 1, 30000, "cpu.load=0.9 cpu.backend=0.5 cpu.proxy=0.6 cpu.other=0.1"),
+		rec("keepalive", "direct", 1, 50000, "cpu.load=1.0 cpu.backend=0.9"),
+		rec("keepalive", "pen", 1, 36000, ""),
+		rec("keepalive", "direct", 2, 40000, ""),
+		rec("keepalive", "pen", 2, 34000, ""),
+		rec("keepalive", "haproxy", 2, 31000, "cpu.load=0.7 cpu.backend=0.4 cpu.proxy=0.4 cpu.other=0.3"),
+		rec("keepalive", "direct", 3, 45000, ""),
+		rec("keepalive", "pen", 3, 35000, ""),
+		rec("keepalive", "haproxy", 3, 29000, "cpu.load=0.8 cpu.backend=0.45 cpu.proxy=0.5 cpu.other=0.2"),
+		Failed("close", "pen", 0, "req/s", "not working: pen: not yet wired"),
+		rec("close", "direct", 1, 10000, ""),
+		rec("close", "haproxy", 1, 8000, ""),
+		rec("rss", "pen", 1, 3000, "conns=9900 before=1000"),
+		rec("rss", "haproxy", 1, 3500, ""),
+		rec("dns", "direct", 1, 100000, ""),
+		rec("dns", "pen", 1, 80000, ""),
+		Failed("dns", "pen", 2, "q/s", "failed: 50 of 100 queries lost"),
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1, 3, 2}, 2.5},
+		{[]float64{7}, 7},
+	} {
+		if got := Median(tc.in); got != tc.want {
+			t.Errorf("Median(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	if !math.IsNaN(Median(nil)) {
+		t.Error("Median(nil) is not NaN")
+	}
+	in := []float64{3, 1, 2}
+	Median(in)
+	if in[0] != 3 {
+		t.Error("Median sorted its argument")
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	tests := Summarize(sampleRecords())
+	var names []string
+	for _, ts := range tests {
+		names = append(names, ts.Test)
+	}
+	if got := strings.Join(names, " "); got != "keepalive close rss dns" {
+		t.Fatalf("tests = %s", got)
+	}
+	ka := tests[0]
+	var order []string
+	for _, s := range ka.Stats {
+		order = append(order, s.Contender)
+	}
+	if got := strings.Join(order, " "); got != "direct pen haproxy" {
+		t.Errorf("contenders = %s, want the fixed order direct pen haproxy", got)
+	}
+	if s, _ := ka.Stat("direct"); s.Median != 45000 || len(s.Values) != 3 {
+		t.Errorf("direct = %+v", s)
+	}
+	if s, _ := ka.Stat("haproxy"); s.Details["cpu.proxy"] != 0.5 || s.Details["cpu.other"] != 0.2 {
+		t.Errorf("haproxy details = %v", s.Details)
+	}
+	if r, ok := ka.Ratio("pen", "haproxy"); !ok || math.Abs(r-35000.0/30000) > 1e-9 {
+		t.Errorf("pen/haproxy = %v, %v", r, ok)
+	}
+	if _, ok := tests[1].Ratio("pen", "direct"); ok {
+		t.Error("a ratio for a contender that is not working")
+	}
+	if s, _ := tests[1].Stat("pen"); s.Working() || s.Status() != "not working: pen: not yet wired" {
+		t.Errorf("close pen status = %q", s.Status())
+	}
+	if s, _ := tests[3].Stat("pen"); !s.Working() || !strings.HasPrefix(s.Status(), "1 of 2 rounds failed") {
+		t.Errorf("dns pen status = %q", s.Status())
+	}
+}
+
+func TestWriteSummary(t *testing.T) {
+	var b strings.Builder
+	if err := WriteSummary(&b, Summarize(sampleRecords())); err != nil {
+		t.Fatal(err)
+	}
+	want := `bench: keepalive pen/direct=0.78 haproxy/direct=0.67 pen/haproxy=1.17
+bench: close pen=not-working haproxy/direct=0.80
+bench: rss pen=3000 haproxy=3500 pen/haproxy=0.86 unit=B/conn
+bench: dns pen/direct=0.80
+bench: targets keepalive=met close=unknown rss=met
+`
+	if got := b.String(); got != want {
+		t.Errorf("WriteSummary:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestWriteSummaryMissed(t *testing.T) {
+	recs := []Record{
+		rec("keepalive", "direct", 1, 100, ""),
+		rec("keepalive", "pen", 1, 50, ""),
+		rec("keepalive", "haproxy", 1, 50, ""),
+		rec("rss", "pen", 1, 5000, ""),
+		Failed("dns", "direct", 0, "q/s", "not working: refused"),
+		rec("dns", "pen", 1, 10, ""),
+	}
+	var b strings.Builder
+	if err := WriteSummary(&b, Summarize(recs)); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"bench: keepalive pen/direct=0.50 haproxy/direct=0.50 pen/haproxy=1.00\n",
+		"bench: dns pen/direct=- direct=not-working\n",
+		"bench: targets keepalive=missed close=unknown rss=missed\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	var b strings.Builder
+	if err := WriteTable(&b, Summarize(sampleRecords())); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"cpu% load/backend/proxy/other",
+		"45000", "50000 40000 45000",
+		"80/45/50/20", // haproxy's median CPU shares
+		"not working: pen: not yet wired",
+		"1 of 2 rounds failed: failed: 50 of 100 queries lost",
+		"keepalive HTTP, keep-alive (wrk): pen/direct=0.78",
+		"target keepalive pen/haproxy >= 1.10  met (1.17)",
+		"target close     pen/haproxy >= 1.10  not measured",
+		"target rss       pen <= 4096 B/conn   met (3000.00)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	// Columns line up: every row of the table has the status column at
+	// the same offset.
+	lines := strings.Split(out, "\n")
+	col := strings.Index(lines[0], "status")
+	for _, l := range lines[1:4] {
+		if len(l) < col || l[col-2:col] != "  " {
+			t.Errorf("row %q does not line up with the header", l)
+		}
+	}
+}
