@@ -18,6 +18,8 @@ type Stat struct {
 	Failures  []string           // why rounds or the whole contender failed
 	Median    float64            // of Values; NaN when there are none
 	Details   map[string]float64 // median of each numeric detail
+
+	others []float64 // cpu.other of every run, for Noise
 }
 
 // Working reports whether the contender has at least one measurement.
@@ -113,6 +115,9 @@ func Summarize(recs []Record) []TestSummary {
 		for name, v := range ParseDetails(r.Detail) {
 			if f, err := strconv.ParseFloat(v, 64); err == nil {
 				details[k][name] = append(details[k][name], f)
+				if name == "cpu.other" {
+					s.others = append(s.others, f)
+				}
 			}
 		}
 	}
@@ -270,6 +275,13 @@ func WriteTable(w io.Writer, tests []TestSummary) error {
 	for _, t := range tests {
 		fmt.Fprintf(w, "%-9s %s: %s\n", t.Test, Title(t.Test), strings.Join(ratioWords(t), " "))
 	}
+	if other, ok := Noise(tests); ok {
+		fmt.Fprintf(w, "noise: the rest of the machine used a median %.0f%% of a core during the runs", 100*other)
+		if other > BusyOther {
+			fmt.Fprint(w, ": BUSY, figures unreliable; run again on a quieter machine")
+		}
+		fmt.Fprintln(w)
+	}
 	for _, tg := range Targets {
 		ti := slices.IndexFunc(tests, func(t TestSummary) bool { return t.Test == tg.Test })
 		verdict := "not measured"
@@ -324,6 +336,25 @@ func ratioWords(t TestSummary) []string {
 	return words
 }
 
+// BusyOther is the CPU share (of one core) other processes may use during
+// the runs before the report calls the machine too busy to trust.
+const BusyOther = 0.5
+
+// Noise returns the median CPU share, in cores, that processes other than
+// the load generator, backend and proxy used during the runs of all tests.
+func Noise(tests []TestSummary) (float64, bool) {
+	var vs []float64
+	for _, t := range tests {
+		for _, s := range t.Stats {
+			vs = append(vs, s.others...)
+		}
+	}
+	if len(vs) == 0 {
+		return math.NaN(), false
+	}
+	return Median(vs), true
+}
+
 // WriteSummary writes one machine-readable line per test, e.g.
 // "bench: keepalive pen/direct=0.71 haproxy/direct=0.68 pen/haproxy=1.04",
 // and one for the targets.
@@ -346,6 +377,12 @@ func WriteSummary(w io.Writer, tests []TestSummary) error {
 		}
 		words = append(words, tg.Test+"="+v)
 	}
-	_, err := fmt.Fprintf(w, "bench: targets %s\n", strings.Join(words, " "))
-	return err
+	if _, err := fmt.Fprintf(w, "bench: targets %s\n", strings.Join(words, " ")); err != nil {
+		return err
+	}
+	if other, ok := Noise(tests); ok {
+		_, err := fmt.Fprintf(w, "bench: noise other-cpu=%.2f busy=%v\n", other, other > BusyOther)
+		return err
+	}
+	return nil
 }

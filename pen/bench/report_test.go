@@ -103,6 +103,7 @@ bench: close pen=not-working haproxy/direct=0.80
 bench: rss pen=3000 haproxy=3500 pen/haproxy=0.86 unit=B/conn
 bench: dns pen/direct=0.80
 bench: targets keepalive=met close=unknown rss=met
+bench: noise other-cpu=0.20 busy=false
 `
 	if got := b.String(); got != want {
 		t.Errorf("WriteSummary:\n%s\nwant:\n%s", got, want)
@@ -133,6 +134,28 @@ func TestWriteSummaryMissed(t *testing.T) {
 	}
 }
 
+func TestNoiseBusy(t *testing.T) {
+	recs := []Record{
+		rec("keepalive", "direct", 1, 100, "cpu.other=1.2"),
+		rec("keepalive", "direct", 2, 100, "cpu.other=0.9"),
+		rec("dns", "direct", 1, 100, "cpu.other=0.1"),
+	}
+	tests := Summarize(recs)
+	if other, ok := Noise(tests); !ok || other != 0.9 {
+		t.Errorf("Noise = %v, %v; want 0.9", other, ok)
+	}
+	var b strings.Builder
+	if err := WriteTable(&b, tests); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "BUSY") {
+		t.Errorf("a busy machine is not flagged:\n%s", b.String())
+	}
+	if _, ok := Noise(Summarize(sampleRecords()[9:])); ok {
+		t.Error("Noise without cpu.other details says ok")
+	}
+}
+
 func TestWriteTable(t *testing.T) {
 	var b strings.Builder
 	if err := WriteTable(&b, Summarize(sampleRecords())); err != nil {
@@ -149,6 +172,7 @@ func TestWriteTable(t *testing.T) {
 		"target keepalive pen/haproxy >= 1.10  met (1.17)",
 		"target close     pen/haproxy >= 1.10  not measured",
 		"target rss       pen <= 4096 B/conn   met (3000.00)",
+		"noise: the rest of the machine used a median 20% of a core during the runs\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
