@@ -119,7 +119,8 @@ const versionPrefix = "HTTP/1."
 // reports whether b can still be part of a request line (or blank line).
 func (h *head) feed(b []byte) bool {
 	s := h.rl
-	for _, c := range b {
+	for i := 0; i < len(b); i++ {
+		c := b[i]
 		switch {
 		case s == rlStart:
 			if c == '\r' {
@@ -130,6 +131,10 @@ func (h *head) feed(b []byte) bool {
 				s = rlBad
 			}
 		case s == rlMethod:
+			for isTchar[c] && i+1 < len(b) {
+				i++
+				c = b[i]
+			}
 			if c == ' ' || c == '\t' {
 				s = rlSP1
 			} else if !isTchar[c] {
@@ -140,9 +145,18 @@ func (h *head) feed(b []byte) bool {
 				if s == rlTarget {
 					s = rlSP2
 				}
-			} else if isTargetChar(c) {
+				break
+			}
+			for isTargetChar(c) && i+1 < len(b) {
+				i++
+				c = b[i]
+			}
+			switch {
+			case isTargetChar(c):
 				s = rlTarget
-			} else {
+			case c == ' ' || c == '\t':
+				s = rlSP2
+			default:
 				s = rlBad
 			}
 		case s == rlSP2:

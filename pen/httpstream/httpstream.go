@@ -3,11 +3,12 @@
 // X-Forwarded-Proto, and reports each request line for the request log.
 //
 // The proxy passes every chunk it reads from the client through
-// [Rewriter.Write] before forwarding it upstream. Unlike Pen, which only
-// rewrote a chunk that started with GET, POST or HEAD and held a whole head,
-// a Rewriter rewrites every request on a keep-alive connection, whatever
-// its method, however the head is split across reads, and whatever number
-// of pipelined requests share one read.
+// [Rewriter.Write] before forwarding it upstream. Pen rewrote only the
+// first request of a chunk that started with GET, POST or HEAD and held a
+// whole head, and logged one line per chunk. A Rewriter rewrites and reports
+// every request on a keep-alive connection, whatever its method, however its
+// head is split across reads, and however many pipelined requests share one
+// read.
 //
 // For each request head the Rewriter:
 //   - appends ", <client>" to the value of the last X-Forwarded-For field,
@@ -49,6 +50,10 @@
 // requests: a proxy that needs the guarantee can close the connection
 // once Passthrough reports Malformed, Framing or (after the first request)
 // NotHTTP, and let the server's answer to the last request be the end.
+// After Upgrade and Connect the same holds if the server refuses the
+// upgrade or the tunnel and the client carries on with HTTP/1.x; telling
+// that apart needs the server's response (101 or 2xx), which a Rewriter
+// does not see.
 //
 // The parser is lenient where servers commonly are, so that requests a
 // server would accept are rewritten: lines may end in bare LF, the parts
@@ -135,7 +140,10 @@ const (
 )
 
 // A Rewriter follows the requests of one client connection. The zero value
-// is ready after a call to Reset. A Rewriter is not safe for concurrent use.
+// is ready after a call to Reset. A Rewriter may be reused (from a
+// sync.Pool, say) by calling Reset for the next connection; call Reset or
+// Flush before parking it, so that a held buffer goes back to the shared
+// pool. A Rewriter is not safe for concurrent use.
 type Rewriter struct {
 	// OnRequest, if not nil, is called once for every request head that is
 	// rewritten, from within Write, after the head has been appended to
@@ -174,7 +182,8 @@ func (r *Rewriter) Reset(clientIP, proto string) {
 // Write appends to dst the bytes to forward upstream for p, the next bytes
 // read from the client, and returns the extended dst. Bytes of an
 // incomplete request head are held back (see Buffered) and appended by a
-// later Write once the head is complete. dst and p must not overlap.
+// later Write once the head is complete. p must not share memory with
+// dst[:cap(dst)], since Write writes into dst's spare capacity.
 func (r *Rewriter) Write(dst, p []byte) []byte {
 	for len(p) > 0 {
 		switch r.state {
@@ -367,17 +376,15 @@ func (r *Rewriter) emit(dst, h []byte) []byte {
 // appendLogLine appends the request line that starts h, in the form the
 // request log uses (see OnRequest).
 func appendLogLine(dst, h []byte) []byte {
-	if len(h) > LogLineMax {
-		h = h[:LogLineMax]
-	}
-	for _, c := range h {
-		if c == '\r' || c == '\n' {
-			break
+	n := len(dst)
+	dst = append(dst, h[:min(len(h), LogLineMax)]...)
+	for i := n; i < len(dst); i++ {
+		switch c := dst[i]; {
+		case c == '\r' || c == '\n':
+			return dst[:i]
+		case c < 0x20 || c > 0x7e:
+			dst[i] = '.'
 		}
-		if c < 0x20 || c > 0x7e {
-			c = '.'
-		}
-		dst = append(dst, c)
 	}
 	return dst
 }

@@ -194,6 +194,14 @@ var rewriteTests = []struct {
 		lines: []string{"POST /c HTTP/1.1", "GET /next HTTP/1.1"},
 	},
 	{
+		name: "chunked, as net/http reads it",
+		in: "PUT /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n" +
+			"5;a=b\r\nhello\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+		want: "PUT /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n" + both + "\r\n" +
+			"5;a=b\r\nhello\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n" + both + "\r\n",
+		lines: []string{"PUT /c HTTP/1.1", "GET / HTTP/1.1"},
+	},
+	{
 		name:  "chunked without trailers, bare LF, upper-case hex, leading zeros",
 		in:    "POST / HTTP/1.1\r\ntransfer-encoding: gzip, CHUNKED\r\n\r\n00A\nabcdefghij\n000\n\nGET / HTTP/1.1\r\n\r\n",
 		want:  "POST / HTTP/1.1\r\ntransfer-encoding: gzip, CHUNKED\r\n" + both + "\r\n00A\nabcdefghij\n000\n\nGET / HTTP/1.1\r\n" + both + "\r\n",
