@@ -102,6 +102,7 @@ type Table struct {
 	country                                  acl.CountryFunc
 
 	aclDenied [acl.Lists]atomic.Uint64
+	epoch     atomic.Uint64 // bumped whenever a server may have become unusable
 
 	now func() time.Time
 }
@@ -130,6 +131,7 @@ func (t *Table) unix() int64 { return t.now().Unix() }
 func (t *Table) Configure(c *config.Config) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer t.epoch.Add(1)
 	old := map[uint64]*Server{}
 	for _, s := range t.servers {
 		if s.Cfg.ID() != 0 {
@@ -249,7 +251,13 @@ func (t *Table) Blacklist(i int, d time.Duration) {
 		return
 	}
 	t.servers[i].status = t.unix() + int64(d/time.Second) - t.blacklist
+	t.epoch.Add(1)
 }
+
+// Epoch changes whenever a server may have become unusable (blacklisted,
+// removed, reconfigured), so that long-lived UDP flows know when to check
+// their server with Conn.Usable.
+func (t *Table) Epoch() uint64 { return t.epoch.Load() }
 
 // Current is the last server a client was sent to.
 func (t *Table) Current() int {

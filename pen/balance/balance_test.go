@@ -218,7 +218,6 @@ func TestAbuseAndACLs(t *testing.T) {
 	}
 }
 
-
 func TestLimits(t *testing.T) {
 	tb, _, _ := setup(t, "server 0 address 127.0.0.1 port 100 max 1 hard 2", "server 1 address 127.0.0.1 port 101 max 1")
 	// client A lands on 1 (round-robin starts at 1) and stays open.

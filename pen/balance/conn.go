@@ -86,6 +86,20 @@ func (c *Conn) Failed() {
 		s.conns = max(s.conns-1, 0)
 		c.target = nil
 	}
+	t.epoch.Add(1)
+}
+
+// Usable reports whether the connection's server is still in the table
+// and not blacklisted.
+func (c *Conn) Usable() bool {
+	t := c.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := c.target
+	if s == nil || t.server(s.Index) != s {
+		return false
+	}
+	return !s.Cfg.Unused() && !t.blacklisted(s)
 }
 
 // Next chooses another server after Failed (Pen's failover_server). ok is

@@ -1,14 +1,14 @@
 // Binary pen is a TCP and UDP load balancer compatible with Ulric
 // Eriksson's Pen: the same command line, configuration file and control
-// protocol.
+// protocol. See the README for usage.
 package main
 
 import (
-	"fmt"
 	"os"
+
+	"github.com/pen-lb/pen-appliance/pen/daemon"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "pen: not yet wired")
-	os.Exit(1)
+	os.Exit(daemon.New().Main(os.Args[1:]))
 }

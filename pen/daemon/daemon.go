@@ -1,0 +1,555 @@
+// Package daemon is the pen process: Pen's command line, its start-up order
+// (options and -O commands, the -F file, the positional listen address and
+// servers, the control port, privileges, pidfile), running in the
+// background, and Pen's signals: HUP re-reads the configuration file, USR1
+// writes statistics, USR2 aborts, TERM closes everything cleanly and
+// removes the pidfile.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/diag"
+	"github.com/pen-lb/pen-appliance/pen/engine"
+	"github.com/pen-lb/pen-appliance/pen/version"
+)
+
+// readyEnv names the file descriptor on which a pen started in the
+// background tells its parent that it is serving (or why it is not).
+const readyEnv = "PEN_READY_FD"
+
+// Daemon is one run of pen.
+type Daemon struct {
+	Stdout, Stderr io.Writer
+
+	log      *diag.Logger
+	in       *config.Interp
+	eng      *engine.Engine
+	proc     config.Process
+	cfgFile  string
+	ctrl     string
+	abuse    string
+	emerg    string
+	ready    *os.File // background child: report readiness here
+	hooks    []func(*Daemon) error
+	started  chan struct{}
+	stopHook func()
+}
+
+// New returns a Daemon writing to the process's standard output and error.
+func New() *Daemon {
+	return &Daemon{Stdout: os.Stdout, Stderr: os.Stderr, started: make(chan struct{})}
+}
+
+// AfterStart registers f to run once pen serves (the admin UI hooks in
+// here); an error from f stops pen.
+func (d *Daemon) AfterStart(f func(*Daemon) error) { d.hooks = append(d.hooks, f) }
+
+// Interp is the command interpreter (after start).
+func (d *Daemon) Interp() *config.Interp { return d.in }
+
+// Engine is the running engine (after start).
+func (d *Daemon) Engine() *engine.Engine { return d.eng }
+
+// Log is the diagnostics logger (after start).
+func (d *Daemon) Log() *diag.Logger { return d.log }
+
+// Started is closed once pen serves.
+func (d *Daemon) Started() <-chan struct{} { return d.started }
+
+// Main runs pen with the command-line arguments args (without the program
+// name) and returns the exit status.
+func (d *Daemon) Main(args []string) int {
+	if fd := os.Getenv(readyEnv); fd != "" {
+		n, _ := strconv.Atoi(fd)
+		d.ready = os.NewFile(uintptr(n), "ready")
+		os.Unsetenv(readyEnv)
+	}
+	err := d.run(args)
+	var ue *UsageError
+	var ex exitCode
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		if ue.Msg != "" {
+			fmt.Fprintf(d.Stderr, "pen: %s\n", ue.Msg)
+		}
+		Usage(d.Stdout)
+		return 0
+	case errors.As(err, &ex):
+		return int(ex)
+	}
+	d.fail(err)
+	return 1
+}
+
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+
+func (d *Daemon) fail(err error) {
+	if d.ready != nil {
+		fmt.Fprintf(d.ready, "%v\n", err)
+		d.ready.Close()
+		d.ready = nil
+	}
+	if d.log != nil && d.log.Writer() == nil {
+		d.log.Printf("%v", err)
+	}
+	fmt.Fprintf(d.Stderr, "pen: %v\n", err)
+}
+
+func atoiFlag(c byte, s string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("-%c: %q is not a number", c, s)
+	}
+	return n, nil
+}
+
+func (d *Daemon) run(args []string) error {
+	opts, operands, err := getopt(args)
+	if err != nil {
+		return err
+	}
+	fg := d.ready != nil // a background child logs like the foreground would not
+	for _, o := range opts {
+		if o.c == 'f' {
+			d.proc.Foreground = true
+		}
+	}
+	if d.proc.Foreground {
+		d.log = diag.New(d.Stderr)
+	} else if fg {
+		d.log = diag.Syslog()
+	} else {
+		d.log = diag.New(d.Stderr)
+	}
+	d.in = config.New(config.Default(), d.proc, d.log)
+	if err := d.options(opts); err != nil {
+		return err
+	}
+	d.in.SetProcess(d.proc)
+	if d.cfgFile != "" {
+		if _, err := os.Stat(d.cfgFile); err != nil {
+			d.log.Printf("Can't read config file '%s'", d.cfgFile)
+		} else {
+			out, err := d.in.ExecFile(d.cfgFile, config.FromFile)
+			io.WriteString(d.Stdout, out)
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if d.in.Config().Listen == "" && len(operands) < 1 {
+		return &UsageError{}
+	}
+	if err := d.positional(operands); err != nil {
+		return err
+	}
+	if !d.proc.Foreground && d.ready == nil {
+		return d.background(args)
+	}
+	return d.serve()
+}
+
+// options applies the options in command-line order; -O commands run as
+// they come, as in Pen.
+func (d *Daemon) options(opts []opt) error {
+	set := func(f func(c *config.Config) error) error { return d.in.Update(config.FromFlag, f) }
+	for _, o := range opts {
+		var err error
+		switch o.c {
+		case 'B':
+			d.abuse = o.arg
+		case 'C':
+			d.ctrl = o.arg
+		case 'D':
+			fmt.Fprint(d.Stderr, "Pen 0.26.0 removed the delayed forward feature,\nmaking the -D option obsolete\n")
+		case 'F':
+			d.cfgFile = o.arg
+			d.proc.ConfigFile = o.arg
+			d.in.SetProcess(d.proc)
+		case 'H':
+			err = set(func(c *config.Config) error { c.HTTP = true; return nil })
+		case 'N':
+			return &UsageError{}
+		case 'O', 'o':
+			out, e := d.in.Exec(o.arg, config.FromFlag)
+			io.WriteString(d.Stdout, out)
+			if e != nil {
+				return fmt.Errorf("-%c '%s': %w", o.c, o.arg, e)
+			}
+		case 'P':
+		case 'Q':
+			fmt.Fprint(d.Stderr, "Since Pen 0.26.0, kqueue is already the default on supported systems,\nmaking the -Q option obsolete\n")
+		case 'S':
+			fmt.Fprint(d.Stderr, "As of 0.28.1 the server table is expanded dynamically,\nmaking the -S option obsolete\n")
+		case 'n':
+			fmt.Fprint(d.Stderr, "Pen 0.26.0 and up uses only nonblocking sockets,\nmaking the -n option obsolete\n")
+		case 'T', 'b', 'c', 'x', 'm', 'q', 't':
+			n, e := atoiFlag(o.c, o.arg)
+			if e != nil {
+				return e
+			}
+			err = d.numeric(o.c, n)
+		case 'U':
+			err = set(func(c *config.Config) error { c.UDP = true; return nil })
+		case 'W':
+			err = set(func(c *config.Config) error { c.Weight = true; return nil })
+		case 'h':
+			err = set(func(c *config.Config) error { c.Hash = true; return nil })
+		case 'r':
+			err = set(func(c *config.Config) error { c.RoundRobin = true; return nil })
+		case 's':
+			err = set(func(c *config.Config) error { c.Stubborn = true; return nil })
+		case 'X':
+			d.proc.ExitEnabled = true
+			d.in.SetProcess(d.proc)
+		case 'a':
+			err = set(func(c *config.Config) error { c.ASCII = true; return nil })
+		case 'd':
+			err = set(func(c *config.Config) error { c.Debug++; return nil })
+		case 'e':
+			d.emerg = o.arg
+		case 'f':
+		case 'i':
+			fmt.Fprint(d.Stderr, "Windows only\n")
+			return exitCode(0)
+		case 'j':
+			d.proc.Chroot = o.arg
+		case 'l':
+			_, err = d.in.Exec("log "+o.arg, config.FromFlag)
+		case 'p':
+			d.proc.PidFile = o.arg
+		case 'u':
+			d.proc.User = o.arg
+		case 'w':
+			err = set(func(c *config.Config) error { c.WebStats = o.arg; return nil })
+		case 'E':
+			err = set(func(c *config.Config) error { c.TLS.Cert = o.arg; return nil })
+		case 'K':
+			err = set(func(c *config.Config) error { c.TLS.Key = o.arg; return nil })
+		case 'G':
+			err = set(func(c *config.Config) error { c.TLS.CAFile = o.arg; return nil })
+		case 'A':
+			err = set(func(c *config.Config) error { c.TLS.CADir = o.arg; return nil })
+		case 'Z':
+			err = set(func(c *config.Config) error { c.TLS.Compat = true; return nil })
+		case 'R':
+			err = set(func(c *config.Config) error { c.TLS.RequireClient = true; return nil })
+		case 'L':
+			switch o.arg {
+			case "ssl23", "ssl2", "ssl3", "tls1":
+				err = set(func(c *config.Config) error { c.TLS.Protocol = o.arg; return nil })
+			default:
+				fmt.Fprintf(d.Stderr, "protocol version %s not known\n", o.arg)
+				return exitCode(1)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("-%c: %w", o.c, err)
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) numeric(c byte, n int) error {
+	return d.in.Update(config.FromFlag, func(cf *config.Config) error {
+		switch c {
+		case 'T':
+			if n < 0 {
+				return errors.New("tracking time must not be negative")
+			}
+			cf.Tracking = n
+		case 'b':
+			if n < 0 {
+				return errors.New("blacklist time must not be negative")
+			}
+			cf.Blacklist = n
+		case 'c':
+			if n < 1 {
+				return errors.New("the client table needs at least 1 slot")
+			}
+			cf.ClientsMax = n // at start-up -c sets the exact size
+		case 'x':
+			if n < 1 {
+				return errors.New("the connection table needs at least 1 slot")
+			}
+			cf.ConnMax = n
+		case 'm':
+			if n < 1 {
+				fmt.Fprint(d.Stderr, "multi_accept bumped to 1\n")
+				n = 1
+			}
+			cf.MultiAccept = n
+		case 'q':
+			if n < 50 {
+				fmt.Fprint(d.Stderr, "listen_queue bumped to 50\n")
+				n = 50
+			}
+			cf.ListenQueue = n
+		case 't':
+			if n < 1 {
+				return &UsageError{}
+			}
+			cf.Timeout = n
+		}
+		return nil
+	})
+}
+
+// positional applies the listen address and the servers of the command
+// line, after the -F file, as Pen's init does: they override slots the
+// file set, and -e/-B override the file's emergency and abuse servers.
+// A listen command in the file wins over the positional address.
+func (d *Daemon) positional(operands []string) error {
+	defer func() { d.in.SetProcess(d.proc) }()
+	return d.in.Update(config.FromFlag, func(c *config.Config) error {
+		if len(operands) > 0 {
+			if c.Listen == "" {
+				if c.DSRIf != "" {
+					if _, err := config.ParseDSRListen(operands[0]); err != nil {
+						return err
+					}
+				} else if _, err := config.ParseListen(operands[0], c.UDP, nil); err != nil {
+					return err
+				}
+				c.Listen = operands[0]
+				d.proc.CLI.Listen = operands[0]
+			}
+		}
+		port := listenPort(c.Listen, c.UDP)
+		for i, spec := range operands[min(1, len(operands)):] {
+			s, err := config.ParseServer(spec, port, c.UDP, nil)
+			if err != nil {
+				return err
+			}
+			c.SetServer(i, s.WithID())
+		}
+		for _, sp := range []struct {
+			spec string
+			dst  **config.Server
+			cli  **config.Server
+		}{{d.emerg, &c.Emergency, &d.proc.CLI.Emergency}, {d.abuse, &c.Abuse, &d.proc.CLI.Abuse}} {
+			if sp.spec == "" {
+				continue
+			}
+			s, err := config.ParseServer(sp.spec, port, c.UDP, nil)
+			if err != nil {
+				return err
+			}
+			s = s.WithID()
+			*sp.dst = &s
+			cp := s
+			*sp.cli = &cp
+		}
+		d.proc.CLI.UDP = c.UDP
+		if d.ctrl != "" {
+			if _, err := config.ParseListen(d.ctrl, false, nil); err != nil {
+				return fmt.Errorf("-C %s: %w", d.ctrl, err)
+			}
+			c.Control = d.ctrl
+			d.proc.CLI.Control = d.ctrl
+		}
+		return nil
+	})
+}
+
+func listenPort(spec string, udp bool) int {
+	if spec == "" || strings.Contains(spec, "/") {
+		return 0
+	}
+	if i := strings.LastIndexByte(spec, ':'); i >= 0 {
+		spec = spec[i+1:]
+	}
+	p, err := config.ParsePort(spec, udp)
+	if err != nil {
+		return 0
+	}
+	return p
+}
+
+// background starts pen again as a session leader with no terminal and
+// waits until it serves, so that errors still reach the user (Pen forks
+// and its parent exits at once, before anything can fail).
+func (d *Daemon) background(args []string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("can't fork: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("can't fork: %w", err)
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), readyEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("can't fork: %w", err)
+	}
+	w.Close()
+	null.Close()
+	msg, _ := io.ReadAll(r)
+	r.Close()
+	if s := strings.TrimSpace(string(msg)); s != "ok" {
+		if s == "" {
+			s = "pen stopped before it was serving"
+		}
+		cmd.Wait()
+		fmt.Fprintf(d.Stderr, "pen: %s\n", s)
+		return exitCode(1)
+	}
+	cmd.Process.Release()
+	return nil
+}
+
+// serve opens the listeners, drops privileges, writes the pidfile and
+// runs until told to stop.
+func (d *Daemon) serve() error {
+	signal.Ignore(syscall.SIGPIPE)
+	eng, err := engine.New(d.log, d.in)
+	if err != nil {
+		return err
+	}
+	d.eng = eng
+	if d.ctrl != "" && os.Getuid() == 0 && d.proc.User == "" {
+		eng.RefuseControl("Won't open control port running as root; use -u to run as different user")
+	}
+	if err := d.setupTLS(); err != nil {
+		return err
+	}
+	if d.in.Config().Debug > 0 {
+		d.log.Printf("pen %s starting (Pen %s compatible)", version.Version, version.Pen)
+		d.log.Printf("servers:")
+		for i, s := range d.in.Config().Servers {
+			d.log.Printf("%2d %s:%d:%d:%d:%d:%d", i, s.Host, s.ReportedPort(), s.Max, s.Hard, s.Weight, s.Prio)
+		}
+	}
+	if err := d.in.SetEngine(eng); err != nil {
+		return err
+	}
+	if err := d.dropPrivileges(); err != nil {
+		eng.Stop()
+		return err
+	}
+	if d.proc.PidFile != "" {
+		if err := os.WriteFile(d.proc.PidFile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			eng.Stop()
+			return fmt.Errorf("Can't create pidfile %s: %w", d.proc.PidFile, err)
+		}
+		defer os.Remove(d.proc.PidFile)
+	}
+	for _, h := range d.hooks {
+		if err := h(d); err != nil {
+			eng.Stop()
+			return err
+		}
+	}
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	go d.signals(sigs)
+	if d.ready != nil {
+		fmt.Fprintln(d.ready, "ok")
+		d.ready.Close()
+		d.ready = nil
+	}
+	close(d.started)
+	err = eng.Run()
+	if d.stopHook != nil {
+		d.stopHook()
+	}
+	d.log.Debugf(1, "Exiting, cleaning up...")
+	return err
+}
+
+// OnStop registers f to run when pen stops serving.
+func (d *Daemon) OnStop(f func()) { d.stopHook = f }
+
+func (d *Daemon) dropPrivileges() error {
+	var u *user.User
+	if d.proc.User != "" {
+		var err error
+		if u, err = user.Lookup(d.proc.User); err != nil {
+			return fmt.Errorf("Can't getpwnam(%s): %w", d.proc.User, err)
+		}
+	}
+	if d.proc.Chroot != "" {
+		if err := syscall.Chroot(d.proc.Chroot); err != nil {
+			return fmt.Errorf("Can't chroot(%s): %w", d.proc.Chroot, err)
+		}
+		if err := os.Chdir("/"); err != nil {
+			return fmt.Errorf("chdir /: %w", err)
+		}
+	}
+	if u != nil {
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := syscall.Setgroups([]int{gid}); err != nil {
+			return fmt.Errorf("Can't setgroups(%d): %w", gid, err)
+		}
+		if err := syscall.Setgid(gid); err != nil {
+			return fmt.Errorf("Can't setgid(%d): %w", gid, err)
+		}
+		if err := syscall.Setuid(uid); err != nil {
+			return fmt.Errorf("Can't setuid(%d): %w", uid, err)
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) signals(sigs <-chan os.Signal) {
+	for s := range sigs {
+		switch s {
+		case syscall.SIGHUP:
+			d.log.Debugf(1, "Caught HUP, will read cfg")
+			if err := d.eng.ReopenLog(); err != nil {
+				d.log.Printf("%v", err)
+			}
+			if d.cfgFile != "" {
+				out, err := d.in.ExecFile(d.cfgFile, config.FromSignal)
+				io.WriteString(d.Stdout, out)
+				if err != nil {
+					d.log.Printf("%v; configuration not changed", err)
+				}
+			}
+		case syscall.SIGUSR1:
+			d.log.Debugf(1, "Caught USR1, will save stats")
+			if d.in.Config().WebStats != "" {
+				if err := d.in.WriteStatus(); err != nil {
+					d.log.Printf("Can't write to %s: %v", d.in.Config().WebStats, err)
+				}
+			} else {
+				for _, l := range d.in.TextStats() {
+					d.log.Printf("%s", l)
+				}
+			}
+		case syscall.SIGUSR2:
+			d.log.Printf("Caught USR2, aborting")
+			signal.Reset(syscall.SIGABRT)
+			syscall.Kill(os.Getpid(), syscall.SIGABRT)
+		case syscall.SIGTERM, syscall.SIGINT:
+			d.log.Debugf(1, "Quitting")
+			d.eng.Quit()
+			return
+		}
+	}
+}

@@ -1,0 +1,259 @@
+// Package engine runs a pen: it puts a configuration into effect on the
+// balancer, the data path, the request log and the control socket, and
+// answers the command language's questions about the running state. It is
+// the config.Engine that the command interpreter drives.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/pen-lb/pen-appliance/pen/balance"
+	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/control"
+	"github.com/pen-lb/pen-appliance/pen/diag"
+	"github.com/pen-lb/pen-appliance/pen/proxy"
+)
+
+// UDPFlowTimeout is how long an idle UDP flow lives when idle_timeout is
+// not set.
+const UDPFlowTimeout = 30 * time.Second
+
+// Engine is a running pen.
+type Engine struct {
+	Table *balance.Table
+	Loop  *proxy.Loop
+
+	log *diag.Logger
+	ex  control.Executor
+
+	mu       sync.Mutex
+	cur      *config.Config
+	reqlog   *proxy.RequestLog
+	ctrl     *control.Server
+	noCtrl   string // why the control port may not be opened, or ""
+	listenAt string // the listen spec in effect, with the UDP flag
+	quit     chan struct{}
+	quitOnce sync.Once
+	handoff  func(*proxy.Handoff)
+}
+
+// New makes an engine. ex executes control socket commands (the
+// interpreter that owns this engine).
+func New(log *diag.Logger, ex control.Executor) (*Engine, error) {
+	tb := balance.New()
+	loop, err := proxy.New(tb, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{Table: tb, Loop: loop, log: log, ex: ex, quit: make(chan struct{})}, nil
+}
+
+// RefuseControl keeps the control port closed and logs why (Pen will not
+// open one while running as root without -u).
+func (e *Engine) RefuseControl(why string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.noCtrl = why
+}
+
+// SetHandoff makes the data path hand accepted TCP connections to h (TLS
+// termination); nil serves them in the loop.
+func (e *Engine) SetHandoff(h func(*proxy.Handoff)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.handoff = h
+}
+
+// Apply puts c into effect. On error nothing has changed.
+func (e *Engine) Apply(c *config.Config) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c.DSRIf != "" {
+		return errors.New("direct server return (dsr_if) is not available in this build")
+	}
+	prev := e.cur
+	// Open what can fail first, so that a failure changes nothing.
+	var listen *config.Listen
+	key := fmt.Sprintf("%v|%s", c.UDP, c.Listen)
+	if c.Listen != "" && key != e.listenAt {
+		l, err := config.ParseListen(c.Listen, c.UDP, nil)
+		if err != nil {
+			return err
+		}
+		listen = &l
+	}
+	reqlog := e.reqlog
+	if prev == nil || c.Log != prev.Log {
+		reqlog = nil
+		if c.Log != "" {
+			var err error
+			if reqlog, err = proxy.OpenRequestLog(c.Log); err != nil {
+				return err
+			}
+		}
+	}
+	var ctrl *control.Server
+	ctrlChanged := (e.ctrl == nil && c.Control != "") || (e.ctrl != nil && e.ctrl.Spec() != c.Control)
+	if ctrlChanged && c.Control != "" {
+		if e.noCtrl != "" {
+			if prev == nil {
+				e.log.Printf("%s", e.noCtrl)
+			} else {
+				closeLog(reqlog, e.reqlog)
+				return errors.New(e.noCtrl)
+			}
+		} else {
+			var err error
+			if ctrl, err = control.Listen(c.Control, e.ex, e.log); err != nil {
+				closeLog(reqlog, e.reqlog)
+				return err
+			}
+		}
+	}
+	e.Table.Configure(c)
+	s := settings(c, reqlog, e.handoff)
+	if err := e.Loop.Configure(s, listen, c.ListenQueue); err != nil {
+		if ctrl != nil {
+			ctrl.Close()
+		}
+		closeLog(reqlog, e.reqlog)
+		if prev != nil {
+			e.Table.Configure(prev)
+		}
+		return err
+	}
+	if c.Listen == "" && e.listenAt != "" {
+		e.Loop.CloseListener()
+		key = ""
+	}
+	if c.Listen != "" || e.listenAt != "" {
+		e.listenAt = key
+	}
+	if reqlog != e.reqlog {
+		if e.reqlog != nil {
+			e.reqlog.Close()
+		}
+		e.reqlog = reqlog
+	}
+	if ctrlChanged {
+		if e.ctrl != nil {
+			e.ctrl.Close()
+			e.ctrl = nil
+		}
+		if ctrl != nil {
+			e.ctrl = ctrl
+			go ctrl.Serve()
+		}
+	}
+	e.cur = c
+	return nil
+}
+
+func closeLog(newLog, cur *proxy.RequestLog) {
+	if newLog != nil && newLog != cur {
+		newLog.Close()
+	}
+}
+
+func settings(c *config.Config, reqlog *proxy.RequestLog, handoff func(*proxy.Handoff)) proxy.Settings {
+	udpTimeout := UDPFlowTimeout
+	if c.IdleTimeout > 0 {
+		udpTimeout = time.Duration(c.IdleTimeout) * time.Second
+	}
+	s := proxy.Settings{
+		UDP:         c.UDP,
+		ConnMax:     c.ConnMax,
+		PendingMax:  c.PendingMax,
+		MultiAccept: c.MultiAccept,
+		Timeout:     time.Duration(c.Timeout) * time.Second,
+		IdleTimeout: time.Duration(c.IdleTimeout) * time.Second,
+		UDPTimeout:  udpTimeout,
+		FastClose:   c.FastClose,
+		NoDelay:     c.NoDelay,
+		Keepalive:   c.Keepalive,
+		Transparent: c.Transparent,
+		Source:      c.Source,
+		HTTP:        c.HTTP,
+		Dummy:       c.Dummy,
+		Idlers:      c.Idlers,
+		Dump:        c.Debug > 2,
+		ASCII:       c.ASCII,
+		Log:         reqlog,
+	}
+	if !c.UDP {
+		s.Handoff = handoff
+	}
+	return s
+}
+
+// Run serves until Quit or Stop.
+func (e *Engine) Run() error {
+	errc := make(chan error, 1)
+	go func() { errc <- e.Loop.Run() }()
+	select {
+	case <-e.quit:
+		e.Stop()
+		return <-errc
+	case err := <-errc:
+		return err
+	}
+}
+
+// Stop closes every listener and connection.
+func (e *Engine) Stop() {
+	e.Loop.Stop()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ctrl != nil {
+		e.ctrl.Close()
+		e.ctrl = nil
+	}
+	if e.reqlog != nil {
+		e.reqlog.Close()
+		e.reqlog = nil
+	}
+}
+
+// Quit asks Run to return (the exit command, SIGTERM).
+func (e *Engine) Quit() { e.quitOnce.Do(func() { close(e.quit) }) }
+
+// Done is closed when Quit was called.
+func (e *Engine) Done() <-chan struct{} { return e.quit }
+
+// ReopenLog reopens the request log file (SIGHUP).
+func (e *Engine) ReopenLog() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.reqlog == nil {
+		return nil
+	}
+	return e.reqlog.Reopen()
+}
+
+// ControlAddr is the bound control address, or "".
+func (e *Engine) ControlAddr() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ctrl == nil {
+		return ""
+	}
+	return e.ctrl.Addr().String()
+}
+
+// The config.Engine interface.
+
+func (e *Engine) Servers() []config.ServerState    { return e.Table.ServerStates() }
+func (e *Engine) Blacklist(i int, d time.Duration) { e.Table.Blacklist(i, d) }
+func (e *Engine) Clients() []config.ClientState    { return e.Table.ClientStates() }
+func (e *Engine) Conns() config.ConnTable          { return e.Loop.Conns() }
+func (e *Engine) Conn(i int) config.ConnState      { return e.Loop.Conn(i) }
+func (e *Engine) CloseConn(i int)                  { e.Loop.CloseConn(i) }
+func (e *Engine) SocketConn(fd int) int            { return e.Loop.SocketConn(fd) }
+func (e *Engine) IdlersActive() int                { return e.Loop.Idlers() }
+func (e *Engine) Current() int                     { return e.Table.Current() }
+
+var _ config.Engine = (*Engine)(nil)
+

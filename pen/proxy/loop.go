@@ -1,0 +1,497 @@
+// Package proxy implements pen's data path: it accepts clients on TCP,
+// UDP and unix sockets, asks the balancer for a server, connects to it and
+// relays bytes both ways with half-close, connect and idle timeouts,
+// X-Forwarded-For insertion and request logging.
+//
+// All sockets are served by one event loop (epoll, edge-triggered) that
+// owns every connection; other goroutines reach it by posting closures.
+// A connection holds no buffer while it is idle: data is read into one
+// scratch buffer and written straight on, and only what the other side
+// cannot take at once is kept. Plain TCP streams move bulk data with
+// splice(2) through pooled pipes, so it never enters user space.
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pen-lb/pen-appliance/pen/balance"
+	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/diag"
+	"github.com/pen-lb/pen-appliance/pen/httpstream"
+)
+
+// Settings is what the data path needs from the configuration.
+type Settings struct {
+	UDP         bool
+	ConnMax     int
+	PendingMax  int
+	MultiAccept int
+	Timeout     time.Duration // connect timeout
+	IdleTimeout time.Duration // 0 = never
+	UDPTimeout  time.Duration // idle UDP flows end after this
+	FastClose   config.FastClose
+	NoDelay     bool
+	Keepalive   bool
+	Transparent bool
+	Source      netip.Addr
+	HTTP        bool // add X-Forwarded-For/Proto
+	Dummy       bool
+	Idlers      int
+	Dump        bool // debug level > 2: dump every buffer
+	ASCII       bool
+	Log         *RequestLog
+	// Handoff, when set, takes over every accepted TCP connection after
+	// the loop has given it a slot (TLS termination).
+	Handoff func(h *Handoff)
+}
+
+// Stats counts what the loop did since it started.
+type Stats struct {
+	Accepted        uint64
+	Active          int
+	RefusedFull     uint64 // connection table full
+	RefusedNoServer uint64 // no server could take the client
+	RefusedACL      uint64 // denied by client_acl, no abuse server
+	Pending         int
+}
+
+const (
+	tokListener = -1
+	tokWake     = -2
+
+	sideDown = 0 // the client's socket
+	sideUp   = 1 // the server's socket
+
+	bufSize   = 32 << 10 // one read, as Pen's BUFFER_MAX
+	budget    = 16       // reads per connection per wakeup before yielding
+	maxEvents = 256
+)
+
+// Loop is the event loop. Create it with New, start it with Run.
+type Loop struct {
+	ep   int
+	wake int
+	tb   *balance.Table
+	log  *diag.Logger
+
+	set    Settings
+	lfd    int
+	lspec  config.Listen
+	lArmed bool
+
+	conns   []*conn
+	free    []int32
+	used    int
+	last    int
+	byFD    []int32 // fd -> slot+1
+	pending []int32 // slots with a connect in progress
+	ready   []int32 // slots with work left over
+	buf     []byte
+	pipes   []pipe
+	events  []unix.EpollEvent
+	now     int64
+	flows   map[netip.AddrPort]int32 // UDP client -> slot
+	udpDst  bool                     // the UDP listener needs the local address of each datagram
+	idlers  int
+	hand    int // UDP: second-chance sweep position
+	outBuf  []byte
+	rwFree  []*httpstream.Rewriter
+	logConn *conn
+
+	accepted, refusedFull, refusedNone, refusedACL atomic.Uint64
+	active, pendingN                               atomic.Int64
+	lastFullLog                                    int64
+
+	mu      sync.Mutex
+	queue   []func()
+	running bool
+	stopped bool
+	done    chan struct{}
+}
+
+// New makes a loop that places clients with tb.
+func New(tb *balance.Table, log *diag.Logger) (*Loop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(ep)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	l := &Loop{ep: ep, wake: wake, tb: tb, log: log, lfd: -1, buf: make([]byte, bufSize),
+		events: make([]unix.EpollEvent, maxEvents), flows: map[netip.AddrPort]int32{}, done: make(chan struct{}),
+		set: Settings{ConnMax: config.DefaultConnMax, PendingMax: config.DefaultPendingMax, MultiAccept: config.DefaultMultiAccept,
+			Timeout: config.DefaultTimeout * time.Second, UDPTimeout: 60 * time.Second}}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: tokWake}); err != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("epoll_ctl(wake): %w", err)
+	}
+	l.now = time.Now().Unix()
+	return l, nil
+}
+
+func (l *Loop) closeFDs() {
+	unix.Close(l.ep)
+	unix.Close(l.wake)
+}
+
+// do runs f on the loop goroutine and waits for it. Before Run has started
+// (or after the loop has ended) f runs at once on the caller's goroutine.
+func (l *Loop) do(f func()) {
+	l.mu.Lock()
+	if !l.running || l.stopped {
+		l.mu.Unlock()
+		f()
+		return
+	}
+	ch := make(chan struct{})
+	l.queue = append(l.queue, func() { f(); close(ch) })
+	l.mu.Unlock()
+	var one = [8]byte{1}
+	unix.Write(l.wake, one[:])
+	<-ch
+}
+
+// Configure applies s and, when listen is not nil, replaces the listener
+// with one bound to it (a nil listen keeps the current one). The new
+// listener is bound before anything changes, so a bind error leaves the
+// loop as it was.
+func (l *Loop) Configure(s Settings, listen *config.Listen, backlog int) error {
+	var newFD = -1
+	if listen != nil {
+		fd, err := openListener(*listen, s.UDP, backlog, s.NoDelay)
+		if err != nil {
+			return err
+		}
+		newFD = fd
+	}
+	var err error
+	l.do(func() {
+		oldUDP := l.set.UDP
+		l.set = s
+		if listen != nil {
+			l.swapListener(newFD, *listen)
+		} else if oldUDP != s.UDP && l.lfd >= 0 {
+			err = errors.New("changing between TCP and UDP needs a new listener")
+		}
+		l.growTable(s.ConnMax)
+		l.armListener()
+	})
+	return err
+}
+
+// CloseListener closes the listener (no listen address configured).
+func (l *Loop) CloseListener() {
+	l.do(func() { l.swapListener(-1, config.Listen{}) })
+}
+
+func (l *Loop) swapListener(fd int, spec config.Listen) {
+	if l.lfd >= 0 {
+		unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, l.lfd, nil)
+		unix.Close(l.lfd)
+		// UDP flows answer through the listener: they end with it.
+		for _, slot := range l.flowSlots() {
+			l.closeConn(l.conns[slot])
+		}
+	}
+	l.lfd, l.lspec, l.lArmed = fd, spec, false
+	l.udpDst = fd >= 0 && l.set.UDP && spec.Path == "" && spec.Addr.Addr().IsUnspecified()
+	if fd >= 0 {
+		unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: 0, Fd: tokListener})
+	}
+}
+
+func (l *Loop) growTable(n int) {
+	for len(l.conns) < n {
+		l.conns = append(l.conns, nil)
+	}
+	// Free slots are handed out lowest first.
+	l.free = l.free[:0]
+	for i := len(l.conns) - 1; i >= 0; i-- {
+		if c := l.conns[i]; c == nil || c.state == stateUnused {
+			l.free = append(l.free, int32(i))
+		}
+	}
+}
+
+// armListener listens for clients while the tables have room (Pen's
+// arm_listenfd; also pauses while pending_max connects are in progress).
+func (l *Loop) armListener() {
+	if l.lfd < 0 {
+		return
+	}
+	want := l.set.UDP || len(l.pending) < l.set.PendingMax
+	if want == l.lArmed {
+		return
+	}
+	var ev uint32
+	if want {
+		ev = unix.EPOLLIN
+	}
+	unix.EpollCtl(l.ep, unix.EPOLL_CTL_MOD, l.lfd, &unix.EpollEvent{Events: ev, Fd: tokListener})
+	l.lArmed = want
+}
+
+// Run serves until Stop. It returns once every connection is closed.
+func (l *Loop) Run() error {
+	l.mu.Lock()
+	l.running = true
+	l.mu.Unlock()
+	defer close(l.done)
+	tick := time.Now().Unix()
+	for {
+		wait := 1000
+		if len(l.ready) > 0 {
+			wait = 0
+		}
+		n, err := unix.EpollWait(l.ep, l.events, wait)
+		if err != nil && err != unix.EINTR {
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+		l.now = time.Now().Unix()
+		for i := 0; i < n; i++ {
+			ev := &l.events[i]
+			switch ev.Fd {
+			case tokListener:
+				l.readListener()
+			case tokWake:
+				if l.runQueue() {
+					l.shutdown()
+					return nil
+				}
+			default:
+				l.event(ev)
+			}
+		}
+		l.runReady()
+		if l.now != tick {
+			tick = l.now
+			l.timers()
+		}
+		l.armListener()
+		if l.set.Log != nil {
+			l.set.Log.Flush()
+		}
+	}
+}
+
+func (l *Loop) runQueue() (stop bool) {
+	var b [8]byte
+	unix.Read(l.wake, b[:])
+	l.mu.Lock()
+	q := l.queue
+	l.queue = nil
+	stop = l.stopped
+	l.mu.Unlock()
+	for _, f := range q {
+		f()
+	}
+	return stop
+}
+
+// Stop closes the listener and every connection and ends Run.
+func (l *Loop) Stop() {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return
+	}
+	l.stopped = true
+	running := l.running
+	l.mu.Unlock()
+	if !running {
+		l.shutdown()
+		return
+	}
+	var one = [8]byte{1}
+	unix.Write(l.wake, one[:])
+	<-l.done
+}
+
+func (l *Loop) shutdown() {
+	if l.lfd >= 0 {
+		unix.Close(l.lfd)
+		l.lfd = -1
+	}
+	for _, c := range l.conns {
+		if c != nil && c.state != stateUnused {
+			l.closeConn(c)
+		}
+	}
+	for _, p := range l.pipes {
+		p.close()
+	}
+	l.pipes = nil
+	if l.set.Log != nil {
+		l.set.Log.Flush()
+	}
+	l.closeFDs()
+	// Anything posted after the end runs on its caller (see do).
+	l.mu.Lock()
+	q := l.queue
+	l.queue = nil
+	l.mu.Unlock()
+	for _, f := range q {
+		f()
+	}
+}
+
+// Stats reports the loop's counters; safe from any goroutine.
+func (l *Loop) Stats() Stats {
+	return Stats{
+		Accepted:        l.accepted.Load(),
+		Active:          int(l.active.Load()),
+		RefusedFull:     l.refusedFull.Load(),
+		RefusedNoServer: l.refusedNone.Load(),
+		RefusedACL:      l.refusedACL.Load(),
+		Pending:         int(l.pendingN.Load()),
+	}
+}
+
+// ListenAddr is the bound listener address (useful with port 0 in tests).
+func (l *Loop) ListenAddr() string {
+	var s string
+	l.do(func() {
+		if l.lfd < 0 {
+			return
+		}
+		sa, err := unix.Getsockname(l.lfd)
+		if err != nil {
+			return
+		}
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			s = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+		case *unix.SockaddrInet6:
+			s = netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)).String()
+		case *unix.SockaddrUnix:
+			s = a.Name
+		}
+	})
+	return s
+}
+
+// Conn reports connection slot i (the connection command).
+func (l *Loop) Conn(i int) config.ConnState {
+	st := config.ConnState{Slot: i, DownFD: -1, UpFD: -1, Pend: 0}
+	l.do(func() {
+		if i >= 0 && i < len(l.conns) && l.conns[i] != nil {
+			st = l.conns[i].report()
+		}
+	})
+	return st
+}
+
+// Conns reports the connection table.
+func (l *Loop) Conns() config.ConnTable {
+	var t config.ConnTable
+	l.do(func() {
+		t.Max, t.Used, t.Last = len(l.conns), l.used, l.last
+		for _, c := range l.conns {
+			if c != nil && c.state != stateUnused {
+				t.Conns = append(t.Conns, c.report())
+			}
+		}
+	})
+	return t
+}
+
+// CloseConn closes connection slot i (the close command).
+func (l *Loop) CloseConn(i int) {
+	l.do(func() {
+		if i >= 0 && i < len(l.conns) && l.conns[i] != nil && l.conns[i].state != stateUnused {
+			l.closeConn(l.conns[i])
+		}
+	})
+}
+
+// SocketConn returns the slot that owns fd, or -1 (the socket command).
+func (l *Loop) SocketConn(fd int) int {
+	r := -1
+	l.do(func() {
+		if fd >= 0 && fd < len(l.byFD) {
+			r = int(l.byFD[fd]) - 1
+		}
+	})
+	return r
+}
+
+// Idlers is the number of idle upstream connections held.
+func (l *Loop) Idlers() int {
+	n := 0
+	l.do(func() { n = l.idlers })
+	return n
+}
+
+func (l *Loop) setFD(fd int, slot int32) {
+	if fd < 0 {
+		return
+	}
+	for fd >= len(l.byFD) {
+		l.byFD = append(l.byFD, make([]int32, len(l.byFD)+1024)...)
+	}
+	l.byFD[fd] = slot + 1
+}
+
+func (l *Loop) clearFD(fd int) {
+	if fd >= 0 && fd < len(l.byFD) {
+		l.byFD[fd] = 0
+	}
+}
+
+// timers runs once a second: connect timeouts, idle timeouts, UDP flow
+// expiry and idlers.
+func (l *Loop) timers() {
+	timeout := int64(l.set.Timeout / time.Second)
+	for i := 0; i < len(l.pending); {
+		c := l.conns[l.pending[i]]
+		if l.now-c.start >= timeout {
+			l.log.Printf("blacklisting server %d because of connect timeout", c.sess.Server())
+			l.connectFailed(c)
+			continue // the pending list changed
+		}
+		i++
+	}
+	idle := int64(l.set.IdleTimeout / time.Second)
+	udpIdle := int64(l.set.UDPTimeout / time.Second)
+	if idle > 0 || len(l.flows) > 0 {
+		for _, c := range l.conns {
+			if c == nil || c.state == stateUnused {
+				continue
+			}
+			if c.fl&fUDP != 0 {
+				lim := udpIdle
+				if idle > 0 {
+					lim = idle
+				}
+				if l.now-c.t >= lim {
+					l.closeConn(c)
+				}
+				continue
+			}
+			if idle > 0 && c.state == stateConnected && c.fl&fIdler == 0 && l.now-c.t >= idle {
+				l.log.Debugf(2, "Connection %d idle for %d seconds, closing", c.slot, l.now-c.t)
+				l.closeConn(c)
+			}
+		}
+	}
+	if !l.set.UDP && !l.set.Dummy {
+		for l.idlers > l.set.Idlers {
+			l.closeOneIdler()
+		}
+		for l.idlers < l.set.Idlers {
+			if !l.addIdler() {
+				break
+			}
+		}
+	}
+}

@@ -1,0 +1,118 @@
+package proxy
+
+import (
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// pipeSize is how much one splice moves; pipes hold 64 KiB by default.
+const pipeSize = 64 << 10
+
+// maxPooledPipes bounds the idle pipes kept for reuse.
+const maxPooledPipes = 256
+
+type pipe struct{ r, w int }
+
+func (p pipe) close() {
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
+func (l *Loop) getPipe() (pipe, error) {
+	if n := len(l.pipes); n > 0 {
+		p := l.pipes[n-1]
+		l.pipes = l.pipes[:n-1]
+		return p, nil
+	}
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return pipe{}, err
+	}
+	return pipe{fds[0], fds[1]}, nil
+}
+
+// putPipe returns an empty pipe to the pool. A pipe that may still hold
+// data is closed instead.
+func (l *Loop) putPipe(p pipe) {
+	if len(l.pipes) >= maxPooledPipes {
+		p.close()
+		return
+	}
+	l.pipes = append(l.pipes, p)
+}
+
+// queued is data a destination could not take yet: either bytes in a
+// pooled buffer or bytes left in a pipe.
+type queued struct {
+	b     []byte
+	off   int
+	pipe  pipe
+	inp   int // bytes in the pipe
+	piped bool
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
+
+var queuedPool = sync.Pool{New: func() any { return new(queued) }}
+
+func newQueuedBytes(data []byte) *queued {
+	q := queuedPool.Get().(*queued)
+	bp := bufPool.Get().(*[]byte)
+	q.b = append((*bp)[:0], data...)
+	q.off = 0
+	return q
+}
+
+func newQueuedPipe(p pipe, n int) *queued {
+	q := queuedPool.Get().(*queued)
+	q.pipe, q.inp, q.piped = p, n, true
+	return q
+}
+
+func (q *queued) len() int {
+	if q.piped {
+		return q.inp
+	}
+	return len(q.b) - q.off
+}
+
+// flush writes as much as fd takes; done reports that nothing is left.
+func (q *queued) flush(fd int) (done bool, errno syscall.Errno) {
+	for q.len() > 0 {
+		var n int
+		if q.piped {
+			n, errno = sysSplice(q.pipe.r, fd, q.inp)
+		} else {
+			n, errno = sysWrite(fd, q.b[q.off:])
+		}
+		if errno != 0 {
+			return false, errno
+		}
+		if q.piped {
+			q.inp -= n
+		} else {
+			q.off += n
+		}
+	}
+	return true, 0
+}
+
+// release gives back the buffer or pipe.
+func (q *queued) release(l *Loop) {
+	if q.piped {
+		if q.inp == 0 {
+			l.putPipe(q.pipe)
+		} else {
+			q.pipe.close()
+		}
+	} else if q.b != nil {
+		b := q.b[:0]
+		if cap(b) == bufSize {
+			bufPool.Put(&b)
+		}
+	}
+	*q = queued{}
+	queuedPool.Put(q)
+}

@@ -1,0 +1,773 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pen-lb/pen-appliance/pen/balance"
+	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/httpstream"
+)
+
+// Connection states, Pen's bits.
+const (
+	stateUnused     = config.StateUnused
+	stateInProgress = config.StateInProgress
+	stateConnected  = config.StateConnected
+	stateClosedUp   = config.StateClosedUp   // the server sent EOF
+	stateClosedDown = config.StateClosedDown // the client sent EOF
+)
+
+// conn flags.
+const (
+	fReadDown  uint16 = 1 << iota // client socket may have data
+	fReadUp                       // server socket may have data
+	fWriteDown                    // client socket may take data
+	fWriteUp                      // server socket may take data
+	fShutUp                       // shutdown(SHUT_WR) sent to the server
+	fShutDown                     // shutdown(SHUT_WR) sent to the client
+	fBuffered                     // client->server data goes through user space
+	fQueued                       // on the ready list
+	fIdler                        // upstream connection with no client
+	fDummy                        // answered by the built-in dummy server
+	fUDP                          // a UDP flow
+	fExternal                     // served by a handoff (TLS), not the loop
+	fUnixUp                       // the server is a unix socket
+)
+
+// conn is one slot of the connection table.
+type conn struct {
+	slot   int32
+	gen    uint32
+	down   int32 // client socket, -1 if none
+	up     int32 // server socket, -1 if none
+	state  uint8
+	fl     uint16
+	t      int64 // last activity, unix seconds
+	start  int64 // connect started
+	sess   *balance.Conn
+	q      [2]*queued // [sideDown]: waiting for the client; [sideUp]: for the server
+	rw     *httpstream.Rewriter
+	peer   netip.AddrPort // client address; zero for a unix client
+	local  netip.Addr     // UDP: the address the client sent to
+	ext    *Handoff
+	epoch  uint64 // UDP: balancer epoch when the flow's server was last checked
+	logged bool   // the request log has a line for this connection
+}
+
+func (c *conn) report() config.ConnState {
+	st := config.ConnState{Slot: int(c.slot), State: int(c.state), DownFD: int(c.down), UpFD: int(c.up), Client: 0, Server: 0, Pend: 0}
+	if c.state == stateUnused {
+		st.DownFD, st.UpFD = -1, -1
+		return st
+	}
+	if c.sess != nil {
+		st.Client, st.Server = c.sess.Client(), c.sess.Server()
+	}
+	if c.q[sideDown] != nil {
+		st.PendingDown = c.q[sideDown].len()
+	}
+	if c.q[sideUp] != nil {
+		st.PendingUp = c.q[sideUp].len()
+	}
+	return st
+}
+
+// openListener binds the listener as Pen does: SO_REUSEADDR, SO_REUSEPORT
+// and SO_KEEPALIVE, backlog -q; a unix socket path is removed first.
+func openListener(spec config.Listen, udp bool, backlog int, nodelay bool) (int, error) {
+	typ := unix.SOCK_STREAM
+	if udp {
+		typ = unix.SOCK_DGRAM
+	}
+	if spec.Path != "" {
+		os.Remove(spec.Path)
+		fd, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return -1, fmt.Errorf("socket: %w", err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: spec.Path}); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("can't bind local address %s: %w", spec.Path, err)
+		}
+		if !udp {
+			if err := unix.Listen(fd, backlog); err != nil {
+				unix.Close(fd)
+				return -1, fmt.Errorf("listen %s: %w", spec.Path, err)
+			}
+		}
+		return fd, nil
+	}
+	fam := family(spec.Addr.Addr())
+	fd, err := unix.Socket(fam, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	if !udp {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+		if nodelay {
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		}
+	} else if spec.Addr.Addr().IsUnspecified() {
+		// Answer each UDP client from the address it wrote to.
+		if fam == unix.AF_INET {
+			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		} else {
+			unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		}
+	}
+	if err := unix.Bind(fd, sockaddr(spec.Addr, fam)); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("can't bind local address %s: %w", spec.Addr, err)
+	}
+	if !udp {
+		if err := unix.Listen(fd, backlog); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("listen %s: %w", spec.Addr, err)
+		}
+	}
+	return fd, nil
+}
+
+func (l *Loop) readListener() {
+	if l.set.UDP {
+		l.readUDP()
+		return
+	}
+	for i := 0; i < l.set.MultiAccept; i++ {
+		if len(l.pending) >= l.set.PendingMax {
+			return
+		}
+		fd, peer, errno := sysAccept(l.lfd)
+		if errno != 0 {
+			if errno != unix.EAGAIN && errno != unix.ECONNABORTED && errno != unix.EINTR {
+				l.log.Debugf(1, "accept: %v", errno)
+				if errno == unix.EMFILE || errno == unix.ENFILE {
+					l.logFull("accept: %v", errno)
+				}
+			}
+			return
+		}
+		l.accepted.Add(1)
+		l.addClient(fd, peer)
+	}
+}
+
+// logFull logs a refusal at most once a second.
+func (l *Loop) logFull(format string, args ...any) {
+	if l.now != l.lastFullLog {
+		l.lastFullLog = l.now
+		l.log.Printf(format, args...)
+	}
+}
+
+// newConn takes a free slot, or returns nil when the table is full.
+func (l *Loop) newConn() *conn {
+	if len(l.free) == 0 {
+		return nil
+	}
+	slot := l.free[len(l.free)-1]
+	l.free = l.free[:len(l.free)-1]
+	c := l.conns[slot]
+	if c == nil {
+		c = &conn{slot: slot}
+		l.conns[slot] = c
+	}
+	gen := c.gen + 1
+	*c = conn{slot: slot, gen: gen, down: -1, up: -1, t: l.now, state: stateConnected}
+	l.used++
+	l.last = int(slot)
+	l.active.Add(1)
+	return c
+}
+
+// addClient places a newly accepted client (Pen's add_client).
+func (l *Loop) addClient(fd int, peer netip.AddrPort) {
+	c := l.newConn()
+	if c == nil {
+		l.refusedFull.Add(1)
+		l.logFull("Connection table full (%d slots), can't store connection. Try restarting with -x %d", len(l.conns), 2*len(l.conns))
+		unix.Close(fd)
+		return
+	}
+	c.down = int32(fd)
+	c.peer = peer
+	c.fl |= fWriteDown
+	l.setFD(fd, c.slot)
+	if l.set.Handoff != nil {
+		c.fl |= fExternal
+		c.sess = l.tb.Open(peer)
+		c.ext = &Handoff{loop: l, slot: c.slot, gen: c.gen, FD: fd, Peer: peer, Sess: c.sess}
+		go l.set.Handoff(c.ext)
+		return
+	}
+	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{
+		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: c.slot, Pad: int32(c.gen << 1)}); err != nil {
+		l.log.Printf("epoll_ctl: %v", err)
+		l.closeConn(c)
+		return
+	}
+	if l.set.HTTP || l.set.Dump || l.set.Log != nil {
+		c.fl |= fBuffered
+		if l.set.HTTP {
+			c.rw = l.newRewriter()
+			c.rw.Reset(clientIP(peer), "http")
+		}
+	}
+	if l.set.Dummy {
+		c.fl |= fDummy
+		c.state = stateConnected | stateClosedUp
+		return
+	}
+	c.sess = l.tb.Open(peer)
+	tg, ok := c.sess.First()
+	if !ok {
+		l.refused(c)
+		return
+	}
+	l.connect(c, tg)
+}
+
+func clientIP(p netip.AddrPort) string {
+	if !p.Addr().IsValid() {
+		return "unix"
+	}
+	return p.Addr().String()
+}
+
+func (l *Loop) refused(c *conn) {
+	if c.sess.Reason() == balance.ReasonACL {
+		l.refusedACL.Add(1)
+		l.log.Debugf(1, "initial_server: denied by acl")
+	} else {
+		l.refusedNone.Add(1)
+		l.log.Debugf(1, "No server found for %s, giving up", clientIP(c.peer))
+	}
+	l.closeConn(c)
+}
+
+// connect starts connecting c to tg, failing over as long as connects
+// fail at once (Pen's try_server and failover_server).
+func (l *Loop) connect(c *conn, tg balance.Target) {
+	for {
+		err := l.dial(c, tg)
+		if err == nil {
+			return
+		}
+		l.log.Printf("blacklisting server %d because connect error %v", tg.Index, err)
+		c.sess.Failed()
+		var ok bool
+		if tg, ok = c.sess.Next(); !ok {
+			l.refused(c)
+			return
+		}
+	}
+}
+
+// dial opens the upstream socket and starts the connect. It returns an
+// error only when the connect failed at once.
+func (l *Loop) dial(c *conn, tg balance.Target) error {
+	s := tg.Server.Cfg
+	var fam int
+	var sa unix.Sockaddr
+	if s.Host.IsUnix() {
+		fam, sa = unix.AF_UNIX, &unix.SockaddrUnix{Name: s.Host.Path}
+		c.fl |= fUnixUp
+	} else {
+		fam = family(s.Host.IP)
+		sa = sockaddr(s.Addr(), fam)
+		c.fl &^= fUnixUp
+	}
+	typ := unix.SOCK_STREAM
+	if c.fl&fUDP != 0 {
+		typ = unix.SOCK_DGRAM
+	}
+	fd, err := unix.Socket(fam, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	if fam != unix.AF_UNIX && typ == unix.SOCK_STREAM {
+		if l.set.NoDelay {
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		}
+		if l.set.Keepalive {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+		}
+	}
+	if fam != unix.AF_UNIX {
+		l.bindSource(c, fd, fam)
+	} else if typ == unix.SOCK_DGRAM {
+		// A unix datagram server can only answer a bound socket.
+		unix.Bind(fd, &unix.SockaddrUnix{})
+	}
+	c.start = l.now
+	err = unix.Connect(fd, sa)
+	switch err {
+	case nil:
+		l.attachUp(c, fd)
+		l.connected(c)
+		return nil
+	case unix.EINPROGRESS:
+		l.attachUp(c, fd)
+		c.state = stateInProgress
+		l.pending = append(l.pending, c.slot)
+		l.pendingN.Add(1)
+		return nil
+	}
+	unix.Close(fd)
+	return err
+}
+
+// bindSource binds the upstream socket to the source address, or to the
+// client's address in transparent mode (Pen's spoof_bind).
+func (l *Loop) bindSource(c *conn, fd, fam int) {
+	switch {
+	case l.set.Source.IsValid():
+		src := l.set.Source
+		if family(src) != fam {
+			l.log.Debugf(1, "source %s does not fit the server's address family", src)
+			return
+		}
+		if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(src, 0), fam)); err != nil {
+			l.log.Printf("bind: %v", err)
+		}
+	case l.set.Transparent && c.peer.Addr().IsValid():
+		cl := c.peer.Addr()
+		if family(cl) != fam {
+			l.log.Printf("No transparency for incompatible families")
+			return
+		}
+		if fam == unix.AF_INET {
+			if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1); err != nil {
+				l.log.Printf("setsockopt: %v", err)
+				return
+			}
+		} else if err := unix.SetsockoptInt(fd, unix.SOL_IPV6, unix.IPV6_TRANSPARENT, 1); err != nil {
+			l.log.Printf("setsockopt: %v", err)
+			return
+		}
+		if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(cl, 0), fam)); err != nil {
+			l.log.Printf("bind: %v", err)
+		}
+	}
+}
+
+func (l *Loop) attachUp(c *conn, fd int) {
+	c.up = int32(fd)
+	l.setFD(fd, c.slot)
+	ev := uint32(unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET)
+	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: ev, Fd: c.slot, Pad: int32(c.gen<<1 | sideUp)}); err != nil {
+		l.log.Printf("epoll_ctl: %v", err)
+	}
+}
+
+func (l *Loop) dropPending(c *conn) {
+	for i, s := range l.pending {
+		if s == c.slot {
+			l.pending = append(l.pending[:i], l.pending[i+1:]...)
+			l.pendingN.Add(-1)
+			return
+		}
+	}
+}
+
+func (l *Loop) connected(c *conn) {
+	if c.state == stateInProgress {
+		l.dropPending(c)
+	}
+	c.state = stateConnected
+	c.fl |= fWriteUp
+	c.t = l.now
+	c.sess.Connected()
+	if c.fl&fIdler != 0 {
+		c.state |= stateClosedDown
+	}
+	l.work(c)
+}
+
+// connectFailed handles a connect that failed after EINPROGRESS or timed
+// out: blacklist and fail over (Pen's check_if_connected / check_if_timeout).
+func (l *Loop) connectFailed(c *conn) {
+	l.dropPending(c)
+	l.dropUp(c)
+	c.state = stateConnected
+	c.sess.Failed()
+	tg, ok := c.sess.Next()
+	if !ok {
+		if c.fl&fIdler != 0 {
+			l.closeConn(c)
+			return
+		}
+		l.refused(c)
+		return
+	}
+	l.connect(c, tg)
+}
+
+func (l *Loop) dropUp(c *conn) {
+	if c.up >= 0 {
+		l.clearFD(int(c.up))
+		unix.Close(int(c.up))
+		c.up = -1
+	}
+	c.fl &^= fReadUp | fWriteUp
+}
+
+// event handles one epoll event for a connection.
+func (l *Loop) event(ev *unix.EpollEvent) {
+	slot := ev.Fd
+	if slot < 0 || int(slot) >= len(l.conns) {
+		return
+	}
+	c := l.conns[slot]
+	if c == nil || c.state == stateUnused || uint32(ev.Pad)>>1 != c.gen&0x7fffffff {
+		return // stale: the slot was reused
+	}
+	side := ev.Pad & 1
+	e := ev.Events
+	c.t = l.now
+	if c.fl&fUDP != 0 {
+		l.udpEvent(c, e)
+		return
+	}
+	rd := e&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+	wr := e&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0
+	if side == sideDown {
+		if rd {
+			c.fl |= fReadDown
+		}
+		if wr {
+			c.fl |= fWriteDown
+		}
+	} else {
+		if c.state == stateInProgress {
+			if wr || rd {
+				l.checkConnected(c)
+			}
+			return
+		}
+		if rd {
+			c.fl |= fReadUp
+		}
+		if wr {
+			c.fl |= fWriteUp
+		}
+	}
+	if c.state == stateInProgress {
+		return // client data waits until the server is there
+	}
+	l.work(c)
+}
+
+func (l *Loop) checkConnected(c *conn) {
+	soerr, err := unix.GetsockoptInt(int(c.up), unix.SOL_SOCKET, unix.SO_ERROR)
+	if err == nil && soerr == 0 {
+		l.connected(c)
+		return
+	}
+	if err == nil {
+		err = syscall.Errno(soerr)
+	}
+	l.log.Printf("Connect failed: %v", err)
+	l.log.Printf("blacklisting server %d because of connect failure", c.sess.Server())
+	l.connectFailed(c)
+}
+
+// work moves data both ways as far as the sockets allow, then closes the
+// connection if it is done.
+func (l *Loop) work(c *conn) {
+	if c.fl&fDummy != 0 {
+		l.dummy(c)
+		return
+	}
+	more := false
+	if !l.pump(c, sideUp, &more) || !l.pump(c, sideDown, &more) {
+		l.closeConn(c)
+		return
+	}
+	if l.closingTime(c) {
+		l.closeConn(c)
+		return
+	}
+	if more && c.fl&fQueued == 0 {
+		c.fl |= fQueued
+		l.ready = append(l.ready, c.slot)
+	}
+}
+
+// runReady gives connections that used up their budget another turn.
+func (l *Loop) runReady() {
+	if len(l.ready) == 0 {
+		return
+	}
+	r := l.ready
+	l.ready = nil
+	for _, slot := range r {
+		c := l.conns[slot]
+		if c == nil || c.state == stateUnused {
+			continue
+		}
+		c.fl &^= fQueued
+		l.work(c)
+	}
+}
+
+// closingTime is Pen's closing_time, except that data still waiting to be
+// written keeps a connection open until it is delivered.
+func (l *Loop) closingTime(c *conn) bool {
+	if c.q[sideUp] != nil || c.q[sideDown] != nil {
+		return false
+	}
+	closed := c.state & (stateClosedUp | stateClosedDown)
+	if closed == stateClosedUp|stateClosedDown {
+		return true
+	}
+	return closed&uint8(l.set.FastClose) != 0
+}
+
+// pump moves data in one direction: dir sideUp is client to server,
+// sideDown server to client. It returns false on a socket error.
+func (l *Loop) pump(c *conn, dir int, more *bool) bool {
+	var src, dst int
+	var rflag, wflag, shut uint16
+	var eof uint8
+	if dir == sideUp {
+		src, dst, rflag, wflag, shut, eof = int(c.down), int(c.up), fReadDown, fWriteUp, fShutUp, stateClosedDown
+	} else {
+		src, dst, rflag, wflag, shut, eof = int(c.up), int(c.down), fReadUp, fWriteDown, fShutDown, stateClosedUp
+	}
+	if dst < 0 && c.fl&fIdler == 0 {
+		return true
+	}
+	for n := 0; ; n++ {
+		if q := c.q[dir]; q != nil {
+			if c.fl&wflag == 0 {
+				return true
+			}
+			done, errno := q.flush(dst)
+			if errno == unix.EAGAIN {
+				c.fl &^= wflag
+				return true
+			}
+			if errno != 0 {
+				return false
+			}
+			if !done {
+				continue
+			}
+			q.release(l)
+			c.q[dir] = nil
+		}
+		if c.state&eof != 0 {
+			if c.fl&shut == 0 {
+				c.fl |= shut
+				if dst >= 0 {
+					l.shutdownWrite(c, dst)
+				}
+			}
+			return true
+		}
+		if c.fl&rflag == 0 || src < 0 {
+			return true
+		}
+		if n >= budget {
+			*more = true
+			return true
+		}
+		var ok bool
+		if dir == sideUp && c.fl&fBuffered != 0 || c.fl&fUnixUp != 0 || c.fl&fIdler != 0 {
+			ok = l.copyBuffered(c, dir, src, dst, rflag, wflag, eof)
+		} else {
+			ok = l.copySplice(c, dir, src, dst, rflag, wflag, eof)
+		}
+		if !ok {
+			return false
+		}
+	}
+}
+
+func (l *Loop) shutdownWrite(c *conn, fd int) {
+	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+		l.log.Debugf(2, "shutdown(%d, SHUT_WR): %v", fd, err)
+		c.state |= stateClosedUp | stateClosedDown
+	}
+}
+
+// copyBuffered reads one chunk through user space (needed to rewrite or
+// log it) and writes it on; what the destination cannot take is queued.
+func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint16, eof uint8) bool {
+	n, errno := sysRead(src, l.buf)
+	switch {
+	case errno == unix.EAGAIN:
+		c.fl &^= rflag
+		return true
+	case errno != 0:
+		return false
+	case n == 0:
+		c.state |= eof
+		c.fl &^= rflag
+		if dir == sideUp && c.rw != nil && c.rw.Buffered() > 0 {
+			// The client stopped in the middle of a head: the server
+			// gets what it sent, unchanged.
+			held := c.rw.Flush(l.scratch(0))
+			c.sess.Sent(len(held))
+			return l.send(c, dir, dst, held, wflag)
+		}
+		return true
+	}
+	if n < len(l.buf) {
+		c.fl &^= rflag // drained: edge-triggered epoll reports new data
+	}
+	data := l.buf[:n]
+	if l.set.Dump {
+		l.dump(data)
+	}
+	if dir == sideUp {
+		if c.rw != nil {
+			l.logConn = c
+			data = c.rw.Write(l.scratch(n), data)
+			l.logConn = nil
+			if !c.logged && c.rw.Passthrough() == httpstream.NotHTTP {
+				l.logChunk(c, l.buf[:n])
+			}
+		} else if l.set.Log != nil {
+			l.logChunk(c, data)
+		}
+		c.sess.Sent(len(data))
+	} else {
+		c.sess.Received(len(data))
+	}
+	if c.fl&fIdler != 0 && dir == sideDown {
+		return true // an idler's data is thrown away
+	}
+	return l.send(c, dir, dst, data, wflag)
+}
+
+// send writes data to dst, queueing what it does not take.
+func (l *Loop) send(c *conn, dir, dst int, data []byte, wflag uint16) bool {
+	w := 0
+	if c.fl&wflag != 0 {
+		m, errno := sysWrite(dst, data)
+		switch {
+		case errno == unix.EAGAIN:
+			c.fl &^= wflag
+		case errno != 0:
+			return false
+		default:
+			w = m
+		}
+	}
+	if w < len(data) {
+		c.fl &^= wflag
+		c.q[dir] = newQueuedBytes(data[w:])
+	}
+	return true
+}
+
+// copySplice moves one chunk through a pipe without copying it.
+func (l *Loop) copySplice(c *conn, dir, src, dst int, rflag, wflag uint16, eof uint8) bool {
+	p, err := l.getPipe()
+	if err != nil {
+		l.log.Printf("pipe: %v", err)
+		return false
+	}
+	n, errno := sysSplice(src, p.w, pipeSize)
+	switch {
+	case errno == unix.EAGAIN:
+		c.fl &^= rflag
+		l.putPipe(p)
+		return true
+	case errno != 0:
+		l.putPipe(p)
+		return false
+	case n == 0:
+		c.state |= eof
+		c.fl &^= rflag
+		l.putPipe(p)
+		return true
+	}
+	if n < pipeSize {
+		c.fl &^= rflag
+	}
+	if dir == sideUp {
+		c.sess.Sent(n)
+	} else {
+		c.sess.Received(n)
+	}
+	w := 0
+	if c.fl&wflag != 0 {
+		m, errno := sysSplice(p.r, dst, n)
+		switch {
+		case errno == unix.EAGAIN:
+			c.fl &^= wflag
+		case errno != 0:
+			l.putPipe(p) // the pipe still holds data: close it
+			return false
+		default:
+			w = m
+		}
+	}
+	if w == n {
+		l.putPipe(p)
+		return true
+	}
+	c.fl &^= wflag
+	c.q[dir] = newQueuedPipe(p, n-w)
+	return true
+}
+
+// closeConn closes both sockets and frees the slot (Pen's close_conn).
+func (l *Loop) closeConn(c *conn) {
+	if c.state == stateUnused {
+		return
+	}
+	if c.state == stateInProgress {
+		l.dropPending(c)
+	}
+	if c.ext != nil {
+		c.ext.closeFromLoop()
+		c.ext = nil
+	}
+	for _, fd := range []int32{c.up, c.down} {
+		if fd >= 0 {
+			l.clearFD(int(fd))
+			if c.fl&fExternal == 0 {
+				unix.Close(int(fd)) // a handoff's server closes its own
+			}
+		}
+	}
+	if c.fl&fUDP != 0 {
+		l.forgetFlow(c)
+	}
+	if c.fl&fIdler != 0 {
+		l.idlers--
+	}
+	for i, q := range c.q {
+		if q != nil {
+			q.release(l)
+			c.q[i] = nil
+		}
+	}
+	if c.rw != nil {
+		l.freeRewriter(c.rw)
+		c.rw = nil
+	}
+	if c.sess != nil {
+		c.sess.Close()
+		c.sess = nil
+	}
+	c.up, c.down = -1, -1
+	c.state = stateUnused
+	c.fl = 0
+	c.gen++
+	l.used--
+	l.active.Add(-1)
+	l.free = append(l.free, c.slot)
+}
