@@ -256,4 +256,3 @@ func (e *Engine) IdlersActive() int                { return e.Loop.Idlers() }
 func (e *Engine) Current() int                     { return e.Table.Current() }
 
 var _ config.Engine = (*Engine)(nil)
-

@@ -311,4 +311,3 @@ func sendTo(fd int, p []byte, peer netip.AddrPort, local netip.Addr, dst bool) s
 	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
 	return e
 }
-
