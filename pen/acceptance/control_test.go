@@ -99,7 +99,8 @@ func TestControlReplies(t *testing.T) {
 	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, request)
-	got, err := io.ReadAll(c)
+	got := make([]byte, len(reply))
+	_, err = io.ReadFull(c, got)
 	c.Close()
 	if string(got) != reply {
 		t.Fatalf("reply through pen = %q (%v), want %q", got, err, reply)

@@ -162,6 +162,83 @@ func TestFullConnectionTable(t *testing.T) {
 	p.mustBeAlive()
 }
 
+// halfCloseBackend reads until the client half-closes, then answers with
+// what it read, upper-cased, and closes.
+func startHalfCloseBackend(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				in, err := io.ReadAll(c)
+				if err != nil {
+					return
+				}
+				c.Write([]byte(strings.ToUpper(string(in))))
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String()
+}
+
+// TestHalfClose: an EOF from either side is passed on as a half-close
+// (PEN-REFERENCE §4.6): the client's FIN reaches the backend, which can
+// still answer, and the backend's close reaches the client.
+func TestHalfClose(t *testing.T) {
+	begin(t, 60*time.Second)
+	backend := startHalfCloseBackend(t)
+	port := freePort(t, "tcp")
+	startPen(t, penOpts{TCP: port}, lst(port), backend)
+	for i := 0; i < 10; i++ {
+		c, err := dialFrom(ip1, lst(port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		msg := fmt.Sprintf("half-close round %d\n", i)
+		io.WriteString(c, msg)
+		time.Sleep(100 * time.Millisecond) // let pen connect upstream first
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		c.Close()
+		switch {
+		case isTimeout(err):
+			t.Fatalf("round %d: got %q and then no EOF within 5s (the client's FIN or the backend's close was not passed on)", i, got)
+		case err != nil:
+			t.Fatalf("round %d: %v after %q", i, err, got)
+		case string(got) != strings.ToUpper(msg):
+			t.Fatalf("round %d: got %q, want %q", i, got, strings.ToUpper(msg))
+		}
+	}
+
+	// The backend closes first: the client must see EOF without closing.
+	b := startHTTPBackend(t, "100", "127.0.0.1")
+	port2 := freePort(t, "tcp")
+	startPen(t, penOpts{TCP: port2}, lst(port2), b.spec())
+	for i := 0; i < 10; i++ {
+		start := time.Now()
+		raw, err := fetch(ip1, lst(port2))
+		if err != nil {
+			t.Fatalf("round %d: GET with HTTP/1.0 (the backend closes after the reply): %v after %d bytes in %v; want the reply and EOF", i, err, len(raw), time.Since(start).Round(time.Millisecond))
+		}
+		if !strings.HasSuffix(string(raw), "\r\n\r\n100") {
+			t.Fatalf("round %d: reply %q", i, raw)
+		}
+	}
+}
+
 // streamResult is what a client received over one streaming connection.
 type streamResult struct {
 	backend string
@@ -195,10 +272,11 @@ func streamClient(addr string, progress *int64, mu *sync.Mutex, headerOnly bool)
 	if headerOnly {
 		return r
 	}
+	// Read the announced payload; stop there rather than wait for EOF.
 	h := sha256.New()
 	buf := make([]byte, 64<<10)
-	for {
-		n, err := br.Read(buf)
+	for r.n < streamTotal {
+		n, err := br.Read(buf[:min(int64(len(buf)), streamTotal-r.n)])
 		h.Write(buf[:n])
 		r.n += int64(n)
 		mu.Lock()
