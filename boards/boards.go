@@ -118,17 +118,17 @@ var all = []Board{
 		RequiredBootFiles: []string{
 			"vmlinuz",
 			"bootcode.bin", "start.elf", "fixup.dat", "start4.elf", "fixup4.dat",
-			"bcm2710-rpi-3-b.dtb",        // Pi 3 B
-			"bcm2710-rpi-3-b-plus.dtb",   // Pi 3 B+
-			"bcm2710-rpi-zero-2-w.dtb",   // Pi Zero 2 W
-			"bcm2711-rpi-4-b.dtb",        // Pi 4 B
-			"bcm2711-rpi-400.dtb",        // Pi 400
-			"bcm2711-rpi-cm4.dtb",        // Compute Module 4
-			"bcm2712-rpi-5-b.dtb",        // Pi 5 (C1 stepping)
-			"bcm2712d0-rpi-5-b.dtb",      // Pi 5 (D0 stepping)
-			"overlays/overlay_map.dtb",   // lets the firmware map overlays per model
-			"overlays/disable-bt.dtbo",   // a commonly used overlay, as a sample
-			"overlays/vc4-kms-v3d.dtbo",  // likewise
+			"bcm2710-rpi-3-b.dtb",       // Pi 3 B
+			"bcm2710-rpi-3-b-plus.dtb",  // Pi 3 B+
+			"bcm2710-rpi-zero-2-w.dtb",  // Pi Zero 2 W
+			"bcm2711-rpi-4-b.dtb",       // Pi 4 B
+			"bcm2711-rpi-400.dtb",       // Pi 400
+			"bcm2711-rpi-cm4.dtb",       // Compute Module 4
+			"bcm2712-rpi-5-b.dtb",       // Pi 5 (C1 stepping)
+			"bcm2712d0-rpi-5-b.dtb",     // Pi 5 (D0 stepping)
+			"overlays/overlay_map.dtb",  // lets the firmware map overlays per model
+			"overlays/disable-bt.dtbo",  // a commonly used overlay, as a sample
+			"overlays/vc4-kms-v3d.dtbo", // likewise
 			"overlays/vc4-kms-v3d-pi5.dtbo",
 		},
 		ConfigTxt: &ConfigTxt{

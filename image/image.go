@@ -100,6 +100,9 @@ type Options struct {
 	Time time.Time
 	// Progress receives one line per step; nil discards them.
 	Progress io.Writer
+	// PenPackage is the package installed as /user/pen, "./pen/cmd/pen"
+	// when empty; experiments may substitute another program.
+	PenPackage string
 }
 
 // Result describes a finished image.
@@ -421,9 +424,14 @@ func compile(ctx context.Context, opts Options, outDir string) (map[string]strin
 	ldflags := fmt.Sprintf("-X main.buildTimestamp=%s -X github.com/pen-lb/pen-appliance/pen/version.Version=%s",
 		opts.Time.UTC().Format(time.RFC3339), opts.Version)
 	args := []string{"build", "-trimpath", "-tags", "gokrazy,netgo,osusergo", "-ldflags", ldflags, "-o", outDir + string(filepath.Separator)}
-	for _, prog := range programs {
-		args = append(args, prog.pkg)
+	pkgs := make([]string, len(programs))
+	for i, prog := range programs {
+		pkgs[i] = prog.pkg
+		if prog.dest == "user/pen" && opts.PenPackage != "" {
+			pkgs[i] = opts.PenPackage
+		}
 	}
+	args = append(args, pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = opts.ModuleDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+opts.Board.GOARCH)
@@ -432,16 +440,16 @@ func compile(ctx context.Context, opts Options, outDir string) (map[string]strin
 	}
 	machine := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[opts.Board.GOARCH]
 	bins := make(map[string]string)
-	for _, prog := range programs {
-		bin := filepath.Join(outDir, path.Base(prog.pkg))
+	for i, prog := range programs {
+		bin := filepath.Join(outDir, path.Base(pkgs[i]))
 		ef, err := elf.Open(bin)
 		if err != nil {
-			return nil, fmt.Errorf("compiled %s: %w", prog.pkg, err)
+			return nil, fmt.Errorf("compiled %s: %w", pkgs[i], err)
 		}
 		m := ef.Machine
 		ef.Close()
 		if m != machine {
-			return nil, fmt.Errorf("compiled %s is for %v, want %v", prog.pkg, m, machine)
+			return nil, fmt.Errorf("compiled %s is for %v, want %v", pkgs[i], m, machine)
 		}
 		bins[prog.dest] = bin
 	}
