@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pen-lb/pen-appliance/image/partition"
 	"github.com/pen-lb/pen-appliance/pen/testenv"
 )
 
@@ -51,7 +52,7 @@ func TestBootPC(t *testing.T) {
 		"-machine", "q35",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
 		"-drive", "if=pflash,format=raw,unit=1,file=" + varsCopy,
-	}, 4*time.Minute)
+	}, 4*time.Minute, true)
 }
 
 // TestBootARM64 boots the arm64 image on qemu's virt machine by UEFI
@@ -69,7 +70,7 @@ func TestBootARM64(t *testing.T) {
 		"-machine", "virt",
 		"-cpu", "cortex-a72",
 		"-bios", firmware,
-	}, 5*time.Minute)
+	}, 5*time.Minute, false)
 }
 
 // freePorts returns n TCP ports on 127.0.0.1 that were free a moment ago.
@@ -91,7 +92,12 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
-func bootAndProxy(t *testing.T, img *testImage, qemu string, machine []string, limit time.Duration) {
+// bootAndProxy boots img and checks gokrazy and pen. With switchRoot it
+// then has the runtime switch to root B, as an update does after writing
+// it, reboots through the firmware and boot loader, and checks that the
+// appliance comes back from root B: this proves that the runtime found and
+// patched cmdline.txt and loader/entries/gokrazy.conf in place.
+func bootAndProxy(t *testing.T, img *testImage, qemu string, machine []string, limit time.Duration, switchRoot bool) {
 	socat := testenv.NeedProgram(t, "socat", "socat")
 
 	// The backend: answers every request with a token no one else knows.
@@ -143,8 +149,8 @@ func bootAndProxy(t *testing.T, img *testImage, qemu string, machine []string, l
 	})
 
 	client := &http.Client{Timeout: 5 * time.Second}
-	get := func(url string, auth bool) (int, []byte, error) {
-		req, err := http.NewRequest("GET", url, nil)
+	do := func(method, url string, auth bool) (int, []byte, error) {
+		req, err := http.NewRequest(method, url, nil)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -160,6 +166,7 @@ func bootAndProxy(t *testing.T, img *testImage, qemu string, machine []string, l
 		body, err := io.ReadAll(resp.Body)
 		return resp.StatusCode, body, err
 	}
+	get := func(url string, auth bool) (int, []byte, error) { return do("GET", url, auth) }
 	diagnose := func() string {
 		var b strings.Builder
 		fmt.Fprintf(&b, "qemu %s\n%s", strings.Join(args, " "), qemuOut.Bytes())
@@ -204,7 +211,7 @@ func bootAndProxy(t *testing.T, img *testImage, qemu string, machine []string, l
 	}
 
 	// gokrazy's API on 9080: our init booted the runtime, with this build.
-	gokrazyUp := waitFor("answer from gokrazy on port 9080", func() error {
+	gokrazyAnswers := func() error {
 		code, body, err := get(fmt.Sprintf("http://127.0.0.1:%d/", gokrazy), true)
 		if err != nil {
 			return err
@@ -220,13 +227,14 @@ func bootAndProxy(t *testing.T, img *testImage, qemu string, machine []string, l
 			t.Fatalf("gokrazy reports hostname %q, build %q; want %q, %q", st.Hostname, st.BuildTimestamp, testHostname, img.time.UTC().Format(time.RFC3339))
 		}
 		return nil
-	})
+	}
+	gokrazyUp := waitFor("answer from gokrazy on port 9080", gokrazyAnswers)
 	if code, _, err := get(fmt.Sprintf("http://127.0.0.1:%d/update/features", gokrazy), false); err != nil || code != http.StatusUnauthorized {
 		t.Errorf("gokrazy API without password: HTTP %d, %v; want 401", code, err)
 	}
 
 	// pen on 80, forwarding to the backend on the host.
-	penUp := waitFor("answer from the backend through pen on port 80", func() error {
+	penAnswers := func() error {
 		code, body, err := get(fmt.Sprintf("http://127.0.0.1:%d/", pen), false)
 		if err != nil {
 			return err
@@ -235,11 +243,49 @@ func bootAndProxy(t *testing.T, img *testImage, qemu string, machine []string, l
 			return fmt.Errorf("HTTP %d %q", code, body)
 		}
 		return nil
-	})
+	}
+	penUp := waitFor("answer from the backend through pen on port 80", penAnswers)
 	log, _ := os.ReadFile(serial)
 	if !bytes.Contains(log, []byte("pen configuration: /perm/pen/pen.cfg")) {
 		t.Errorf("pen does not run with /perm/pen/pen.cfg\n%s", diagnose())
 	}
 	t.Logf("%s: gokrazy answered %.1fs after qemu started, pen %.1fs; backend hits: %d",
 		img.board.Name, gokrazyUp.Seconds(), penUp.Seconds(), hits.Load())
+	if !switchRoot {
+		return
+	}
+
+	api := fmt.Sprintf("http://127.0.0.1:%d", gokrazy)
+	if code, body, err := do("POST", api+"/update/switch", true); err != nil || code != http.StatusOK {
+		t.Fatalf("POST /update/switch: HTTP %d %q, %v\n%s", code, body, err, diagnose())
+	}
+	rebooted := time.Now()
+	// Reboot through the firmware and systemd-boot, not kexec, so that the
+	// boot loader reads the patched loader entry.
+	do("POST", api+"/reboot?kexec=off&wait_per_signal=5s", true)
+	inits := func() int {
+		log, _ := os.ReadFile(serial)
+		return bytes.Count(log, []byte("Run /gokrazy/init as init process"))
+	}
+	waitFor("second boot", func() error {
+		if n := inits(); n < 2 {
+			return fmt.Errorf("init started %d times", n)
+		}
+		return nil
+	})
+	waitFor("answer from gokrazy after the switch", gokrazyAnswers)
+	waitFor("answer through pen after the switch", penAnswers)
+	log, _ = os.ReadFile(serial)
+	second := log[bytes.LastIndex(log, []byte("Linux version")):]
+	for _, want := range []string{
+		"root=PARTUUID=" + strings.ToLower(partitionGUID(1)) + "/PARTNROFF=2 ",
+		"update handler will be called with inactiveRootPartition = 2",
+	} {
+		if !bytes.Contains(second, []byte(want)) {
+			t.Errorf("after the switch, the serial console lacks %q\n%s", want, diagnose())
+		}
+	}
+	t.Logf("%s: switched to root B and back up in %.1fs", img.board.Name, time.Since(rebooted).Seconds())
 }
+
+func partitionGUID(n int) string { return partition.GUID(testHostname, n) }
