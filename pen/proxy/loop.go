@@ -109,11 +109,12 @@ type Loop struct {
 	active, pendingN                               atomic.Int64
 	lastFullLog                                    int64
 
-	mu      sync.Mutex
-	queue   []func()
-	running bool
-	stopped bool
-	done    chan struct{}
+	mu       sync.Mutex
+	queue    []func()
+	running  bool
+	stopped  bool
+	finished bool
+	done     chan struct{}
 }
 
 // New makes a loop that places clients with tb.
@@ -145,11 +146,20 @@ func (l *Loop) closeFDs() {
 }
 
 // do runs f on the loop goroutine and waits for it. Before Run has started
-// (or after the loop has ended) f runs at once on the caller's goroutine.
+// and after it has ended, f runs on the caller's goroutine under the lock
+// that Run takes to start and to finish, so it never runs beside the loop.
 func (l *Loop) do(f func()) {
 	l.mu.Lock()
-	if !l.running || l.stopped {
+	if !l.running || l.finished {
+		defer l.mu.Unlock()
+		f()
+		return
+	}
+	if l.stopped {
 		l.mu.Unlock()
+		<-l.done
+		l.mu.Lock()
+		defer l.mu.Unlock()
 		f()
 		return
 	}
@@ -247,6 +257,20 @@ func (l *Loop) Run() error {
 	l.running = true
 	l.mu.Unlock()
 	defer close(l.done)
+	err := l.serve()
+	l.shutdown()
+	l.mu.Lock()
+	q := l.queue
+	l.queue = nil
+	for _, f := range q {
+		f() // posted before Stop; nobody will run them now
+	}
+	l.finished = true
+	l.mu.Unlock()
+	return err
+}
+
+func (l *Loop) serve() error {
 	tick := time.Now().Unix()
 	for {
 		wait := 1000
@@ -265,7 +289,6 @@ func (l *Loop) Run() error {
 				l.readListener()
 			case tokWake:
 				if l.runQueue() {
-					l.shutdown()
 					return nil
 				}
 			default:
@@ -298,7 +321,8 @@ func (l *Loop) runQueue() (stop bool) {
 	return stop
 }
 
-// Stop closes the listener and every connection and ends Run.
+// Stop closes the listener and every connection and ends Run (or, if Run
+// was never called, just closes everything).
 func (l *Loop) Stop() {
 	l.mu.Lock()
 	if l.stopped {
@@ -307,16 +331,20 @@ func (l *Loop) Stop() {
 	}
 	l.stopped = true
 	running := l.running
-	l.mu.Unlock()
 	if !running {
+		l.finished = true
 		l.shutdown()
+		l.mu.Unlock()
 		return
 	}
+	l.mu.Unlock()
 	var one = [8]byte{1}
 	unix.Write(l.wake, one[:])
 	<-l.done
 }
 
+// shutdown closes everything; it runs on the loop goroutine (or instead
+// of it when Run never ran).
 func (l *Loop) shutdown() {
 	if l.lfd >= 0 {
 		unix.Close(l.lfd)
@@ -335,14 +363,6 @@ func (l *Loop) shutdown() {
 		l.set.Log.Flush()
 	}
 	l.closeFDs()
-	// Anything posted after the end runs on its caller (see do).
-	l.mu.Lock()
-	q := l.queue
-	l.queue = nil
-	l.mu.Unlock()
-	for _, f := range q {
-		f()
-	}
 }
 
 // Stats reports the loop's counters; safe from any goroutine.

@@ -24,7 +24,7 @@ const (
 
 // conn flags.
 const (
-	fReadDown  uint16 = 1 << iota // client socket may have data
+	fReadDown  uint32 = 1 << iota // client socket may have data
 	fReadUp                       // server socket may have data
 	fWriteDown                    // client socket may take data
 	fWriteUp                      // server socket may take data
@@ -37,6 +37,10 @@ const (
 	fUDP                          // a UDP flow
 	fExternal                     // served by a handoff (TLS), not the loop
 	fUnixUp                       // the server is a unix socket
+	fHupDown                      // the client has shut down its side
+	fHupUp                        // the server has shut down its side
+	fSpliceUp                     // client->server moves by splice (bulk)
+	fSpliceDown                   // server->client moves by splice (bulk)
 )
 
 // conn is one slot of the connection table.
@@ -46,7 +50,7 @@ type conn struct {
 	down   int32 // client socket, -1 if none
 	up     int32 // server socket, -1 if none
 	state  uint8
-	fl     uint16
+	fl     uint32
 	t      int64 // last activity, unix seconds
 	start  int64 // connect started
 	sess   *balance.Conn
@@ -417,7 +421,7 @@ func (l *Loop) dropUp(c *conn) {
 		unix.Close(int(c.up))
 		c.up = -1
 	}
-	c.fl &^= fReadUp | fWriteUp
+	c.fl &^= fReadUp | fWriteUp | fHupUp
 }
 
 // event handles one epoll event for a connection.
@@ -439,7 +443,13 @@ func (l *Loop) event(ev *unix.EpollEvent) {
 	}
 	rd := e&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
 	wr := e&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0
+	// After the peer's FIN no new edge comes: a short read must not be
+	// taken to mean that the socket is drained, or the EOF is never read.
+	hup := e&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
 	if side == sideDown {
+		if hup {
+			c.fl |= fHupDown
+		}
 		if rd {
 			c.fl |= fReadDown
 		}
@@ -447,14 +457,19 @@ func (l *Loop) event(ev *unix.EpollEvent) {
 			c.fl |= fWriteDown
 		}
 	} else {
+		if hup {
+			c.fl |= fHupUp
+		}
+		if rd {
+			c.fl |= fReadUp
+		}
 		if c.state == stateInProgress {
+			// The event that completes a connect may also carry the
+			// server's first bytes and even its FIN: keep those flags.
 			if wr || rd {
 				l.checkConnected(c)
 			}
 			return
-		}
-		if rd {
-			c.fl |= fReadUp
 		}
 		if wr {
 			c.fl |= fWriteUp
@@ -534,18 +549,25 @@ func (l *Loop) closingTime(c *conn) bool {
 
 // pump moves data in one direction: dir sideUp is client to server,
 // sideDown server to client. It returns false on a socket error.
+//
+// Data is read into the loop's scratch buffer and written on at once: for
+// the small messages of request/response traffic that costs two syscalls
+// and no more. When a read fills the whole buffer the direction carries
+// bulk data and switches to splice(2), which moves it through a pipe
+// without copying; it switches back when a burst turns out small.
 func (l *Loop) pump(c *conn, dir int, more *bool) bool {
 	var src, dst int
-	var rflag, wflag, shut uint16
+	var rflag, wflag, shut, spl uint32
 	var eof uint8
 	if dir == sideUp {
-		src, dst, rflag, wflag, shut, eof = int(c.down), int(c.up), fReadDown, fWriteUp, fShutUp, stateClosedDown
+		src, dst, rflag, wflag, shut, spl, eof = int(c.down), int(c.up), fReadDown, fWriteUp, fShutUp, fSpliceUp, stateClosedDown
 	} else {
-		src, dst, rflag, wflag, shut, eof = int(c.up), int(c.down), fReadUp, fWriteDown, fShutDown, stateClosedUp
+		src, dst, rflag, wflag, shut, spl, eof = int(c.up), int(c.down), fReadUp, fWriteDown, fShutDown, fSpliceDown, stateClosedUp
 	}
 	if dst < 0 && c.fl&fIdler == 0 {
 		return true
 	}
+	moved := 0
 	for n := 0; ; n++ {
 		if q := c.q[dir]; q != nil {
 			if c.fl&wflag == 0 {
@@ -581,16 +603,42 @@ func (l *Loop) pump(c *conn, dir int, more *bool) bool {
 			*more = true
 			return true
 		}
+		var m int
 		var ok bool
-		if dir == sideUp && c.fl&fBuffered != 0 || c.fl&fUnixUp != 0 || c.fl&fIdler != 0 {
-			ok = l.copyBuffered(c, dir, src, dst, rflag, wflag, eof)
+		if c.fl&spl != 0 {
+			m, ok = l.copySplice(c, dir, src, dst, rflag, wflag, eof)
+			if ok && m == 0 && c.fl&rflag == 0 && moved < bufSize/2 {
+				c.fl &^= spl // a small burst: back to plain reads
+			}
 		} else {
-			ok = l.copySplice(c, dir, src, dst, rflag, wflag, eof)
+			m, ok = l.copyBuffered(c, dir, src, dst, rflag, wflag, eof)
+			if ok && m == bufSize && l.canSplice(c, dir) {
+				c.fl |= spl
+			}
 		}
 		if !ok {
 			return false
 		}
+		moved += m
 	}
+}
+
+// canSplice reports whether a direction may move data by splice: not
+// when its bytes must be seen (rewritten, logged or dumped) and not for
+// unix sockets and idlers.
+func (l *Loop) canSplice(c *conn, dir int) bool {
+	if c.fl&(fUnixUp|fIdler) != 0 {
+		return false
+	}
+	return dir == sideDown || c.fl&fBuffered == 0
+}
+
+// hupOf maps a readable flag to the flag saying that side shut down.
+func hupOf(rflag uint32) uint32 {
+	if rflag == fReadDown {
+		return fHupDown
+	}
+	return fHupUp
 }
 
 func (l *Loop) shutdownWrite(c *conn, fd int) {
@@ -602,14 +650,14 @@ func (l *Loop) shutdownWrite(c *conn, fd int) {
 
 // copyBuffered reads one chunk through user space (needed to rewrite or
 // log it) and writes it on; what the destination cannot take is queued.
-func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint16, eof uint8) bool {
+func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint32, eof uint8) (int, bool) {
 	n, errno := sysRead(src, l.buf)
 	switch {
 	case errno == unix.EAGAIN:
 		c.fl &^= rflag
-		return true
+		return 0, true
 	case errno != 0:
-		return false
+		return 0, false
 	case n == 0:
 		c.state |= eof
 		c.fl &^= rflag
@@ -618,11 +666,11 @@ func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint16, eof
 			// gets what it sent, unchanged.
 			held := c.rw.Flush(l.scratch(0))
 			c.sess.Sent(len(held))
-			return l.send(c, dir, dst, held, wflag)
+			return 0, l.send(c, dir, dst, held, wflag)
 		}
-		return true
+		return 0, true
 	}
-	if n < len(l.buf) {
+	if n < len(l.buf) && c.fl&hupOf(rflag) == 0 {
 		c.fl &^= rflag // drained: edge-triggered epoll reports new data
 	}
 	data := l.buf[:n]
@@ -645,13 +693,13 @@ func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint16, eof
 		c.sess.Received(len(data))
 	}
 	if c.fl&fIdler != 0 && dir == sideDown {
-		return true // an idler's data is thrown away
+		return n, true // an idler's data is thrown away
 	}
-	return l.send(c, dir, dst, data, wflag)
+	return n, l.send(c, dir, dst, data, wflag)
 }
 
 // send writes data to dst, queueing what it does not take.
-func (l *Loop) send(c *conn, dir, dst int, data []byte, wflag uint16) bool {
+func (l *Loop) send(c *conn, dir, dst int, data []byte, wflag uint32) bool {
 	w := 0
 	if c.fl&wflag != 0 {
 		m, errno := sysWrite(dst, data)
@@ -671,30 +719,30 @@ func (l *Loop) send(c *conn, dir, dst int, data []byte, wflag uint16) bool {
 	return true
 }
 
-// copySplice moves one chunk through a pipe without copying it.
-func (l *Loop) copySplice(c *conn, dir, src, dst int, rflag, wflag uint16, eof uint8) bool {
+// copySplice moves one chunk through a pipe without copying it. A splice
+// into a pipe may stop short while the socket still holds data (the pipe
+// has room for a limited number of segments), so in this mode the source
+// counts as drained only when it says EAGAIN.
+func (l *Loop) copySplice(c *conn, dir, src, dst int, rflag, wflag uint32, eof uint8) (int, bool) {
 	p, err := l.getPipe()
 	if err != nil {
 		l.log.Printf("pipe: %v", err)
-		return false
+		return 0, false
 	}
 	n, errno := sysSplice(src, p.w, pipeSize)
 	switch {
 	case errno == unix.EAGAIN:
 		c.fl &^= rflag
 		l.putPipe(p)
-		return true
+		return 0, true
 	case errno != 0:
 		l.putPipe(p)
-		return false
+		return 0, false
 	case n == 0:
 		c.state |= eof
 		c.fl &^= rflag
 		l.putPipe(p)
-		return true
-	}
-	if n < pipeSize {
-		c.fl &^= rflag
+		return 0, true
 	}
 	if dir == sideUp {
 		c.sess.Sent(n)
@@ -708,19 +756,19 @@ func (l *Loop) copySplice(c *conn, dir, src, dst int, rflag, wflag uint16, eof u
 		case errno == unix.EAGAIN:
 			c.fl &^= wflag
 		case errno != 0:
-			l.putPipe(p) // the pipe still holds data: close it
-			return false
+			p.close() // it still holds data
+			return n, false
 		default:
 			w = m
 		}
 	}
 	if w == n {
 		l.putPipe(p)
-		return true
+		return n, true
 	}
 	c.fl &^= wflag
 	c.q[dir] = newQueuedPipe(p, n-w)
-	return true
+	return n, true
 }
 
 // closeConn closes both sockets and frees the slot (Pen's close_conn).

@@ -1,0 +1,606 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pen-lb/pen-appliance/pen/balance"
+	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/diag"
+)
+
+// harness runs a loop configured by command lines.
+type harness struct {
+	t    *testing.T
+	in   *config.Interp
+	tb   *balance.Table
+	loop *Loop
+	addr string
+	log  bytes.Buffer
+	mu   sync.Mutex
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (h *harness) logText() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.log.String()
+}
+
+func start(t *testing.T, listen string, tweak func(*Settings), lines ...string) *harness {
+	t.Helper()
+	h := &harness{t: t}
+	log := diag.New(lockedWriter{&h.mu, &h.log})
+	h.in = config.New(config.Default(), config.Process{}, log)
+	for _, l := range lines {
+		if _, err := h.in.Exec(l, config.FromFlag); err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+	}
+	c := h.in.Config()
+	h.tb = balance.New()
+	h.tb.Configure(c)
+	loop, err := New(h.tb, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.loop = loop
+	s := Settings{UDP: c.UDP, ConnMax: c.ConnMax, PendingMax: c.PendingMax, MultiAccept: c.MultiAccept,
+		Timeout: time.Duration(c.Timeout) * time.Second, IdleTimeout: time.Duration(c.IdleTimeout) * time.Second,
+		UDPTimeout: 30 * time.Second, FastClose: c.FastClose, HTTP: c.HTTP, Dummy: c.Dummy}
+	if tweak != nil {
+		tweak(&s)
+	}
+	var l config.Listen
+	if strings.Contains(listen, "/") {
+		l.Path = listen
+	} else {
+		l.Addr = netip.MustParseAddrPort(listen)
+	}
+	if err := loop.Configure(s, &l, 128); err != nil {
+		t.Fatal(err)
+	}
+	h.addr = loop.ListenAddr()
+	done := make(chan error, 1)
+	go func() { done <- loop.Run() }()
+	t.Cleanup(func() {
+		loop.Stop()
+		if err := <-done; err != nil {
+			t.Errorf("loop: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("pen log:\n%s", h.logText())
+		}
+	})
+	return h
+}
+
+func network(addr string) string {
+	if strings.Contains(addr, "/") {
+		return "unix"
+	}
+	return "tcp"
+}
+
+func (h *harness) dial() net.Conn {
+	h.t.Helper()
+	c, err := net.DialTimeout(network(h.addr), h.addr, 5*time.Second)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	return c
+}
+
+// tcpServer runs handle for every connection on a fresh listener.
+func tcpServer(t *testing.T, netw, addr string, handle func(net.Conn)) net.Listener {
+	t.Helper()
+	ln, err := net.Listen(netw, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln
+}
+
+func echo(c net.Conn) { io.Copy(c, c) }
+
+func port(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
+
+func TestEchoIntegrity(t *testing.T) {
+	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	var wg sync.WaitGroup
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c := h.dial()
+			defer c.Close()
+			data := make([]byte, 8<<20+i*12345)
+			rand.New(rand.NewSource(int64(i))).Read(data)
+			go func() {
+				c.Write(data)
+				c.(interface{ CloseWrite() error }).CloseWrite()
+			}()
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Errorf("conn %d: %v", i, err)
+				return
+			}
+			if sha256.Sum256(got) != sha256.Sum256(data) {
+				t.Errorf("conn %d: %d bytes back, want %d, content differs", i, len(got), len(data))
+			}
+		}(i)
+	}
+	wg.Wait()
+	st := h.tb.ServerStates()[0]
+	if st.Sent < 6*8<<20 || st.Received < 6*8<<20 {
+		t.Errorf("byte counters: %+v", st)
+	}
+}
+
+func TestHalfClose(t *testing.T) {
+	// The server answers only after the client has finished sending.
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		fmt.Fprintf(c, "got %d bytes", len(b))
+	})
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	c := h.dial()
+	defer c.Close()
+	c.Write(bytes.Repeat([]byte("x"), 100000))
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "got 100000 bytes" {
+		t.Errorf("got %q, %v", got, err)
+	}
+}
+
+func TestUnixAndIPv6(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "be.sock")
+	tcpServer(t, "unix", sock, func(c net.Conn) { io.WriteString(c, "unix backend") })
+	h := start(t, filepath.Join(dir, "pen.sock"), nil, "server 0 address "+sock)
+	c := h.dial()
+	if got, _ := io.ReadAll(c); string(got) != "unix backend" {
+		t.Errorf("unix listener to unix backend: %q", got)
+	}
+	c.Close()
+
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) { io.WriteString(c, "v4 backend") })
+	if _, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skip("no IPv6 loopback")
+	}
+	h6 := start(t, "[::1]:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	c = h6.dial()
+	if got, _ := io.ReadAll(c); string(got) != "v4 backend" {
+		t.Errorf("IPv6 listener to IPv4 backend: %q", got)
+	}
+	c.Close()
+	be6 := tcpServer(t, "tcp", "[::1]:0", func(c net.Conn) { io.WriteString(c, "v6 backend") })
+	h4 := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address ::1 port %d", port(be6)))
+	c = h4.dial()
+	if got, _ := io.ReadAll(c); string(got) != "v6 backend" {
+		t.Errorf("IPv4 listener to IPv6 backend: %q", got)
+	}
+	c.Close()
+}
+
+func TestXForwardedForKeepAlive(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		r := bufio.NewReader(c)
+		for {
+			var head strings.Builder
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				head.WriteString(line)
+				if line == "\r\n" {
+					break
+				}
+			}
+			if strings.Contains(head.String(), "Content-Length: 5") {
+				io.CopyN(io.Discard, r, 5)
+			}
+			mu.Lock()
+			seen = append(seen, head.String())
+			mu.Unlock()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)), "http")
+	c := h.dial()
+	defer c.Close()
+	r := bufio.NewReader(c)
+	reqs := []string{
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+		"DELETE /c HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+	}
+	for _, req := range reqs {
+		io.WriteString(c, req)
+		resp := make([]byte, len("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+		if _, err := io.ReadFull(r, resp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 3 {
+		t.Fatalf("backend saw %d requests", len(seen))
+	}
+	for i, want := range []string{"X-Forwarded-For: 127.0.0.1\r\n", "X-Forwarded-For: 127.0.0.1\r\n", "X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"} {
+		if !strings.Contains(seen[i], want) || !strings.Contains(seen[i], "X-Forwarded-Proto: http\r\n") {
+			t.Errorf("request %d head:\n%s\nwant %q", i, seen[i], want)
+		}
+	}
+}
+
+func TestConnTableFull(t *testing.T) {
+	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.ConnMax = 2 }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	a, b := h.dial(), h.dial()
+	for _, c := range []net.Conn{a, b} {
+		io.WriteString(c, "x")
+		buf := make([]byte, 1)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := h.dial()
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Errorf("third client read %d bytes, want a closed connection", n)
+	}
+	c.Close()
+	if st := h.loop.Stats(); st.RefusedFull != 1 {
+		t.Errorf("refused: %+v", st)
+	}
+	if !strings.Contains(h.logText(), "Connection table full (2 slots)") {
+		t.Errorf("no reason logged: %s", h.logText())
+	}
+	a.Close()
+	time.Sleep(100 * time.Millisecond)
+	d := h.dial()
+	io.WriteString(d, "y")
+	if _, err := io.ReadFull(d, make([]byte, 1)); err != nil {
+		t.Errorf("after a slot freed: %v", err)
+	}
+	d.Close()
+	b.Close()
+}
+
+func TestIdleTimeout(t *testing.T) {
+	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)), "idle_timeout 1")
+	c := h.dial()
+	io.WriteString(c, "x")
+	io.ReadFull(c, make([]byte, 1))
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := c.Read(make([]byte, 1))
+	if err != io.EOF || time.Since(start) > 3*time.Second {
+		t.Errorf("idle connection: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestConnectFailover(t *testing.T) {
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadPort := port(dead)
+	dead.Close() // nothing listens there now: connects are refused
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) { io.WriteString(c, "alive") })
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)),
+		fmt.Sprintf("server 1 address 127.0.0.1 port %d", deadPort))
+	// Round-robin starts at server 1, the dead one.
+	for i := 0; i < 3; i++ {
+		c := h.dial()
+		if got, _ := io.ReadAll(c); string(got) != "alive" {
+			t.Errorf("connection %d: %q", i, got)
+		}
+		c.Close()
+	}
+	if st := h.tb.ServerStates()[1]; st.Until.IsZero() || st.Failures == 0 {
+		t.Errorf("dead server not blacklisted: %+v", st)
+	}
+}
+
+func TestConnectTimeout(t *testing.T) {
+	// A listener with a backlog of one that never accepts drops SYNs once
+	// full: a connect to it hangs.
+	stuckPort := blackhole(t)
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) { io.WriteString(c, "alive") })
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)),
+		fmt.Sprintf("server 1 address 127.0.0.1 port %d", stuckPort), "timeout 1")
+	c := h.dial()
+	begin := time.Now()
+	got, _ := io.ReadAll(c)
+	if string(got) != "alive" {
+		t.Errorf("got %q after %v", got, time.Since(begin))
+	}
+	if d := time.Since(begin); d < 900*time.Millisecond || d > 4*time.Second {
+		t.Errorf("failover after connect timeout took %v", d)
+	}
+	if !strings.Contains(h.logText(), "blacklisting server 1 because of connect timeout") {
+		t.Errorf("log: %s", h.logText())
+	}
+}
+
+func TestBackendDiesMidStream(t *testing.T) {
+	stream := func(c net.Conn) {
+		buf := make([]byte, 4096)
+		for i := 0; ; i++ {
+			for j := range buf {
+				buf[j] = byte(i + j)
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	var mu sync.Mutex
+	var victims []net.Conn
+	victim := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		mu.Lock()
+		victims = append(victims, c)
+		mu.Unlock()
+		stream(c)
+	})
+	survivor := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		io.CopyN(c, bytes.NewReader(bytes.Repeat([]byte("s"), 2<<20)), 2<<20)
+	})
+	h := start(t, "127.0.0.1:0", nil, "roundrobin",
+		fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(survivor)),
+		fmt.Sprintf("server 1 address 127.0.0.1 port %d", port(victim)))
+	var conns []net.Conn
+	for i := 0; i < 4; i++ {
+		conns = append(conns, h.dial()) // 1, 0, 1, 0
+	}
+	time.Sleep(200 * time.Millisecond)
+	// Kill the victim: its listener and every connection.
+	victim.Close()
+	mu.Lock()
+	for _, c := range victims {
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}
+	mu.Unlock()
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func(i int, c net.Conn) {
+			defer wg.Done()
+			defer c.Close()
+			got, err := io.ReadAll(c)
+			if i%2 == 1 { // on the survivor
+				if err != nil || len(got) != 2<<20 || strings.Trim(string(got), "s") != "" {
+					t.Errorf("survivor connection %d: %d bytes, %v", i, len(got), err)
+				}
+			}
+		}(i, c)
+	}
+	wg.Wait()
+	// New connections find the survivor.
+	for i := 0; i < 2; i++ {
+		c := h.dial()
+		n, _ := io.Copy(io.Discard, c)
+		c.Close()
+		if n != 2<<20 {
+			t.Errorf("new connection %d after the victim died got %d bytes", i, n)
+		}
+	}
+	if st := h.tb.ServerStates()[1]; st.Until.IsZero() {
+		t.Errorf("dead server not blacklisted: %+v", st)
+	}
+}
+
+func TestDummy(t *testing.T) {
+	h := start(t, "127.0.0.1:0", nil, "dummy")
+	c := h.dial()
+	io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+	got, _ := io.ReadAll(c)
+	if string(got) != dummyReply {
+		t.Errorf("dummy: %q", got)
+	}
+}
+
+func TestFastClose(t *testing.T) {
+	// The server sends and closes; the client never closes. With
+	// tcp_fastclose up, pen closes the client side as soon as the server
+	// is done.
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) { io.WriteString(c, "bye") })
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)), "tcp_fastclose up")
+	c := h.dial()
+	got, err := io.ReadAll(c)
+	if string(got) != "bye" || err != nil {
+		t.Errorf("%q %v", got, err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := h.loop.Stats().Active; n != 0 {
+		t.Errorf("%d connections still open with fastclose up", n)
+	}
+}
+
+// udpServer answers every datagram with name + what it got.
+func udpServer(t *testing.T, name string) *net.UDPConn {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		b := make([]byte, 2048)
+		for {
+			n, a, err := pc.ReadFromUDP(b)
+			if err != nil {
+				return
+			}
+			pc.WriteToUDP(append([]byte(name+":"), b[:n]...), a)
+		}
+	}()
+	return pc
+}
+
+func udpAsk(t *testing.T, c *net.UDPConn, msg string) string {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 2048)
+	n, err := c.Read(b)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return string(b[:n])
+}
+
+func TestUDPFlows(t *testing.T) {
+	a := udpServer(t, "A")
+	b := udpServer(t, "B")
+	h := start(t, "0.0.0.0:0", nil, "udp", "roundrobin",
+		fmt.Sprintf("server 0 address 127.0.0.1 port %d", a.LocalAddr().(*net.UDPAddr).Port),
+		fmt.Sprintf("server 1 address 127.0.0.1 port %d", b.LocalAddr().(*net.UDPAddr).Port))
+	_, p, _ := net.SplitHostPort(h.addr)
+	pen := netip.MustParseAddrPort("127.0.0.2:" + p) // to the wildcard listener: answers must come from 127.0.0.2
+	// Many clients at once: every answer goes to the client that asked.
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(pen))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			first := ""
+			for j := 0; j < 5; j++ {
+				msg := fmt.Sprintf("client %d query %d", i, j)
+				got := udpAsk(t, c, msg)
+				if !strings.HasSuffix(got, ":"+msg) {
+					t.Errorf("client %d got %q for %q", i, got, msg)
+					return
+				}
+				if first == "" {
+					first = got[:1]
+				} else if got[:1] != first {
+					t.Errorf("client %d: flow moved from %s to %s", i, first, got[:1])
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	// Blacklisting the server of a flow moves that flow.
+	c, _ := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(pen))
+	defer c.Close()
+	was := udpAsk(t, c, "x")[:1]
+	idx := 0
+	if was == "B" {
+		idx = 1
+	}
+	h.tb.Blacklist(idx, time.Minute)
+	if now := udpAsk(t, c, "y"); now[:1] == was {
+		t.Errorf("flow stayed on blacklisted server %s: %q", was, now)
+	}
+}
+
+func TestUDPUnixBackend(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "dns.sock")
+	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		b := make([]byte, 2048)
+		for {
+			n, a, err := pc.ReadFromUnix(b)
+			if err != nil {
+				return
+			}
+			pc.WriteToUnix(append([]byte("unix:"), b[:n]...), a)
+		}
+	}()
+	h := start(t, "127.0.0.1:0", nil, "udp", "server 0 address "+sock)
+	c, err := net.Dial("udp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := udpAsk(t, c.(*net.UDPConn), "ping"); got != "unix:ping" {
+		t.Errorf("got %q", got)
+	}
+}
+
+// blackhole returns a port where connects hang: a listener with a backlog
+// of one, filled, that never accepts.
+func blackhole(t *testing.T) int {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	p := sa.(*unix.SockaddrInet4).Port
+	addr := fmt.Sprintf("127.0.0.1:%d", p)
+	for i := 0; i < 8; i++ {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			return p // full: this connect hung
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatal("could not fill the backlog")
+	return 0
+}
