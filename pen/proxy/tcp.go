@@ -24,23 +24,23 @@ const (
 
 // conn flags.
 const (
-	fReadDown  uint32 = 1 << iota // client socket may have data
-	fReadUp                       // server socket may have data
-	fWriteDown                    // client socket may take data
-	fWriteUp                      // server socket may take data
-	fShutUp                       // shutdown(SHUT_WR) sent to the server
-	fShutDown                     // shutdown(SHUT_WR) sent to the client
-	fBuffered                     // client->server data goes through user space
-	fQueued                       // on the ready list
-	fIdler                        // upstream connection with no client
-	fDummy                        // answered by the built-in dummy server
-	fUDP                          // a UDP flow
-	fExternal                     // served by a handoff (TLS), not the loop
-	fUnixUp                       // the server is a unix socket
-	fHupDown                      // the client has shut down its side
-	fHupUp                        // the server has shut down its side
-	fSpliceUp                     // client->server moves by splice (bulk)
-	fSpliceDown                   // server->client moves by splice (bulk)
+	fReadDown   uint32 = 1 << iota // client socket may have data
+	fReadUp                        // server socket may have data
+	fWriteDown                     // client socket may take data
+	fWriteUp                       // server socket may take data
+	fShutUp                        // shutdown(SHUT_WR) sent to the server
+	fShutDown                      // shutdown(SHUT_WR) sent to the client
+	fBuffered                      // client->server data goes through user space
+	fQueued                        // on the ready list
+	fIdler                         // upstream connection with no client
+	fDummy                         // answered by the built-in dummy server
+	fUDP                           // a UDP flow
+	fExternal                      // served by a handoff (TLS), not the loop
+	fUnixUp                        // the server is a unix socket
+	fHupDown                       // the client has shut down its side
+	fHupUp                         // the server has shut down its side
+	fSpliceUp                      // client->server moves by splice (bulk)
+	fSpliceDown                    // server->client moves by splice (bulk)
 )
 
 // conn is one slot of the connection table.
