@@ -49,11 +49,12 @@ bench: build
 run: build
 	bin/pen -demo
 
-## image: a disk image for BOARD (pc, rpi, arm64) in images/
+## image: a disk image for BOARD (pc, rpi, arm64) in images/; IMAGE_FLAGS adds
+## penimage flags, e.g. IMAGE_FLAGS="-hostname lb1 -config my.cfg -size 8G"
 image: build
-	bin/penimage build -board $(BOARD) -o images/pen-$(BOARD).img
+	bin/penimage build -board $(BOARD) -o images/pen-$(BOARD).img $(IMAGE_FLAGS)
 
-## vm: boot the pc image in qemu
+## vm: build the pc image and boot it in qemu (see docs/APPLIANCE.md)
 vm: build
 	scripts/vm.sh
 

@@ -9,8 +9,10 @@ packages=(
 	nginx-light haproxy wrk dnsperf dnsmasq dnsutils curl socat psmisc
 	# network namespaces
 	iproute2 ethtool tcpdump
-	# image checks and VM boots
+	# image checks and VM boots; the arm64 image's EFI loader comes from
+	# the arm64 build of systemd-boot-efi (multiarch, see below)
 	qemu-system-x86 qemu-system-arm qemu-efi-aarch64 ovmf systemd-boot-efi
+	systemd-boot-efi:arm64
 	squashfs-tools dosfstools mtools e2fsprogs fdisk
 	# browser tests
 	chromium
@@ -26,6 +28,13 @@ done
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# systemd-boot-efi:arm64 (systemd-bootaa64.efi for the arm64 image) is an
+# arm64 package: let dpkg install arm64 packages next to amd64 ones.
+if [ "$(dpkg --print-architecture)" != arm64 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+	echo "deps: adding dpkg architecture arm64"
+	$SUDO dpkg --add-architecture arm64
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "deps: installing ${missing[*]}"
