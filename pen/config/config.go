@@ -212,6 +212,8 @@ type Config struct {
 	DSRIf       string
 	DSRIP       string
 	TLS         TLS
+	Admin       Admin
+	AutoWrite   bool // write every accepted change back to the -F file
 }
 
 // Default returns Pen's defaults.
@@ -226,6 +228,7 @@ func Default() *Config {
 		MultiAccept: DefaultMultiAccept,
 		ListenQueue: DefaultListenQueue,
 		TLS:         TLS{Protocol: "ssl23", Renegotiate: DefaultRenegotiate},
+		Admin:       Admin{ACL: -1},
 	}
 }
 

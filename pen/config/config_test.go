@@ -315,3 +315,48 @@ func TestInclude(t *testing.T) {
 		t.Errorf("self-include: %v", err)
 	}
 }
+
+func TestAdminAndAutowrite(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pen.cfg")
+	in := newTest(t)
+	in.SetProcess(Process{ConfigFile: file})
+	for _, tc := range []struct{ cmd, want string }{
+		{"admin_acl", "-1\n"},
+		{"admin_acl 3", "3\n"},
+		{"admin_listen [::]:8443", "[::]:8443\n"},
+		{"admin_redirect 8080", "8080\n"},
+		{"admin_tls /perm/pen/admin.crt /perm/pen/admin.key", ""},
+		{"admin_password_file /perm/gokr-pw.txt", ""},
+		{"autowrite", ""},
+	} {
+		if got := exec(t, in, tc.cmd); got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.cmd, got, tc.want)
+		}
+	}
+	if _, err := in.Exec("admin_acl 10", FromControl); err == nil {
+		t.Error("admin_acl 10 accepted")
+	}
+	if _, err := in.Exec("admin_listen 70000", FromControl); err == nil {
+		t.Error("admin_listen 70000 accepted")
+	}
+	exec(t, in, "blacklist 7")
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("autowrite wrote nothing: %v", err)
+	}
+	for _, want := range []string{"\nblacklist 7\n", "\nadmin_listen [::]:8443\n", "\nadmin_tls /perm/pen/admin.crt /perm/pen/admin.key\n", "\nautowrite\n", "\nadmin_acl 3\n"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("written file lacks %q", want)
+		}
+	}
+	if n := in.ChangesBy()[FromControl]; n < 7 {
+		t.Errorf("changes by control: %d", n)
+	}
+	exec(t, in, "no autowrite")
+	exec(t, in, "blacklist 9")
+	data, _ = os.ReadFile(file)
+	if strings.Contains(string(data), "blacklist 9") {
+		t.Error("wrote after no autowrite")
+	}
+}

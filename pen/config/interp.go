@@ -91,7 +91,23 @@ type Interp struct {
 	// changed the configuration and the engine accepted it.
 	OnChange func(c *Config, origin Origin)
 
-	changes atomic.Uint64
+	changes  atomic.Uint64
+	byOrigin sync.Map // Origin -> *atomic.Uint64
+}
+
+func (in *Interp) countChange(o Origin) {
+	v, _ := in.byOrigin.LoadOrStore(o, new(atomic.Uint64))
+	v.(*atomic.Uint64).Add(1)
+}
+
+// ChangesBy counts accepted configuration changes per origin.
+func (in *Interp) ChangesBy() map[Origin]uint64 {
+	out := map[Origin]uint64{}
+	in.byOrigin.Range(func(k, v any) bool {
+		out[k.(Origin)] = v.(*atomic.Uint64).Load()
+		return true
+	})
+	return out
 }
 
 // New returns an interpreter for c. The engine may be nil until the load
@@ -233,6 +249,12 @@ func (in *Interp) commit(x *txn) (string, error) {
 		in.cfg = x.cfg
 		in.log.SetLevel(x.cfg.Debug)
 		in.changes.Add(1)
+		in.countChange(x.origin)
+		if x.cfg.AutoWrite && in.proc.ConfigFile != "" && x.origin != FromFile && x.origin != FromSignal {
+			if err := in.writeLocked(in.proc.ConfigFile); err != nil {
+				in.log.Printf("autowrite: %v", err)
+			}
+		}
 		if in.OnChange != nil {
 			in.OnChange(x.cfg, x.origin)
 		}
@@ -822,6 +844,9 @@ func (x *txn) runCmd(cmd string, args []string) error {
 		}
 		c.TLS.SNIPath = s
 	default:
+		if ok, err := x.adminCmd(cmd, args); ok {
+			return err
+		}
 		return &UnknownCommandError{Word: cmd}
 	}
 	return nil
@@ -915,6 +940,9 @@ func (x *txn) runNo(what string, args []string) error {
 	case "ssl_option":
 		c.TLS.Options = nil
 	default:
+		if x.adminNo(what) {
+			return nil
+		}
 		return &UnknownCommandError{Word: "no " + what}
 	}
 	return nil

@@ -209,6 +209,7 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 	if t.Renegotiate != DefaultRenegotiate {
 		pr("ssl_client_renegotiation_interval %d\n", t.Renegotiate)
 	}
+	renderAdmin(pr, c)
 	return b.Bytes()
 }
 

@@ -1,0 +1,126 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Admin holds the settings of the admin UI and /metrics listener, and
+// autowrite. Pen has none of these; they follow its style.
+type Admin struct {
+	Listen       string // admin_listen: listen spec; "" = off
+	Redirect     string // admin_redirect: plain HTTP listener that redirects to Listen
+	TLSCert      string // admin_tls CERT [KEY]
+	TLSKey       string
+	ACL          int    // admin_acl: -1 = everyone
+	PasswordFile string // admin_password_file: plain text or a bcrypt hash
+}
+
+// adminCmd handles the admin commands; ok is false for other commands.
+func (x *txn) adminCmd(cmd string, args []string) (ok bool, err error) {
+	a := &x.cfg.Admin
+	switch cmd {
+	case "admin_listen", "admin_redirect":
+		p := &a.Listen
+		if cmd == "admin_redirect" {
+			p = &a.Redirect
+		}
+		if len(args) > 0 {
+			spec, err := oneArg(cmd, args)
+			if err != nil {
+				return true, err
+			}
+			if _, err := ParseListen(spec, false, x.in.resolve); err != nil {
+				return true, fmt.Errorf("%s: %w", cmd, err)
+			}
+			*p = spec
+		}
+		if *p != "" {
+			x.printf("%s\n", *p)
+		}
+	case "admin_tls":
+		if len(args) < 1 || len(args) > 2 {
+			return true, errors.New("admin_tls: expected CERT [KEY]")
+		}
+		a.TLSCert, a.TLSKey = args[0], args[0]
+		if len(args) == 2 {
+			a.TLSKey = args[1]
+		}
+	case "admin_acl":
+		if len(args) > 0 {
+			n, err := aclNumber(cmd, args[0], -1)
+			if err != nil {
+				return true, err
+			}
+			if err := noArgs(cmd, args[1:]); err != nil {
+				return true, err
+			}
+			a.ACL = n
+		}
+		x.printf("%d\n", a.ACL)
+	case "admin_password_file":
+		f, err := oneArg(cmd, args)
+		if err != nil {
+			return true, err
+		}
+		a.PasswordFile = f
+	case "autowrite":
+		if err := noArgs(cmd, args); err != nil {
+			return true, err
+		}
+		x.cfg.AutoWrite = true
+	default:
+		return false, nil
+	}
+	return true, nil
+}
+
+// adminNo handles "no admin_*" and "no autowrite".
+func (x *txn) adminNo(what string) bool {
+	a := &x.cfg.Admin
+	switch what {
+	case "admin_listen":
+		a.Listen = ""
+	case "admin_redirect":
+		a.Redirect = ""
+	case "admin_tls":
+		a.TLSCert, a.TLSKey = "", ""
+	case "admin_password_file":
+		a.PasswordFile = ""
+	case "autowrite":
+		x.cfg.AutoWrite = false
+	default:
+		return false
+	}
+	return true
+}
+
+// renderAdmin writes the admin settings for write.
+func renderAdmin(pr func(string, ...any), c *Config) {
+	a := c.Admin
+	if a.Listen != "" {
+		pr("admin_listen %s\n", a.Listen)
+	} else {
+		pr("no admin_listen\n")
+	}
+	if a.Redirect != "" {
+		pr("admin_redirect %s\n", a.Redirect)
+	}
+	if a.TLSCert != "" {
+		if a.TLSKey != "" && a.TLSKey != a.TLSCert {
+			pr("admin_tls %s %s\n", a.TLSCert, a.TLSKey)
+		} else {
+			pr("admin_tls %s\n", a.TLSCert)
+		}
+	}
+	pr("admin_acl %d\n", a.ACL)
+	if a.PasswordFile != "" {
+		pr("admin_password_file %s\n", a.PasswordFile)
+	}
+	if c.AutoWrite {
+		pr("autowrite\n")
+	} else {
+		pr("no autowrite\n")
+	}
+}
+
