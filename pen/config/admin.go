@@ -123,4 +123,3 @@ func renderAdmin(pr func(string, ...any), c *Config) {
 		pr("no autowrite\n")
 	}
 }
-
