@@ -155,6 +155,7 @@ func ReadBusy() (time.Duration, error) {
 // machine as a whole, use over an interval, as fractions of one core.
 type CPUSampler struct {
 	Procs map[string]int // name → pid
+	Wall  time.Duration  // between Start and Stop, set by Stop
 	start map[string]time.Duration
 	busy  time.Duration
 	t0    time.Time
@@ -176,6 +177,7 @@ func (s *CPUSampler) Start() {
 // under the name "all", as a fraction of one core.
 func (s *CPUSampler) Stop() map[string]float64 {
 	wall := time.Since(s.t0)
+	s.Wall = wall
 	out := map[string]float64{}
 	if wall <= 0 {
 		return out

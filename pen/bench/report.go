@@ -19,6 +19,10 @@ type Stat struct {
 	Median    float64            // of Values; NaN when there are none
 	Details   map[string]float64 // median of each numeric detail
 
+	// Quiet holds the values of the runs during which the rest of the
+	// machine used at most QuietOther of a core.
+	Quiet []float64
+
 	others []float64 // cpu.other of every run, for Noise
 }
 
@@ -117,6 +121,9 @@ func Summarize(recs []Record) []TestSummary {
 				details[k][name] = append(details[k][name], f)
 				if name == "cpu.other" {
 					s.others = append(s.others, f)
+					if f <= QuietOther {
+						s.Quiet = append(s.Quiet, r.Value)
+					}
 				}
 			}
 		}
@@ -251,7 +258,7 @@ func cpuColumn(s Stat) string {
 // WriteTable writes the human-readable report.
 func WriteTable(w io.Writer, tests []TestSummary) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "test\tcontender\tmedian\tunit\tvs direct\trounds\tcpu% load/backend/proxy/other\tstatus")
+	fmt.Fprintln(tw, "test\tcontender\tmedian\tunit\tvs direct\trounds\tcpu% load/backend/proxy/other\tproxy us/op\tstatus")
 	for _, t := range tests {
 		ref := t.reference()
 		for _, s := range t.Stats {
@@ -264,8 +271,12 @@ func WriteTable(w io.Writer, tests []TestSummary) error {
 			if rounds == "" {
 				rounds = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Test, s.Contender, formatValue(s.Median),
-				s.Unit, ratio, rounds, cpuColumn(s), s.Status())
+			us := ""
+			if v, ok := s.Details["proxy_us"]; ok {
+				us = strconv.FormatFloat(v, 'f', 1, 64)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Test, s.Contender, formatValue(s.Median),
+				s.Unit, ratio, rounds, cpuColumn(s), us, s.Status())
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -274,6 +285,16 @@ func WriteTable(w io.Writer, tests []TestSummary) error {
 	fmt.Fprintln(w)
 	for _, t := range tests {
 		fmt.Fprintf(w, "%-9s %s: %s\n", t.Test, Title(t.Test), strings.Join(ratioWords(t), " "))
+		if q := quietWords(t); len(q) > 0 {
+			fmt.Fprintf(w, "%-9s quiet runs only (rest of the machine <= %.0f%% of a core): %s\n", "",
+				100*QuietOther, strings.Join(q, " "))
+		}
+		if c := costWords(t); len(c) > 0 {
+			fmt.Fprintf(w, "%-9s proxy CPU per operation, lower is cheaper: %s\n", "", strings.Join(c, " "))
+		}
+		if m := memoryWords(t); len(m) > 0 {
+			fmt.Fprintf(w, "%-9s %s\n", "", strings.Join(m, "; "))
+		}
 	}
 	if other, ok := Noise(tests); ok {
 		fmt.Fprintf(w, "noise: the rest of the machine used a median %.0f%% of a core during the runs", 100*other)
@@ -299,6 +320,44 @@ func WriteTable(w io.Writer, tests []TestSummary) error {
 		fmt.Fprintf(w, "target %-9s %-20s %s\n", tg.Test, tg.Name, verdict)
 	}
 	return nil
+}
+
+// costWords lists the proxies' median CPU time per operation in
+// microseconds, then pen's against HAProxy's.
+func costWords(t TestSummary) []string {
+	var words []string
+	cost := map[string]float64{}
+	for _, s := range t.Stats {
+		if v, ok := s.Details["proxy_us"]; ok {
+			cost[s.Contender] = v
+			words = append(words, s.Contender+"="+strconv.FormatFloat(v, 'f', 1, 64))
+		}
+	}
+	if p, ok := cost["pen"]; ok {
+		if h, ok := cost["haproxy"]; ok && h > 0 {
+			words = append(words, "pen/haproxy="+strconv.FormatFloat(p/h, 'f', 2, 64))
+		}
+	}
+	return words
+}
+
+// memoryWords describes the RSS figures behind a memory test: before,
+// while holding, and the whole RSS while holding per connection, which
+// also counts what a proxy allocates up front (e.g. pen's -x table).
+func memoryWords(t TestSummary) []string {
+	const mib = 1 << 20
+	var words []string
+	for _, s := range t.Stats {
+		before, ok1 := s.Details["before"]
+		held, ok2 := s.Details["held"]
+		conns, ok3 := s.Details["conns"]
+		if !ok1 || !ok2 || !ok3 || conns <= 0 {
+			continue
+		}
+		words = append(words, fmt.Sprintf("%s: %.1f MiB before, %.1f MiB holding %.0f (%.0f B/conn counting the baseline)",
+			s.Contender, before/mib, held/mib, conns, held/conns))
+	}
+	return words
 }
 
 // ratioWords lists a test's comparisons as key=value words: each
@@ -336,6 +395,41 @@ func ratioWords(t TestSummary) []string {
 	return words
 }
 
+// QuietOther is the CPU share (of one core) other processes may use during
+// a run for it to count as quiet.
+const QuietOther = 0.15
+
+// quietWords compares contenders on their quiet runs only: each against
+// direct, then pen against HAProxy, then how many quiet runs each had.
+func quietWords(t TestSummary) []string {
+	med := map[string]float64{}
+	var counts []string
+	for _, s := range t.Stats {
+		if len(s.Quiet) > 0 {
+			med[s.Contender] = Median(s.Quiet)
+			counts = append(counts, s.Contender+":"+strconv.Itoa(len(s.Quiet)))
+		}
+	}
+	var words []string
+	ref := t.reference()
+	if d, ok := med[ref]; ok && ref != "" && d > 0 {
+		for _, s := range t.Stats {
+			if v, ok := med[s.Contender]; ok && s.Contender != ref {
+				words = append(words, s.Contender+"/"+ref+"="+formatRatio(v/d, true))
+			}
+		}
+	}
+	if p, ok := med["pen"]; ok {
+		if h, ok := med["haproxy"]; ok && h > 0 {
+			words = append(words, "pen/haproxy="+formatRatio(p/h, true))
+		}
+	}
+	if len(words) == 0 {
+		return nil
+	}
+	return append(words, "runs="+strings.Join(counts, ","))
+}
+
 // BusyOther is the CPU share (of one core) other processes may use during
 // the runs before the report calls the machine too busy to trust.
 const BusyOther = 0.5
@@ -357,11 +451,30 @@ func Noise(tests []TestSummary) (float64, bool) {
 
 // WriteSummary writes one machine-readable line per test, e.g.
 // "bench: keepalive pen/direct=0.71 haproxy/direct=0.68 pen/haproxy=1.04",
-// and one for the targets.
+// one per test comparing runs on a quiet machine only (when there were
+// any), e.g. "bench: keepalive-quiet pen/direct=0.70 pen/haproxy=1.02
+// runs=direct:2,pen:1,haproxy:2", one per test with the proxies' CPU time
+// per operation, e.g.
+// "bench: keepalive-cpu pen=15.1 haproxy=14.2 pen/haproxy=1.06 unit=us/op",
+// one for the targets and one for the noise.
 func WriteSummary(w io.Writer, tests []TestSummary) error {
 	for _, t := range tests {
 		if _, err := fmt.Fprintf(w, "bench: %s %s\n", t.Test, strings.Join(ratioWords(t), " ")); err != nil {
 			return err
+		}
+	}
+	for _, t := range tests {
+		if q := quietWords(t); len(q) > 0 {
+			if _, err := fmt.Fprintf(w, "bench: %s-quiet %s\n", t.Test, strings.Join(q, " ")); err != nil {
+				return err
+			}
+		}
+	}
+	for _, t := range tests {
+		if c := costWords(t); len(c) > 0 {
+			if _, err := fmt.Fprintf(w, "bench: %s-cpu %s unit=us/op\n", t.Test, strings.Join(c, " ")); err != nil {
+				return err
+			}
 		}
 	}
 	var words []string

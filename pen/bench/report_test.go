@@ -13,9 +13,9 @@ func rec(test, contender string, round int, v float64, detail string) Record {
 
 func sampleRecords() []Record {
 	return []Record{
-		rec("keepalive", "haproxy", 1, 30000, "cpu.load=0.9 cpu.backend=0.5 cpu.proxy=0.6 cpu.other=0.1"),
-		rec("keepalive", "direct", 1, 50000, "cpu.load=1.0 cpu.backend=0.9"),
-		rec("keepalive", "pen", 1, 36000, ""),
+		rec("keepalive", "haproxy", 1, 30000, "cpu.load=0.9 cpu.backend=0.5 cpu.proxy=0.6 cpu.other=0.1 proxy_us=20"),
+		rec("keepalive", "direct", 1, 50000, "cpu.load=1.0 cpu.backend=0.9 cpu.other=0.05"),
+		rec("keepalive", "pen", 1, 36000, "proxy_us=15"),
 		rec("keepalive", "direct", 2, 40000, ""),
 		rec("keepalive", "pen", 2, 34000, ""),
 		rec("keepalive", "haproxy", 2, 31000, "cpu.load=0.7 cpu.backend=0.4 cpu.proxy=0.4 cpu.other=0.3"),
@@ -25,7 +25,7 @@ func sampleRecords() []Record {
 		Failed("close", "pen", 0, "req/s", "not working: pen: not yet wired"),
 		rec("close", "direct", 1, 10000, ""),
 		rec("close", "haproxy", 1, 8000, ""),
-		rec("rss", "pen", 1, 3000, "conns=9900 before=1000"),
+		rec("rss", "pen", 1, 3000, "conns=10000 before=10485760 held=41943040 after_close=-"),
 		rec("rss", "haproxy", 1, 3500, ""),
 		rec("dns", "direct", 1, 100000, ""),
 		rec("dns", "pen", 1, 80000, ""),
@@ -102,8 +102,10 @@ func TestWriteSummary(t *testing.T) {
 bench: close pen=not-working haproxy/direct=0.80
 bench: rss pen=3000 haproxy=3500 pen/haproxy=0.86 unit=B/conn
 bench: dns pen/direct=0.80
+bench: keepalive-quiet haproxy/direct=0.60 runs=direct:1,haproxy:1
+bench: keepalive-cpu pen=15.0 haproxy=20.0 pen/haproxy=0.75 unit=us/op
 bench: targets keepalive=met close=unknown rss=met
-bench: noise other-cpu=0.20 busy=false
+bench: noise other-cpu=0.15 busy=false
 `
 	if got := b.String(); got != want {
 		t.Errorf("WriteSummary:\n%s\nwant:\n%s", got, want)
@@ -131,6 +133,25 @@ func TestWriteSummaryMissed(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+func TestQuietWords(t *testing.T) {
+	recs := []Record{
+		rec("close", "direct", 1, 1000, "cpu.other=0.9"),
+		rec("close", "pen", 1, 100, "cpu.other=0.1"),
+		rec("close", "haproxy", 1, 50, "cpu.other=0.0"),
+		rec("close", "direct", 2, 500, "cpu.other=0.1"),
+		rec("close", "pen", 2, 400, "cpu.other=0.7"),
+		rec("close", "haproxy", 2, 100, "cpu.other=0.1"),
+	}
+	got := strings.Join(quietWords(Summarize(recs)[0]), " ")
+	want := "pen/direct=0.20 haproxy/direct=0.15 pen/haproxy=1.33 runs=direct:1,pen:1,haproxy:2"
+	if got != want {
+		t.Errorf("quietWords = %q, want %q", got, want)
+	}
+	if w := quietWords(Summarize(recs[:1])[0]); w != nil {
+		t.Errorf("quietWords without quiet runs = %q", w)
 	}
 }
 
@@ -164,6 +185,7 @@ func TestWriteTable(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"cpu% load/backend/proxy/other",
+		"proxy CPU per operation, lower is cheaper: pen=15.0 haproxy=20.0 pen/haproxy=0.75\n",
 		"45000", "50000 40000 45000",
 		"80/45/50/20", // haproxy's median CPU shares
 		"not working: pen: not yet wired",
@@ -172,7 +194,9 @@ func TestWriteTable(t *testing.T) {
 		"target keepalive pen/haproxy >= 1.10  met (1.17)",
 		"target close     pen/haproxy >= 1.10  not measured",
 		"target rss       pen <= 4096 B/conn   met (3000.00)",
-		"noise: the rest of the machine used a median 20% of a core during the runs\n",
+		"noise: the rest of the machine used a median 15% of a core during the runs\n",
+		"quiet runs only (rest of the machine <= 15% of a core): haproxy/direct=0.60 runs=direct:1,haproxy:1\n",
+		"pen: 10.0 MiB before, 40.0 MiB holding 10000 (4194 B/conn counting the baseline)\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
