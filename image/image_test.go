@@ -114,11 +114,41 @@ func moduleRoot(t testing.TB) string {
 	return filepath.Dir(strings.TrimSpace(string(out)))
 }
 
+// statSources stats every Go source file, go.mod and go.sum of the module.
+// The images these tests build compile the whole module in a separate go
+// process, which go test's result cache cannot see; the stats it can, so a
+// changed source file makes the tests run again instead of reporting a
+// cached result.
+func statSources(t *testing.T, root string) {
+	t.Helper()
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if p != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "bin" || name == "images" || name == "out") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(name, ".go") || name == "go.mod" || name == "go.sum" || name == "pen.cfg" {
+			_, err := os.Stat(p)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // buildTestImage builds the image for board once per test binary run.
 func buildTestImage(t *testing.T, board string) *testImage {
 	t.Helper()
 	imagesMu.Lock()
 	defer imagesMu.Unlock()
+	statSources(t, moduleRoot(t))
 	if img, ok := images[board]; ok {
 		if img.err != nil {
 			t.Fatalf("building %s image failed earlier: %v", board, img.err)
