@@ -7,11 +7,32 @@
 #   rss        resident memory per idle proxied connection (pen, HAProxy)
 #   dns        DNS queries/s with dnsperf against dnsmasq, through pen -U
 #
-# Contenders alternate over rounds with identical settings, and the report
-# gives the median per contender, so a slow spell of the (shared, noisy,
-# two-core) machine hits every contender alike. Read the ratios, not the
-# absolute figures. Everything listens on 127.0.0.1 only, on free ports
-# picked at start, and every process started here is stopped on exit.
+# Contenders alternate over rounds with identical settings (the order
+# rotates each round), and the report gives the median per contender, so a
+# slow spell of the (shared, noisy, two-core) machine hits every contender
+# alike. Read the ratios, not the absolute figures. Everything listens on
+# 127.0.0.1 only, on free ports picked at start, and every process started
+# here is stopped on exit.
+#
+# Reading the report (penbench report; the raw records are tab-separated):
+#   table       median per contender, ratio to direct, every round's value,
+#               CPU during the runs in % of one core (wrk or dnsperf /
+#               nginx or dnsmasq / the proxy / everything else on the
+#               machine), the proxy's CPU time per request or query in
+#               microseconds, and whether the contender worked.
+#   quiet runs  the same ratios over only the runs during which the rest
+#               of the machine used at most 15% of a core, when there were
+#               such runs: less noisy than the plain medians.
+#   proxy CPU   per operation, pen against HAProxy: disturbed far less by
+#               other load than throughput is; lower is cheaper.
+#   noise       median CPU the rest of the machine used; above 50% of a
+#               core the report says BUSY and the ratios are not to be
+#               trusted.
+#   targets     pen/haproxy >= 1.10 with and without keep-alive; pen's
+#               idle connections <= 4096 B each.
+#   bench: ...  the same, one machine-readable line per test.
+# A pen that does not start or does not proxy is reported as "not working"
+# with the reason, never as a figure.
 #
 # Settings (environment):
 #   BENCH_ROUNDS=3          rounds over the contenders (HTTP and DNS)
