@@ -71,6 +71,7 @@ func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.L
 func (e *LineError) Unwrap() error { return e.Err }
 
 // ErrExitDisabled is returned by exit without -X; its text is Pen's reply.
+//lint:ignore ST1005 Pen's message, kept verbatim
 var ErrExitDisabled = errors.New("Exit is not enabled; restart with -X flag")
 
 // maxInclude bounds include nesting (a file including itself).
@@ -546,6 +547,7 @@ func (x *txn) runCmd(cmd string, args []string) error {
 	case "include":
 		f, err := oneArg(cmd, args)
 		if err != nil {
+			//lint:ignore ST1005 Pen's message, kept verbatim
 			return errors.New("Usage: include filename")
 		}
 		if x.depth >= maxInclude {
@@ -824,6 +826,7 @@ func (x *txn) runCmd(cmd string, args []string) error {
 	case "ssl_option":
 		s, err := oneArg(cmd, args)
 		if err != nil {
+			//lint:ignore ST1005 Pen's message, kept verbatim
 			return errors.New("Missing option")
 		}
 		switch s {
@@ -840,6 +843,7 @@ func (x *txn) runCmd(cmd string, args []string) error {
 	case "ssl_sni_path":
 		s, err := oneArg(cmd, args)
 		if err != nil {
+			//lint:ignore ST1005 Pen's message, kept verbatim
 			return errors.New("Missing ssl_sni_path")
 		}
 		c.TLS.SNIPath = s

@@ -433,9 +433,6 @@ func (d *Daemon) serve() error {
 	if d.ctrl != "" && os.Getuid() == 0 && d.proc.User == "" {
 		eng.RefuseControl("Won't open control port running as root; use -u to run as different user")
 	}
-	if err := d.setupTLS(); err != nil {
-		return err
-	}
 	if d.in.Config().Debug > 0 {
 		d.log.Printf("pen %s starting (Pen %s compatible)", version.Version, version.Pen)
 		d.log.Printf("servers:")
@@ -453,6 +450,7 @@ func (d *Daemon) serve() error {
 	if d.proc.PidFile != "" {
 		if err := os.WriteFile(d.proc.PidFile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 			eng.Stop()
+			//lint:ignore ST1005 Pen's message, kept verbatim
 			return fmt.Errorf("Can't create pidfile %s: %w", d.proc.PidFile, err)
 		}
 		defer os.Remove(d.proc.PidFile)
@@ -489,11 +487,13 @@ func (d *Daemon) dropPrivileges() error {
 	if d.proc.User != "" {
 		var err error
 		if u, err = user.Lookup(d.proc.User); err != nil {
+			//lint:ignore ST1005 Pen's message, kept verbatim
 			return fmt.Errorf("Can't getpwnam(%s): %w", d.proc.User, err)
 		}
 	}
 	if d.proc.Chroot != "" {
 		if err := syscall.Chroot(d.proc.Chroot); err != nil {
+			//lint:ignore ST1005 Pen's message, kept verbatim
 			return fmt.Errorf("Can't chroot(%s): %w", d.proc.Chroot, err)
 		}
 		if err := os.Chdir("/"); err != nil {
@@ -504,12 +504,15 @@ func (d *Daemon) dropPrivileges() error {
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		if err := syscall.Setgroups([]int{gid}); err != nil {
+			//lint:ignore ST1005 Pen's message, kept verbatim
 			return fmt.Errorf("Can't setgroups(%d): %w", gid, err)
 		}
 		if err := syscall.Setgid(gid); err != nil {
+			//lint:ignore ST1005 Pen's message, kept verbatim
 			return fmt.Errorf("Can't setgid(%d): %w", gid, err)
 		}
 		if err := syscall.Setuid(uid); err != nil {
+			//lint:ignore ST1005 Pen's message, kept verbatim
 			return fmt.Errorf("Can't setuid(%d): %w", uid, err)
 		}
 	}

@@ -5,8 +5,10 @@
 package engine
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/pen-lb/pen-appliance/pen/control"
 	"github.com/pen-lb/pen-appliance/pen/diag"
 	"github.com/pen-lb/pen-appliance/pen/proxy"
+	"github.com/pen-lb/pen-appliance/pen/tlsterm"
 )
 
 // UDPFlowTimeout is how long an idle UDP flow lives when idle_timeout is
@@ -37,7 +40,7 @@ type Engine struct {
 	listenAt string // the listen spec in effect, with the UDP flag
 	quit     chan struct{}
 	quitOnce sync.Once
-	handoff  func(*proxy.Handoff)
+	tlsCfg   *tls.Config
 }
 
 // New makes an engine. ex executes control socket commands (the
@@ -57,14 +60,6 @@ func (e *Engine) RefuseControl(why string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.noCtrl = why
-}
-
-// SetHandoff makes the data path hand accepted TCP connections to h (TLS
-// termination); nil serves them in the loop.
-func (e *Engine) SetHandoff(h func(*proxy.Handoff)) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.handoff = h
 }
 
 // Apply puts c into effect. On error nothing has changed.
@@ -95,6 +90,19 @@ func (e *Engine) Apply(c *config.Config) error {
 			}
 		}
 	}
+	tlsCfg := e.tlsCfg
+	if c.TLS.Enabled() && !c.UDP {
+		if prev == nil || e.tlsCfg == nil || !reflect.DeepEqual(c.TLS, prev.TLS) {
+			var err error
+			if tlsCfg, err = tlsterm.Config(c.TLS, e.log); err != nil {
+				closeLog(reqlog, e.reqlog)
+				//lint:ignore ST1005 Pen's message, kept verbatim
+				return fmt.Errorf("Unable to create default context: %w", err)
+			}
+		}
+	} else {
+		tlsCfg = nil
+	}
 	var ctrl *control.Server
 	ctrlChanged := (e.ctrl == nil && c.Control != "") || (e.ctrl != nil && e.ctrl.Spec() != c.Control)
 	if ctrlChanged && c.Control != "" {
@@ -114,7 +122,7 @@ func (e *Engine) Apply(c *config.Config) error {
 		}
 	}
 	e.Table.Configure(c)
-	s := settings(c, reqlog, e.handoff)
+	s := settings(c, reqlog, tlsCfg)
 	if err := e.Loop.Configure(s, listen, c.ListenQueue); err != nil {
 		if ctrl != nil {
 			ctrl.Close()
@@ -149,6 +157,7 @@ func (e *Engine) Apply(c *config.Config) error {
 		}
 	}
 	e.cur = c
+	e.tlsCfg = tlsCfg
 	return nil
 }
 
@@ -158,7 +167,7 @@ func closeLog(newLog, cur *proxy.RequestLog) {
 	}
 }
 
-func settings(c *config.Config, reqlog *proxy.RequestLog, handoff func(*proxy.Handoff)) proxy.Settings {
+func settings(c *config.Config, reqlog *proxy.RequestLog, tlsCfg *tls.Config) proxy.Settings {
 	udpTimeout := UDPFlowTimeout
 	if c.IdleTimeout > 0 {
 		udpTimeout = time.Duration(c.IdleTimeout) * time.Second
@@ -182,9 +191,7 @@ func settings(c *config.Config, reqlog *proxy.RequestLog, handoff func(*proxy.Ha
 		Dump:        c.Debug > 2,
 		ASCII:       c.ASCII,
 		Log:         reqlog,
-	}
-	if !c.UDP {
-		s.Handoff = handoff
+		TLS:         tlsCfg,
 	}
 	return s
 }

@@ -7,42 +7,35 @@ import (
 	"github.com/pen-lb/pen-appliance/pen/balance"
 )
 
-// Handoff is a client connection that the loop accepted and gave a slot
-// in the connection table, but that another goroutine serves (TLS
-// termination, which needs blocking reads). The server keeps the slot
-// until it calls Done; the close command calls the function given to
-// OnClose.
-type Handoff struct {
+// handoff is a client connection that the loop accepted and gave a slot
+// in the connection table but that a goroutine of its own serves (TLS).
+// The goroutine keeps the slot until it calls done; the close command
+// reaches it through onClose.
+type handoff struct {
 	loop *Loop
 	slot int32
 	gen  uint32
-
-	FD   int            // the client's socket; owned by the server from now on
-	Peer netip.AddrPort // the client
-	Sess *balance.Conn  // the client's dealings with the balancer
+	fd   int            // the client's socket, owned by the goroutine
+	peer netip.AddrPort // the client
+	sess *balance.Conn
 
 	mu      sync.Mutex
-	onClose func()
-	closed  bool
-	upFD    int
+	closer  func()
+	closing bool
 }
 
-// Slot is the connection's number in the table.
-func (h *Handoff) Slot() int { return int(h.slot) }
-
-// OnClose sets what closes the connection when the close command (or
-// shutdown) asks for it.
-func (h *Handoff) OnClose(f func()) {
+// onClose sets what closes the connection when the loop asks.
+func (h *handoff) onClose(f func()) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.onClose = f
-	if h.closed && f != nil {
+	h.closer = f
+	if h.closing {
 		go f()
 	}
 }
 
-// SetUpstream records the server socket for the connection command.
-func (h *Handoff) SetUpstream(fd int) {
+// setUpstream records the server socket for the connection command.
+func (h *handoff) setUpstream(fd int) {
 	h.loop.do(func() {
 		if c := h.conn(); c != nil {
 			c.up = int32(fd)
@@ -51,8 +44,9 @@ func (h *Handoff) SetUpstream(fd int) {
 	})
 }
 
-// Done releases the slot; the server has closed both sockets.
-func (h *Handoff) Done() {
+// done releases the slot. The goroutine closes the sockets afterwards, so
+// their numbers cannot be reused while the table still names them.
+func (h *handoff) done() {
 	h.loop.do(func() {
 		if c := h.conn(); c != nil {
 			c.ext = nil
@@ -61,7 +55,7 @@ func (h *Handoff) Done() {
 	})
 }
 
-func (h *Handoff) conn() *conn {
+func (h *handoff) conn() *conn {
 	l := h.loop
 	if int(h.slot) >= len(l.conns) {
 		return nil
@@ -74,10 +68,10 @@ func (h *Handoff) conn() *conn {
 }
 
 // closeFromLoop is called by the loop when it closes the slot itself.
-func (h *Handoff) closeFromLoop() {
+func (h *handoff) closeFromLoop() {
 	h.mu.Lock()
-	f := h.onClose
-	h.closed = true
+	f := h.closer
+	h.closing = true
 	h.mu.Unlock()
 	if f != nil {
 		go f()

@@ -12,6 +12,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -47,9 +48,10 @@ type Settings struct {
 	Dump        bool // debug level > 2: dump every buffer
 	ASCII       bool
 	Log         *RequestLog
-	// Handoff, when set, takes over every accepted TCP connection after
-	// the loop has given it a slot (TLS termination).
-	Handoff func(h *Handoff)
+	// TLS, when set, terminates TLS on client connections: they are
+	// served on goroutines of their own (crypto/tls reads and writes
+	// block) but keep their slot in the connection table.
+	TLS *tls.Config
 }
 
 // Stats counts what the loop did since it started.

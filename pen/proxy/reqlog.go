@@ -37,6 +37,7 @@ func OpenRequestLog(target string) (*RequestLog, error) {
 	}
 	f, err := os.OpenFile(target, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
+		//lint:ignore ST1005 Pen's message, kept verbatim
 		return nil, fmt.Errorf("Can't open logfile %s: %w", target, err)
 	}
 	l.f, l.w = f, bufio.NewWriterSize(f, 16<<10)
@@ -94,6 +95,7 @@ func (l *RequestLog) Reopen() error {
 	f, err := os.OpenFile(l.target, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		l.f, l.w = nil, nil
+		//lint:ignore ST1005 Pen's message, kept verbatim
 		return fmt.Errorf("Can't open logfile %s: %w", l.target, err)
 	}
 	l.f, l.w = f, bufio.NewWriterSize(f, 16<<10)

@@ -85,9 +85,3 @@ func family(a netip.Addr) int {
 	}
 	return unix.AF_INET6
 }
-
-func closeFD(fd int) {
-	if fd >= 0 {
-		unix.Close(fd)
-	}
-}

@@ -58,7 +58,7 @@ type conn struct {
 	rw     *httpstream.Rewriter
 	peer   netip.AddrPort // client address; zero for a unix client
 	local  netip.Addr     // UDP: the address the client sent to
-	ext    *Handoff
+	ext    *handoff
 	epoch  uint64 // UDP: balancer epoch when the flow's server was last checked
 	logged bool   // the request log has a line for this connection
 }
@@ -205,11 +205,11 @@ func (l *Loop) addClient(fd int, peer netip.AddrPort) {
 	c.peer = peer
 	c.fl |= fWriteDown
 	l.setFD(fd, c.slot)
-	if l.set.Handoff != nil {
+	if l.set.TLS != nil && !l.set.Dummy {
 		c.fl |= fExternal
 		c.sess = l.tb.Open(peer)
-		c.ext = &Handoff{loop: l, slot: c.slot, gen: c.gen, FD: fd, Peer: peer, Sess: c.sess}
-		go l.set.Handoff(c.ext)
+		c.ext = &handoff{loop: l, slot: c.slot, gen: c.gen, fd: fd, peer: peer, sess: c.sess}
+		go l.serveTLS(c.ext, l.set)
 		return
 	}
 	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{

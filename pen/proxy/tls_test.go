@@ -1,0 +1,89 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testTLSConfig(t *testing.T) *tls.Config {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pen.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"pen.test"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+func TestTLSTermination(t *testing.T) {
+	heads := make(chan string, 4)
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		r := bufio.NewReader(c)
+		var head strings.Builder
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			head.WriteString(l)
+			if l == "\r\n" {
+				break
+			}
+		}
+		heads <- head.String()
+		body := strings.Repeat("z", 1<<20)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	})
+	cfg := testTLSConfig(t)
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.TLS = cfg; s.HTTP = true },
+		fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	c, err := tls.Dial("tcp", h.addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: pen.test\r\n\r\n")
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(got), strings.Repeat("z", 1<<20)) {
+		t.Errorf("response: %d bytes", len(got))
+	}
+	head := <-heads
+	if !strings.Contains(head, "X-Forwarded-Proto: https\r\n") || !strings.Contains(head, "X-Forwarded-For: 127.0.0.1\r\n") {
+		t.Errorf("head through TLS:\n%s", head)
+	}
+	c.Close()
+	// The slot is released once the connection ends.
+	deadline := time.Now().Add(3 * time.Second)
+	for h.loop.Stats().Active != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("TLS connection still in the table: %+v", h.loop.Conns())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := h.tb.ServerStates()[0]; st.Received < 1<<20 || st.Total != 1 {
+		t.Errorf("server counters: %+v", st)
+	}
+	// A plain-text client gets nothing and does not hold a slot.
+	p := h.dial()
+	io.WriteString(p, "GET / HTTP/1.0\r\n\r\n")
+	p.SetReadDeadline(time.Now().Add(15 * time.Second))
+	io.ReadAll(p)
+	p.Close()
+}
