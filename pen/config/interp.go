@@ -71,8 +71,12 @@ func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.L
 func (e *LineError) Unwrap() error { return e.Err }
 
 // ErrExitDisabled is returned by exit without -X; its text is Pen's reply.
-//lint:ignore ST1005 Pen's message, kept verbatim
-var ErrExitDisabled = errors.New("Exit is not enabled; restart with -X flag")
+var ErrExitDisabled = exitDisabled()
+
+func exitDisabled() error {
+	//lint:ignore ST1005 Pen's message, kept verbatim
+	return errors.New("Exit is not enabled; restart with -X flag")
+}
 
 // maxInclude bounds include nesting (a file including itself).
 const maxInclude = 16
