@@ -17,8 +17,9 @@
 # Reading the report (penbench report; the raw records are tab-separated):
 #   table       median per contender, ratio to direct, every round's value,
 #               CPU during the runs in % of one core (wrk or dnsperf /
-#               nginx or dnsmasq / the proxy / everything else on the
-#               machine), the proxy's CPU time per request or query in
+#               nginx or dnsmasq / the proxy / interrupts, mostly the
+#               loopback traffic itself / everything else on the machine),
+#               the proxy's CPU time per request or query in
 #               microseconds, and whether the contender worked.
 #   quiet runs  the same ratios over only the runs during which the rest
 #               of the machine used at most 15% of a core, when there were

@@ -301,14 +301,14 @@ func cmdHTTP(ctx context.Context, args []string, _, stderr io.Writer) error {
 }
 
 // cpuDetails appends the CPU shares of one run (load generator, backend,
-// proxy, and the rest of the machine) to kv, and the proxy's CPU time per
+// proxy, interrupts, and the rest of the machine) to kv, and the proxy's CPU time per
 // operation in microseconds as "proxy_us": a figure that other processes
 // on the machine disturb much less than throughput.
 func cpuDetails(kv []string, shares map[string]float64, wall time.Duration, ops int64) []string {
 	if o, ok := Other(shares); ok {
 		shares["other"] = o
 	}
-	for _, k := range []string{"load", "backend", "proxy", "other"} {
+	for _, k := range []string{"load", "backend", "proxy", "irq", "other"} {
 		if v, ok := shares[k]; ok {
 			kv = append(kv, "cpu."+k, strconv.FormatFloat(v, 'f', 2, 64))
 		}

@@ -110,12 +110,20 @@ func Alive(pid int) bool {
 	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
 
-// ParseStatBusy returns the CPU time all CPUs together spent running
-// processes (user, nice, system) or taken by the hypervisor (steal), from
-// the contents of /proc/stat. Interrupt time is left out: on loopback most
-// of it is the benchmark's own packets, which the kernel does not charge
-// to the processes that sent them.
-func ParseStatBusy(stat string) (time.Duration, error) {
+// MachineCPU is the CPU time all CPUs together have spent, from the
+// first line of /proc/stat.
+type MachineCPU struct {
+	// Busy is time spent running processes (user, nice, system) or taken
+	// by the hypervisor (steal).
+	Busy time.Duration
+	// IRQ is time spent in interrupts and softirqs. On loopback most of
+	// it is the benchmark's own packets, which the kernel does not charge
+	// to the processes that sent them.
+	IRQ time.Duration
+}
+
+// ParseStat reads the machine's CPU times from the contents of /proc/stat.
+func ParseStat(stat string) (MachineCPU, error) {
 	for line := range strings.Lines(stat) {
 		f := strings.Fields(line)
 		if len(f) == 0 || f[0] != "cpu" {
@@ -124,31 +132,33 @@ func ParseStatBusy(stat string) (time.Duration, error) {
 		// user nice system idle iowait irq softirq steal ...; guest time
 		// is already part of user.
 		if len(f) < 9 {
-			return 0, fmt.Errorf("parsing /proc/stat: %d fields on the cpu line, want at least 9", len(f))
+			return MachineCPU{}, fmt.Errorf("parsing /proc/stat: %d fields on the cpu line, want at least 9", len(f))
 		}
-		var ticks int64
+		var m MachineCPU
 		for i, s := range f[1:9] {
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < 0 {
-				return 0, fmt.Errorf("parsing /proc/stat: bad CPU time %q", s)
+				return MachineCPU{}, fmt.Errorf("parsing /proc/stat: bad CPU time %q", s)
 			}
 			switch i {
 			case 0, 1, 2, 7: // user, nice, system, steal
-				ticks += n
+				m.Busy += time.Duration(n) * clockTick
+			case 5, 6: // irq, softirq
+				m.IRQ += time.Duration(n) * clockTick
 			}
 		}
-		return time.Duration(ticks) * clockTick, nil
+		return m, nil
 	}
-	return 0, fmt.Errorf("parsing /proc/stat: no cpu line")
+	return MachineCPU{}, fmt.Errorf("parsing /proc/stat: no cpu line")
 }
 
-// ReadBusy returns the CPU time the machine has spent busy so far.
-func ReadBusy() (time.Duration, error) {
+// ReadMachineCPU returns the CPU time the machine has spent so far.
+func ReadMachineCPU() (MachineCPU, error) {
 	b, err := os.ReadFile(filepath.Join(ProcRoot, "stat"))
 	if err != nil {
-		return 0, err
+		return MachineCPU{}, err
 	}
-	return ParseStatBusy(string(b))
+	return ParseStat(string(b))
 }
 
 // CPUSampler measures how much CPU a set of named processes, and the
@@ -157,7 +167,8 @@ type CPUSampler struct {
 	Procs map[string]int // name → pid
 	Wall  time.Duration  // between Start and Stop, set by Stop
 	start map[string]time.Duration
-	busy  time.Duration
+	mach  MachineCPU
+	ok    bool
 	t0    time.Time
 }
 
@@ -169,12 +180,14 @@ func (s *CPUSampler) Start() {
 			s.start[name] = d
 		}
 	}
-	s.busy, _ = ReadBusy()
+	m, err := ReadMachineCPU()
+	s.mach, s.ok = m, err == nil
 	s.t0 = time.Now()
 }
 
-// Stop returns each process's CPU use since Start, and the whole machine's
-// under the name "all", as a fraction of one core.
+// Stop returns each process's CPU use since Start, the whole machine's
+// (processes only) under the name "all" and its interrupt time under
+// "irq", as fractions of one core.
 func (s *CPUSampler) Stop() map[string]float64 {
 	wall := time.Since(s.t0)
 	s.Wall = wall
@@ -187,14 +200,15 @@ func (s *CPUSampler) Stop() map[string]float64 {
 			out[name] = float64(d-d0) / float64(wall)
 		}
 	}
-	if b, err := ReadBusy(); err == nil && s.busy > 0 {
-		out["all"] = float64(b-s.busy) / float64(wall)
+	if m, err := ReadMachineCPU(); err == nil && s.ok {
+		out["all"] = float64(m.Busy-s.mach.Busy) / float64(wall)
+		out["irq"] = float64(m.IRQ-s.mach.IRQ) / float64(wall)
 	}
 	return out
 }
 
 // Other returns the CPU the rest of the machine used during a sample: all
-// minus the named processes, never below zero. ok is false when the
+// minus the named processes (interrupts aside), never below zero. ok is false when the
 // machine-wide figure is missing.
 func Other(shares map[string]float64) (other float64, ok bool) {
 	all, ok := shares["all"]
@@ -203,7 +217,7 @@ func Other(shares map[string]float64) (other float64, ok bool) {
 	}
 	other = all
 	for name, v := range shares {
-		if name != "all" {
+		if name != "all" && name != "irq" && name != "other" {
 			other -= v
 		}
 	}

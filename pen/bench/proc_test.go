@@ -87,18 +87,20 @@ func TestParseStatCPU(t *testing.T) {
 	}
 }
 
-func TestParseStatBusy(t *testing.T) {
+func TestParseStat(t *testing.T) {
 	stat := "cpu  100 5 50 1000 7 3 2 40 0 0\ncpu0 50 2 25 500 3 1 1 20 0 0\nintr 1\n"
-	got, err := ParseStatBusy(stat)
+	got, err := ParseStat(stat)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// user+nice+system+steal = 100+5+50+40 ticks
-	if want := 195 * clockTick; got != want {
-		t.Errorf("ParseStatBusy = %v, want %v", got, want)
+	// busy: user+nice+system+steal = 100+5+50+40 ticks; irq: 3+2
+	if want := (MachineCPU{Busy: 195 * clockTick, IRQ: 5 * clockTick}); got != want {
+		t.Errorf("ParseStat = %+v, want %+v", got, want)
 	}
-	if _, err := ParseStatBusy("intr 1\n"); err == nil {
-		t.Error("ParseStatBusy without a cpu line succeeded")
+	for _, bad := range []string{"intr 1\n", "cpu 1 2 3\n", "cpu 1 2 3 4 5 6 x 8\n"} {
+		if _, err := ParseStat(bad); err == nil {
+			t.Errorf("ParseStat(%q) succeeded", bad)
+		}
 	}
 }
 
@@ -124,8 +126,8 @@ func TestAliveAndCPUFake(t *testing.T) {
 	if d, err := ReadCPU(4242); err != nil || d != 3*time.Second {
 		t.Errorf("ReadCPU(4242) = %v, %v", d, err)
 	}
-	if b, err := ReadBusy(); err != nil || b != 150*clockTick {
-		t.Errorf("ReadBusy() = %v, %v", b, err)
+	if m, err := ReadMachineCPU(); err != nil || m.Busy != 150*clockTick {
+		t.Errorf("ReadMachineCPU() = %+v, %v", m, err)
 	}
 }
 
@@ -154,10 +156,13 @@ func TestCPUSamplerSelf(t *testing.T) {
 	if _, ok := shares["all"]; !ok {
 		t.Error("no machine-wide share")
 	}
+	if _, ok := shares["irq"]; !ok {
+		t.Error("no interrupt share")
+	}
 }
 
 func TestOther(t *testing.T) {
-	o, ok := Other(map[string]float64{"all": 1.9, "load": 0.9, "backend": 0.6})
+	o, ok := Other(map[string]float64{"all": 1.9, "load": 0.9, "backend": 0.6, "irq": 0.5})
 	if !ok || o < 0.39 || o > 0.41 {
 		t.Errorf("Other = %v, %v; want 0.4", o, ok)
 	}

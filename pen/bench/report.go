@@ -236,12 +236,13 @@ func formatValues(vs []float64) string {
 }
 
 // cpuColumn shows the CPU shares measured during a contender's runs as
-// percent of one core: load generator / backend / proxy / everything else
-// on the machine (other users' work: noise).
+// percent of one core: load generator / backend / proxy / interrupts
+// (mostly the loopback traffic itself) / everything else on the machine
+// (other users' work: noise).
 func cpuColumn(s Stat) string {
 	var parts []string
 	seen := false
-	for _, k := range []string{"cpu.load", "cpu.backend", "cpu.proxy", "cpu.other"} {
+	for _, k := range []string{"cpu.load", "cpu.backend", "cpu.proxy", "cpu.irq", "cpu.other"} {
 		if v, ok := s.Details[k]; ok {
 			parts = append(parts, strconv.FormatFloat(100*v, 'f', 0, 64))
 			seen = true
@@ -258,7 +259,7 @@ func cpuColumn(s Stat) string {
 // WriteTable writes the human-readable report.
 func WriteTable(w io.Writer, tests []TestSummary) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "test\tcontender\tmedian\tunit\tvs direct\trounds\tcpu% load/backend/proxy/other\tproxy us/op\tstatus")
+	fmt.Fprintln(tw, "test\tcontender\tmedian\tunit\tvs direct\trounds\tcpu% load/backend/proxy/irq/other\tproxy us/op\tstatus")
 	for _, t := range tests {
 		ref := t.reference()
 		for _, s := range t.Stats {

@@ -184,10 +184,10 @@ func TestWriteTable(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"cpu% load/backend/proxy/other",
+		"cpu% load/backend/proxy/irq/other",
 		"proxy CPU per operation, lower is cheaper: pen=15.0 haproxy=20.0 pen/haproxy=0.75\n",
 		"45000", "50000 40000 45000",
-		"80/45/50/20", // haproxy's median CPU shares
+		"80/45/50/-/20", // haproxy's median CPU shares
 		"not working: pen: not yet wired",
 		"1 of 2 rounds failed: failed: 50 of 100 queries lost",
 		"keepalive HTTP, keep-alive (wrk): pen/direct=0.78",
