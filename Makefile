@@ -13,7 +13,7 @@ all: build
 
 ## build: pen, penctl and penimage into bin/
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./pen/cmd/pen ./pen/cmd/penctl $(wildcard ./image/cmd/penimage)
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./pen/cmd/pen ./pen/cmd/penctl ./pen/cmd/pendemo $(wildcard ./image/cmd/penimage)
 
 ## deps: install the Debian packages and Go tools the tests need
 deps:
@@ -47,7 +47,7 @@ bench: build
 
 ## run: pen on 127.0.0.1:8080 in front of two demo backends
 run: build
-	bin/pen -demo
+	bin/pendemo
 
 ## image: a disk image for BOARD (pc, rpi, arm64) in images/; IMAGE_FLAGS adds
 ## penimage flags, e.g. IMAGE_FLAGS="-hostname lb1 -config my.cfg -size 8G"
