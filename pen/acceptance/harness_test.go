@@ -393,10 +393,10 @@ func rawControl(network, addr, from, line string) (string, error) {
 }
 
 // freePort returns a port that is free for TCP and UDP on every local
-// address. It is taken below the kernel's ephemeral range, so that no
+// address; network ("tcp" or "udp") only says what the caller will use it for. It is taken below the kernel's ephemeral range, so that no
 // client socket of another test can be using it by the time pen binds it,
 // and no port is handed out twice in one run.
-func freePort(t *testing.T, network string) int { // network (tcp, udp) documents the caller's intent; the port is free for both
+func freePort(t *testing.T, network string) int {
 	t.Helper()
 	portMu.Lock()
 	defer portMu.Unlock()
@@ -428,7 +428,7 @@ func freePort(t *testing.T, network string) int { // network (tcp, udp) document
 			return port
 		}
 	}
-	t.Fatalf("no free port found")
+	t.Fatalf("no free %s port found", network)
 	return 0
 }
 
