@@ -70,7 +70,7 @@ func TestBootARM64(t *testing.T) {
 		"-machine", "virt",
 		"-cpu", "cortex-a72",
 		"-bios", firmware,
-	}, 5*time.Minute, false)
+	}, 5*time.Minute, true)
 }
 
 // freePorts returns n TCP ports on 127.0.0.1 that were free a moment ago.

@@ -295,6 +295,9 @@ func Build(ctx context.Context, opts Options) (_ *Result, err error) {
 	}
 
 	// 3. Partition table.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	p.begin("partition table")
 	if err := partition.Write(f, layout, partition.Options{Hostname: opts.Hostname, GOARCH: b.GOARCH}); err != nil {
 		return nil, err
@@ -302,6 +305,9 @@ func Build(ctx context.Context, opts Options) (_ *Result, err error) {
 	p.done("GPT with hybrid MBR, disk GUID %s", partition.GUID(opts.Hostname, 0))
 
 	// 4. Boot file system.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	cmdline := Cmdline(b, opts.Hostname)
 	p.begin("boot file system")
 	files, err := bootFiles(b, dirs, cmdline)
@@ -322,6 +328,9 @@ func Build(ctx context.Context, opts Options) (_ *Result, err error) {
 	p.done("%d files, %s used of %s", len(files), humanBytes(fl.DataEnd), humanBytes(bootPart.Size()))
 
 	// 5. Root file systems.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	p.begin("root file system")
 	root, err := rootFS(opts, bins, dirs[b.KernelModule])
 	if err != nil {
@@ -343,6 +352,9 @@ func Build(ctx context.Context, opts Options) (_ *Result, err error) {
 	p.done("SquashFS (zlib) of %s, in root A and root B", humanBytes(rootSize))
 
 	// 6. /perm.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	perm := layout.Part(partition.Perm)
 	p.begin("/perm file system")
 	if err := writePerm(f, perm, opts.Config); err != nil {
@@ -351,6 +363,9 @@ func Build(ctx context.Context, opts Options) (_ *Result, err error) {
 	p.done("ext4 of %s holding pen/pen.cfg", humanBytes(perm.Size()))
 
 	// 7. Check and install.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	p.begin("checking with the runtime's reading rules")
 	if err := f.Sync(); err != nil {
 		return nil, err
@@ -436,6 +451,9 @@ func compile(ctx context.Context, opts Options, outDir string) (map[string]strin
 	cmd.Dir = opts.ModuleDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+opts.Board.GOARCH)
 	if out, err := cmd.CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("compiling: %w", ctx.Err())
+		}
 		return nil, fmt.Errorf("go build for linux/%s: %w\n%s", opts.Board.GOARCH, err, out)
 	}
 	machine := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[opts.Board.GOARCH]

@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/pen-lb/pen-appliance/boards"
 	"github.com/pen-lb/pen-appliance/image"
@@ -68,7 +70,10 @@ func run(boardName, output, hostname, password, configPath, size string) error {
 	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(gomod)), "go.mod") {
 		return fmt.Errorf("run penimage inside the pen appliance source tree (go env GOMOD: %v)", err)
 	}
-	res, err := image.Build(context.Background(), image.Options{
+	// On Ctrl-C the build stops and removes its temporary files.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := image.Build(ctx, image.Options{
 		Board:     b,
 		Output:    output,
 		Hostname:  hostname,
