@@ -101,7 +101,11 @@ func (r *Reader) Extents(path string) (offset, size int64, err error) {
 	dataOffset := dirOffset + (rootBytes+r.bytesPerSector-1)/r.bytesPerSector*r.bytesPerSector
 	clusterBytes := r.sectorsPerCluster * r.bytesPerSector
 
-	for _, component := range strings.Split(path[1:], "/") {
+	components := strings.Split(path[1:], "/")
+	if len(components) > 8 {
+		return 0, 0, fmt.Errorf("path %q is deeper than this reader goes", path)
+	}
+	for _, component := range components {
 		want := runtimeShortName(component)
 		var e [dirEntrySize]byte
 		for i := int64(0); i < r.rootEntries; i++ {
