@@ -31,8 +31,11 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-staticcheck:
+staticcheck: $(STATICCHECK)
 	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 unit:
 	$(GO) test -race -timeout 35m ./...
