@@ -466,7 +466,9 @@ func (l *Loop) event(ev *unix.EpollEvent) {
 		if c.state == stateInProgress {
 			// The event that completes a connect may also carry the
 			// server's first bytes and even its FIN: keep those flags.
-			if wr || rd {
+			if e&(unix.EPOLLERR|unix.EPOLLHUP) == 0 && e&unix.EPOLLOUT != 0 {
+				l.connected(c) // writable without an error: connected
+			} else if wr || rd {
 				l.checkConnected(c)
 			}
 			return
