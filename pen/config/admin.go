@@ -3,17 +3,23 @@ package config
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 )
 
 // Admin holds the settings of the admin UI and /metrics listener, and
 // autowrite. Pen has none of these; they follow its style.
 type Admin struct {
-	Listen       string // admin_listen: listen spec; "" = off
-	Redirect     string // admin_redirect: plain HTTP listener that redirects to Listen
-	TLSCert      string // admin_tls CERT [KEY]
-	TLSKey       string
-	ACL          int    // admin_acl: -1 = everyone
-	PasswordFile string // admin_password_file: plain text or a bcrypt hash
+	Listen   string // admin_listen: listen spec; "" = off
+	Redirect string // admin_redirect: plain HTTP listener that redirects to Listen
+	TLSCert  string // admin_tls CERT [KEY]
+	TLSKey   string
+	ACL      int // admin_acl: -1 = everyone
+	// admin_password_file FILE [FILE...]: the password is read from the
+	// first of these files that exists (plain text, like gokrazy's
+	// gokr-pw.txt, or a bcrypt hash); a new password is written to the
+	// first one.
+	PasswordFiles []string
 }
 
 // adminCmd handles the admin commands; ok is false for other commands.
@@ -59,11 +65,10 @@ func (x *txn) adminCmd(cmd string, args []string) (ok bool, err error) {
 		}
 		x.printf("%d\n", a.ACL)
 	case "admin_password_file":
-		f, err := oneArg(cmd, args)
-		if err != nil {
-			return true, err
+		if len(args) == 0 {
+			return true, errors.New("admin_password_file: expected FILE [FILE...]")
 		}
-		a.PasswordFile = f
+		a.PasswordFiles = slices.Clone(args)
 	case "autowrite":
 		if err := noArgs(cmd, args); err != nil {
 			return true, err
@@ -86,7 +91,7 @@ func (x *txn) adminNo(what string) bool {
 	case "admin_tls":
 		a.TLSCert, a.TLSKey = "", ""
 	case "admin_password_file":
-		a.PasswordFile = ""
+		a.PasswordFiles = nil
 	case "autowrite":
 		x.cfg.AutoWrite = false
 	default:
@@ -114,12 +119,46 @@ func renderAdmin(pr func(string, ...any), c *Config) {
 		}
 	}
 	pr("admin_acl %d\n", a.ACL)
-	if a.PasswordFile != "" {
-		pr("admin_password_file %s\n", a.PasswordFile)
+	if len(a.PasswordFiles) > 0 {
+		pr("admin_password_file %s\n", strings.Join(a.PasswordFiles, " "))
 	}
 	if c.AutoWrite {
 		pr("autowrite\n")
 	} else {
 		pr("no autowrite\n")
 	}
+}
+
+// AddOnChange arranges for f to be called, like OnChange and after any
+// function already set there, whenever a command changed the
+// configuration and the engine accepted it. f runs with the interpreter's
+// lock held: it must not call the Interp, and should hand slow work to
+// another goroutine.
+func (in *Interp) AddOnChange(f func(c *Config, origin Origin)) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	prev := in.OnChange
+	in.OnChange = func(c *Config, origin Origin) {
+		if prev != nil {
+			prev(c, origin)
+		}
+		f(c, origin)
+	}
+}
+
+// Preview runs the lines of data as ExecLines would, on a copy of the
+// configuration, and returns the configuration they would produce without
+// applying anything: no engine change, no file written, no runtime action.
+// The admin UI uses it to refuse a change that would lock out the browser
+// making it before the change is made. Errors are *LineError, as from
+// ExecLines.
+func (in *Interp) Preview(name string, data []byte) (*Config, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	x := in.begin(FromWeb)
+	x.dry = true
+	if err := x.runData(name, data); err != nil {
+		return nil, err
+	}
+	return x.cfg, nil
 }
