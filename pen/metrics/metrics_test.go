@@ -212,10 +212,10 @@ func TestCountersFollowTraffic(t *testing.T) {
 	delta := func(name string) float64 { return after[name] - before[name] }
 	for _, s := range []string{"0", "1"} {
 		for name, want := range map[string]float64{
-			"pen_server_connections_total{server=" + s + "}":                  conns / 2,
+			"pen_server_connections_total{server=" + s + "}":                 conns / 2,
 			"pen_server_bytes_total{direction=to_server,server=" + s + "}":   conns / 2 * size,
 			"pen_server_bytes_total{direction=from_server,server=" + s + "}": conns / 2 * size,
-			"pen_server_connect_failures_total{server=" + s + "}":             0,
+			"pen_server_connect_failures_total{server=" + s + "}":            0,
 		} {
 			if got := delta(name); got != want {
 				t.Errorf("%s rose by %v, want %v", name, got, want)
