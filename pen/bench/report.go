@@ -23,7 +23,7 @@ type Stat struct {
 	// machine used at most QuietOther of a core.
 	Quiet []float64
 
-	others []float64 // cpu.other of every run, for Noise
+	others []float64 // cpu.other of every successful run, for Noise
 }
 
 // Working reports whether the contender has at least one measurement.
@@ -286,6 +286,9 @@ func WriteTable(w io.Writer, tests []TestSummary) error {
 	fmt.Fprintln(w)
 	for _, t := range tests {
 		fmt.Fprintf(w, "%-9s %s: %s\n", t.Test, Title(t.Test), strings.Join(ratioWords(t), " "))
+		if n := Noise(t); n.Disturbed > 0 {
+			fmt.Fprintf(w, "%-9s %d of %d runs disturbed by other work\n", "", n.Disturbed, n.Runs)
+		}
 		if q := quietWords(t); len(q) > 0 {
 			fmt.Fprintf(w, "%-9s quiet runs only (rest of the machine <= %.0f%% of a core): %s\n", "",
 				100*QuietOther, strings.Join(q, " "))
@@ -297,10 +300,11 @@ func WriteTable(w io.Writer, tests []TestSummary) error {
 			fmt.Fprintf(w, "%-9s %s\n", "", strings.Join(m, "; "))
 		}
 	}
-	if other, ok := Noise(tests); ok {
-		fmt.Fprintf(w, "noise: the rest of the machine used a median %.0f%% of a core during the runs", 100*other)
-		if other > BusyOther {
-			fmt.Fprint(w, ": BUSY, figures unreliable; run again on a quieter machine")
+	if n := Noise(tests...); n.Runs > 0 {
+		fmt.Fprintf(w, "noise: %d of %d runs disturbed by other work (more than %.0f%% of a core); on average it used %.0f%% of a core",
+			n.Disturbed, n.Runs, 100*QuietOther, 100*n.Mean)
+		if n.Busy() {
+			fmt.Fprint(w, ": BUSY, plain medians unreliable; prefer the quiet-run and CPU figures or run again")
 		}
 		fmt.Fprintln(w)
 	}
@@ -431,23 +435,37 @@ func quietWords(t TestSummary) []string {
 	return append(words, "runs="+strings.Join(counts, ","))
 }
 
-// BusyOther is the CPU share (of one core) other processes may use during
-// the runs before the report calls the machine too busy to trust.
-const BusyOther = 0.5
+// NoiseSummary says how much other work disturbed the runs.
+type NoiseSummary struct {
+	Runs      int     // runs with a measurement of the rest of the machine
+	Disturbed int     // of which the rest used more than QuietOther
+	Mean      float64 // mean CPU the rest used, in cores
+}
 
-// Noise returns the median CPU share, in cores, that processes other than
-// the load generator, backend and proxy used during the runs of all tests.
-func Noise(tests []TestSummary) (float64, bool) {
-	var vs []float64
+// Busy reports whether more than a third of the runs were disturbed, which
+// makes the plain medians unreliable.
+func (n NoiseSummary) Busy() bool { return 3*n.Disturbed > n.Runs }
+
+// Noise sums up the CPU that processes other than the load generator,
+// backend and proxy used during the runs of the given tests.
+func Noise(tests ...TestSummary) NoiseSummary {
+	var n NoiseSummary
+	var sum float64
 	for _, t := range tests {
 		for _, s := range t.Stats {
-			vs = append(vs, s.others...)
+			for _, v := range s.others {
+				n.Runs++
+				sum += v
+				if v > QuietOther {
+					n.Disturbed++
+				}
+			}
 		}
 	}
-	if len(vs) == 0 {
-		return math.NaN(), false
+	if n.Runs > 0 {
+		n.Mean = sum / float64(n.Runs)
 	}
-	return Median(vs), true
+	return n
 }
 
 // WriteSummary writes one machine-readable line per test, e.g.
@@ -494,8 +512,9 @@ func WriteSummary(w io.Writer, tests []TestSummary) error {
 	if _, err := fmt.Fprintf(w, "bench: targets %s\n", strings.Join(words, " ")); err != nil {
 		return err
 	}
-	if other, ok := Noise(tests); ok {
-		_, err := fmt.Fprintf(w, "bench: noise other-cpu=%.2f busy=%v\n", other, other > BusyOther)
+	if n := Noise(tests...); n.Runs > 0 {
+		_, err := fmt.Fprintf(w, "bench: noise disturbed-runs=%d/%d mean-other-cpu=%.2f busy=%v\n",
+			n.Disturbed, n.Runs, n.Mean, n.Busy())
 		return err
 	}
 	return nil

@@ -105,7 +105,7 @@ bench: dns pen/direct=0.80
 bench: keepalive-quiet haproxy/direct=0.60 runs=direct:1,haproxy:1
 bench: keepalive-cpu pen=15.0 haproxy=20.0 pen/haproxy=0.75 unit=us/op
 bench: targets keepalive=met close=unknown rss=met
-bench: noise other-cpu=0.15 busy=false
+bench: noise disturbed-runs=2/4 mean-other-cpu=0.16 busy=true
 `
 	if got := b.String(); got != want {
 		t.Errorf("WriteSummary:\n%s\nwant:\n%s", got, want)
@@ -159,21 +159,29 @@ func TestNoiseBusy(t *testing.T) {
 	recs := []Record{
 		rec("keepalive", "direct", 1, 100, "cpu.other=1.2"),
 		rec("keepalive", "direct", 2, 100, "cpu.other=0.9"),
-		rec("dns", "direct", 1, 100, "cpu.other=0.1"),
+		rec("dns", "direct", 1, 100, "cpu.other=0.0"),
+		rec("dns", "direct", 2, 100, "cpu.other=0.1"),
 	}
 	tests := Summarize(recs)
-	if other, ok := Noise(tests); !ok || other != 0.9 {
-		t.Errorf("Noise = %v, %v; want 0.9", other, ok)
+	n := Noise(tests...)
+	if n.Runs != 4 || n.Disturbed != 2 || math.Abs(n.Mean-0.55) > 1e-9 || !n.Busy() {
+		t.Errorf("Noise = %+v (busy %v); want 2 of 4 disturbed, mean 0.55, busy", n, n.Busy())
+	}
+	if n := Noise(tests[1]); n.Disturbed != 0 || n.Busy() {
+		t.Errorf("Noise(dns) = %+v", n)
 	}
 	var b strings.Builder
 	if err := WriteTable(&b, tests); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "BUSY") {
-		t.Errorf("a busy machine is not flagged:\n%s", b.String())
+	for _, want := range []string{"BUSY", "2 of 2 runs disturbed by other work\n",
+		"noise: 2 of 4 runs disturbed by other work (more than 15% of a core); on average it used 55% of a core"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
 	}
-	if _, ok := Noise(Summarize(sampleRecords()[9:])); ok {
-		t.Error("Noise without cpu.other details says ok")
+	if n := Noise(Summarize(sampleRecords()[9:])...); n.Runs != 0 {
+		t.Errorf("Noise without cpu.other details = %+v", n)
 	}
 }
 
@@ -194,7 +202,7 @@ func TestWriteTable(t *testing.T) {
 		"target keepalive pen/haproxy >= 1.10  met (1.17)",
 		"target close     pen/haproxy >= 1.10  not measured",
 		"target rss       pen <= 4096 B/conn   met (3000.00)",
-		"noise: the rest of the machine used a median 15% of a core during the runs\n",
+		"noise: 2 of 4 runs disturbed by other work (more than 15% of a core); on average it used 16% of a core: BUSY",
 		"quiet runs only (rest of the machine <= 15% of a core): haproxy/direct=0.60 runs=direct:1,haproxy:1\n",
 		"pen: 10.0 MiB before, 40.0 MiB holding 10000 (4194 B/conn counting the baseline)\n",
 	} {
