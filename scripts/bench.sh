@@ -26,9 +26,9 @@
 #               such runs: less noisy than the plain medians.
 #   proxy CPU   per operation, pen against HAProxy: disturbed far less by
 #               other load than throughput is; lower is cheaper.
-#   noise       median CPU the rest of the machine used; above 50% of a
-#               core the report says BUSY and the ratios are not to be
-#               trusted.
+#   noise       how many runs other work disturbed (more than 15% of a
+#               core); above a third the report says BUSY and the plain
+#               medians are not to be trusted.
 #   targets     pen/haproxy >= 1.10 with and without keep-alive; pen's
 #               idle connections <= 4096 B each.
 #   bench: ...  the same, one machine-readable line per test.
