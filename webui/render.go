@@ -1,0 +1,166 @@
+package webui
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/pen-lb/pen-appliance/pen/version"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// pageNames are the templates in assets/templates, each rendered inside
+// layout.html.
+var pageNames = []string{"login", "dashboard", "servers", "acls", "settings", "config"}
+
+var funcs = template.FuncMap{
+	"bytes":    humanBytes,
+	"duration": humanDuration,
+	"clock":    func(t time.Time) string { return t.Format("15:04:05") },
+	"add":      func(a, b int) int { return a + b },
+	"series":   func(i int) int { return i % 10 }, // colour of a server in the chart
+	"seq": func(from, to int) []int {
+		var out []int
+		for i := from; i <= to; i++ {
+			out = append(out, i)
+		}
+		return out
+	},
+}
+
+func parseTemplates() map[string]*template.Template {
+	out := map[string]*template.Template{}
+	for _, name := range pageNames {
+		t := template.New("layout.html").Funcs(funcs)
+		out[name] = template.Must(t.ParseFS(assets, "assets/templates/layout.html", "assets/templates/"+name+".html"))
+	}
+	return out
+}
+
+// assetHandler serves the style sheet and the script.
+func assetHandler() http.Handler {
+	sub, err := fs.Sub(assets, "assets/static")
+	if err != nil {
+		panic(err)
+	}
+	files := http.StripPrefix("/assets/", http.FileServerFS(sub))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-cache")
+		files.ServeHTTP(w, r)
+	})
+}
+
+// view is what every page template gets.
+type view struct {
+	Title    string
+	Nav      string // the current section, for the menu
+	CSRF     string
+	Flash    []Flash
+	Version  string
+	Host     string
+	LoggedIn bool
+	Form     *form // the form that was just submitted, with its errors
+	Data     any
+}
+
+// Err is the error to show next to field of form id, if that form was the
+// one submitted.
+func (v *view) Err(id, field string) string {
+	if v.Form == nil || v.Form.ID != id {
+		return ""
+	}
+	return v.Form.Errors[field]
+}
+
+// Val is the value to put into field of form id: what was submitted, if
+// that form failed, else def.
+func (v *view) Val(id, field string, def any) string {
+	if v.Form != nil && v.Form.ID == id {
+		if vals, ok := v.Form.Values[field]; ok && len(vals) > 0 {
+			return vals[0]
+		}
+	}
+	return fmt.Sprint(def)
+}
+
+// Failed reports whether form id was submitted and refused.
+func (v *view) Failed(id string) bool {
+	return v.Form != nil && v.Form.ID == id && len(v.Form.Errors) > 0
+}
+
+// form is a submitted form and its errors by field ("" for the form as a
+// whole).
+type form struct {
+	ID     string
+	Values url.Values
+	Errors map[string]string
+}
+
+func newForm(id string, r *http.Request) *form {
+	return &form{ID: id, Values: r.PostForm, Errors: map[string]string{}}
+}
+
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, v *view) {
+	v.Version = version.Version
+	v.Host = s.host
+	var buf bytes.Buffer
+	if err := s.pages[name].Execute(&buf, v); err != nil {
+		s.log.Printf("admin UI: rendering %s: %v", name, err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+// show renders a page for a logged-in session, with its pending messages.
+func (s *Server) show(w http.ResponseWriter, r *http.Request, x *session, status int, name, title string, f *form, data any) {
+	s.render(w, r, status, name, &view{
+		Title: title, Nav: name, CSRF: x.csrf, Flash: s.sessions.takeFlash(x),
+		LoggedIn: true, Form: f, Data: data,
+	})
+}
+
+func humanBytes(v any) string {
+	var n float64
+	switch x := v.(type) {
+	case uint64:
+		n = float64(x)
+	case int:
+		n = float64(x)
+	case int64:
+		n = float64(x)
+	case float64:
+		n = x
+	}
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
+	i := 0
+	for n >= 1024 && i < len(units)-1 {
+		n /= 1024
+		i++
+	}
+	if i == 0 {
+		return strconv.FormatFloat(n, 'f', 0, 64) + " B"
+	}
+	return strconv.FormatFloat(n, 'f', 1, 64) + " " + units[i]
+}
+
+func humanDuration(d time.Duration) string {
+	d = d.Round(time.Second)
+	if d < time.Minute {
+		return fmt.Sprintf("%d s", int(d.Seconds()))
+	}
+	if d < time.Hour {
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+}

@@ -1,0 +1,239 @@
+// Package webui implements pen's admin web UI and its /metrics and
+// /healthz endpoints.
+//
+// The UI changes pen only by running command lines of pen's command
+// language (package config) with origin config.FromWeb, the same commands
+// penctl sends, and shows every command it applied. It follows the admin_*
+// commands at run time: admin_listen (the HTTPS or HTTP listener),
+// admin_redirect (a plain HTTP listener that redirects to it), admin_tls
+// (certificate and key; a self-signed pair is generated when the files do
+// not exist), admin_acl (the access list every admin client must pass,
+// /metrics and /healthz included) and admin_password_file (where the
+// password is read, and where a new one is written).
+//
+// Pages work without JavaScript; app.js only adds the live chart, the
+// auto-refreshing dashboard and confirmations. Templates, style sheet and
+// script are embedded (assets/), and the Content-Security-Policy allows no
+// inline script or style.
+//
+// Security: a session cookie (HttpOnly, SameSite=Strict, Secure under TLS)
+// after a password login, compared in constant time or with bcrypt; a CSRF
+// token on every state-changing request, which must be a POST; failed
+// logins back off per client address, so one client guessing cannot lock
+// out the others; sessions expire when idle and after a fixed lifetime; a
+// change that would lock out the browser making it (admin_acl and its
+// list, turning the listener or the password off) is refused.
+package webui
+
+import (
+	"html/template"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/diag"
+	"github.com/pen-lb/pen-appliance/pen/engine"
+	"github.com/pen-lb/pen-appliance/pen/metrics"
+)
+
+// State is the running load balancer as the admin UI reads it.
+type State interface {
+	metrics.Source
+	// Serving reports whether pen accepts clients (its listener is open).
+	Serving() bool
+}
+
+// EngineState reads e.
+func EngineState(e *engine.Engine) State { return engineState{metrics.EngineSource(e), e} }
+
+type engineState struct {
+	metrics.Source
+	e *engine.Engine
+}
+
+func (s engineState) Serving() bool {
+	select {
+	case <-s.e.Done():
+		return false
+	default:
+	}
+	return s.e.Loop.ListenAddr() != ""
+}
+
+// Options configure a Server.
+type Options struct {
+	Interp *config.Interp
+	State  State
+	Log    *diag.Logger
+	// Gatherer serves /metrics; nil leaves /metrics out.
+	Gatherer prometheus.Gatherer
+}
+
+// Limits and timings.
+const (
+	SessionIdle     = 30 * time.Minute // a session unused this long ends
+	SessionLifetime = 12 * time.Hour   // and every session ends after this
+	maxSessions     = 64
+	maxForm         = 64 << 10 // body of an ordinary form
+	maxUpload       = 1 << 20  // an uploaded configuration file
+)
+
+// Server is the admin UI. It is an http.Handler (for tests); Start makes
+// it serve on the listeners the configuration names.
+type Server struct {
+	in      *config.Interp
+	state   State
+	log     *diag.Logger
+	metrics http.Handler
+	handler http.Handler
+	pages   map[string]*template.Template
+	host    string
+
+	sessions *sessions
+	logins   *limiter
+	sampler  *Sampler
+	lst      *listeners
+
+	applyMu sync.Mutex // one change from the UI at a time
+	bcrypt  chan struct{}
+
+	now func() time.Time
+}
+
+// New makes the admin UI. It serves nothing until Start.
+func New(o Options) *Server {
+	log := o.Log
+	if log == nil {
+		log = diag.Discard()
+	}
+	host, _ := os.Hostname()
+	s := &Server{
+		in:       o.Interp,
+		state:    o.State,
+		log:      log,
+		host:     host,
+		pages:    parseTemplates(),
+		sessions: newSessions(),
+		logins:   newLimiter(time.Second, time.Minute),
+		bcrypt:   make(chan struct{}, 2),
+		now:      time.Now,
+	}
+	if o.Gatherer != nil {
+		s.metrics = promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{ErrorLog: promLog{log}})
+	}
+	s.sampler = NewSampler(o.Interp, o.State, SampleInterval, SampleWindow)
+	s.lst = newListeners(s)
+	s.handler = s.routes()
+	return s
+}
+
+type promLog struct{ log *diag.Logger }
+
+func (p promLog) Println(v ...any) { p.log.Printf("metrics: %v", v) }
+
+// SetClock replaces the clock of sessions and login backoff (tests).
+func (s *Server) SetClock(now func() time.Time) {
+	s.now = now
+	s.sessions.now = now
+	s.logins.now = now
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	if s.metrics != nil {
+		mux.Handle("GET /metrics", s.metrics)
+	}
+	mux.Handle("GET /assets/", assetHandler())
+	mux.HandleFunc("GET /login", s.loginPage)
+	mux.HandleFunc("POST /login", s.form(maxForm, s.login))
+	mux.HandleFunc("POST /logout", s.action(maxForm, s.logout))
+
+	mux.HandleFunc("GET /{$}", s.page(s.dashboard))
+	mux.HandleFunc("GET /servers", s.page(s.serversPage))
+	mux.HandleFunc("POST /servers/add", s.action(maxForm, s.serverAdd))
+	mux.HandleFunc("POST /servers/edit", s.action(maxForm, s.serverEdit))
+	mux.HandleFunc("POST /servers/blacklist", s.action(maxForm, s.serverBlacklist))
+	mux.HandleFunc("POST /servers/reinstate", s.action(maxForm, s.serverReinstate))
+	mux.HandleFunc("POST /servers/remove", s.action(maxForm, s.serverRemove))
+	mux.HandleFunc("GET /acls", s.page(s.aclsPage))
+	mux.HandleFunc("POST /acls/add", s.action(maxForm, s.aclAdd))
+	mux.HandleFunc("POST /acls/delete", s.action(maxForm, s.aclDelete))
+	mux.HandleFunc("POST /acls/clear", s.action(maxForm, s.aclClear))
+	mux.HandleFunc("POST /acls/use", s.action(maxForm, s.aclUse))
+	mux.HandleFunc("GET /settings", s.page(s.settingsPage))
+	mux.HandleFunc("POST /settings", s.action(maxForm, s.settingsSave))
+	mux.HandleFunc("POST /password", s.action(maxForm, s.passwordChange))
+	mux.HandleFunc("GET /config", s.page(s.configPage))
+	mux.HandleFunc("GET /config/download", s.page(s.configDownload))
+	mux.HandleFunc("POST /config/upload", s.action(maxUpload+maxForm, s.configUpload))
+	mux.HandleFunc("POST /config/write", s.action(maxForm, s.configWrite))
+	mux.HandleFunc("GET /api/state", s.api(s.apiState))
+	mux.HandleFunc("GET /api/samples", s.api(s.apiSamples))
+	return s.guard(mux)
+}
+
+// ServeHTTP serves the admin UI.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Content-Security-Policy: only our own script, style sheet and JSON.
+const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// guard sets the security headers and refuses clients admin_acl denies,
+// for every path.
+func (s *Server) guard(next http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	next = cop.Handler(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", csp)
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		h.Set("Cross-Origin-Resource-Policy", "same-origin")
+		if !adminAllowed(s.in.Config(), clientAddr(r)) {
+			http.Error(w, "Forbidden: admin_acl does not permit "+clientAddr(r).String(), http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// clientAddr is the address of the client (never a forwarded header); an
+// invalid address means a unix socket client.
+func clientAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// adminAllowed applies admin_acl to a client, with the matching pen uses
+// for its own lists.
+func adminAllowed(c *config.Config, addr netip.Addr) bool {
+	n := c.Admin.ACL
+	if n < 0 || n >= len(c.ACLs) {
+		return true
+	}
+	return c.ACLs[n].Match(addr, nil)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if s.state == nil || !s.state.Serving() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("not serving\n"))
+		return
+	}
+	w.Write([]byte("ok\n"))
+}
