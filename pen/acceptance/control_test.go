@@ -39,7 +39,10 @@ func TestControlReplies(t *testing.T) {
 	p.expectCtl("tarpit_acl", "tarpit_acl = -1")
 	p.expectCtl("tarpit_acl 4", "tarpit_acl = 4")
 	p.expectCtl("tarpit_acl", "tarpit_acl = 4")
-	p.expectCtl("tarpit_acl 10", "tarpit_acl = 0")
+	// Out-of-range ACL numbers are refused and change nothing (Pen would
+	// silently use ACL 0; see docs/COMPATIBILITY.md).
+	p.expectCtl("tarpit_acl 10", "tarpit_acl: acl 10 outside (-1,9)\n")
+	p.expectCtl("tarpit_acl", "tarpit_acl = 4")
 	p.expectCtl("tarpit_acl -1", "tarpit_acl = -1")
 
 	servers := func(sxB, rxB int) string {
@@ -57,7 +60,8 @@ func TestControlReplies(t *testing.T) {
 	p.expectCtl("tracking", "5\n")
 	p.expectCtl("client_acl", "0\n")
 	p.expectCtl("client_acl 3", "3\n")
-	p.expectCtl("client_acl 12", "0\n")
+	p.expectCtl("client_acl 12", "client_acl: acl 12 outside (0,9)\n")
+	p.expectCtl("client_acl", "3\n")
 	p.expectCtl("control_acl", "0\n")
 	p.expectCtl("debug", "0\n")
 	p.expectCtl("clients_max", "2048\n")
@@ -77,7 +81,7 @@ func TestControlReplies(t *testing.T) {
 	p.expectCtl("block", "do_cmd: ignoring command starting with 'block'\n")
 	p.expectCtl("delayed_forward", "do_cmd: ignoring command starting with 'delayed_forward'\n")
 	p.expectCtl("#comment", "")
-	p.expectCtl("no such_thing", "")
+	p.expectCtl("no such_thing", "do_cmd: ignoring command starting with 'no such_thing'\n")
 	p.expectCtl("tcp_fastclose", "do_cmd: ignoring tcp_fastclose without argument\n")
 	p.expectCtl("roundrobin", "")
 	p.expectCtl("hash", "")
