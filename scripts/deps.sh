@@ -42,11 +42,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Debian's packaging starts these daemons where it can; the tests start
-# their own instances on their own ports, so stop any system copies.
-for svc in nginx haproxy dnsmasq; do
-	$SUDO pkill -x "$svc" 2>/dev/null || true
-done
+# Debian's packaging may start nginx, haproxy and dnsmasq as services on
+# their default ports. The tests and benchmarks run their own instances on
+# ports they pick, so those services are left alone: stopping processes by
+# name would also stop other people's on a shared machine.
 
 GOBIN="$(go env GOPATH)/bin"
 if [ ! -x "$GOBIN/staticcheck" ]; then
