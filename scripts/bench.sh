@@ -36,8 +36,8 @@
 # with the reason, never as a figure.
 #
 # Settings (environment):
-#   BENCH_ROUNDS=3          rounds over the contenders (HTTP and DNS)
-#   BENCH_DURATION=4        seconds per wrk run
+#   BENCH_ROUNDS=4          rounds over the contenders (HTTP and DNS)
+#   BENCH_DURATION=3        seconds per wrk run
 #   BENCH_THREADS=1         wrk -t
 #   BENCH_CONNS=50          wrk -c
 #   BENCH_HAPROXY_HTTP=1    also measure HAProxy in mode http (0: skip)
@@ -54,8 +54,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=${BENCH_ROUNDS:-3}
-duration=${BENCH_DURATION:-4}
+rounds=${BENCH_ROUNDS:-4}
+duration=${BENCH_DURATION:-3}
 threads=${BENCH_THREADS:-1}
 conns=${BENCH_CONNS:-50}
 haproxy_http=${BENCH_HAPROXY_HTTP:-1}

@@ -321,6 +321,9 @@ func WriteTable(w io.Writer, tests []TestSummary) error {
 			default:
 				verdict = "MISSED (" + strconv.FormatFloat(fig, 'f', 2, 64) + ")"
 			}
+			if ok && Noise(tests[ti]).Busy() {
+				verdict += ", but too many runs were disturbed to be sure"
+			}
 		}
 		fmt.Fprintf(w, "target %-9s %-20s %s\n", tg.Test, tg.Name, verdict)
 	}
@@ -505,6 +508,9 @@ func WriteSummary(w io.Writer, tests []TestSummary) error {
 				v = "met"
 			} else if ok {
 				v = "missed"
+			}
+			if v != "unknown" && Noise(tests[ti]).Busy() {
+				v += "-noisy"
 			}
 		}
 		words = append(words, tg.Test+"="+v)
