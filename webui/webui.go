@@ -139,7 +139,6 @@ func (p promLog) Println(v ...any) { p.log.Printf("metrics: %v", v) }
 
 // SetClock replaces the clock of sessions and login backoff (tests).
 func (s *Server) SetClock(now func() time.Time) {
-	s.now = now
 	s.sessions.now = now
 	s.logins.now = now
 }
