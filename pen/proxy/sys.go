@@ -85,3 +85,18 @@ func family(a netip.Addr) int {
 	}
 	return unix.AF_INET6
 }
+
+// sysSendMore writes p with MSG_MORE: the kernel may hold a partial
+// segment back for what follows, which here is always a shutdown that
+// puts the FIN into the same segment.
+func sysSendMore(fd int, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+		unix.MSG_MORE|unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), 0
+}

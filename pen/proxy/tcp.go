@@ -41,6 +41,7 @@ const (
 	fHupUp                         // the server has shut down its side
 	fSpliceUp                      // client->server moves by splice (bulk)
 	fSpliceDown                    // server->client moves by splice (bulk)
+	fEarly                         // the upstream socket delays ACKs until the first write
 )
 
 // conn is one slot of the connection table.
@@ -236,6 +237,13 @@ func (l *Loop) addClient(fd int, peer netip.AddrPort) {
 		l.refused(c)
 		return
 	}
+	// Most clients have sent their first bytes by the time they are
+	// accepted: take them now, so that they go out with the connect.
+	c.fl |= fReadDown
+	if _, ok := l.copyBuffered(c, sideUp, fd, -1, fReadDown, fWriteUp, stateClosedDown); !ok {
+		l.closeConn(c)
+		return
+	}
 	l.connect(c, tg)
 }
 
@@ -305,6 +313,15 @@ func (l *Loop) dial(c *conn, tg balance.Target) error {
 			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 		}
 	}
+	early := c.q[sideUp] != nil && typ == unix.SOCK_STREAM && fam != unix.AF_UNIX
+	if early {
+		// Data goes out as soon as the connect completes: let the
+		// handshake's last ACK ride on it instead of a packet of its own.
+		// Quick ACKs come back on after that first write (quickAgain),
+		// or the server's later segments would wait for delayed ACKs.
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
+		c.fl |= fEarly
+	}
 	if fam != unix.AF_UNIX {
 		l.bindSource(c, fd, fam)
 	} else if typ == unix.SOCK_DGRAM {
@@ -319,6 +336,21 @@ func (l *Loop) dial(c *conn, tg balance.Target) error {
 		l.connected(c)
 		return nil
 	case unix.EINPROGRESS:
+		if early {
+			// A connect to this host is often complete already: send
+			// what the client sent without waiting for the event.
+			q := c.q[sideUp]
+			done, errno := q.flush(fd)
+			switch {
+			case errno != 0 && errno != unix.EAGAIN:
+				unix.Close(fd)
+				return errno
+			case done:
+				q.release(l)
+				c.q[sideUp] = nil
+				quickAgain(c, fd)
+			}
+		}
 		l.attachUp(c, fd)
 		c.state = stateInProgress
 		l.pending = append(l.pending, c.slot)
@@ -394,6 +426,16 @@ func (l *Loop) connected(c *conn) {
 		c.state |= stateClosedDown
 	}
 	l.work(c)
+	if c.state != stateUnused && c.fl&fEarly != 0 {
+		quickAgain(c, int(c.up))
+	}
+}
+
+// quickAgain turns quick ACKs back on once the first data has carried
+// the handshake's ACK.
+func quickAgain(c *conn, fd int) {
+	c.fl &^= fEarly
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
 }
 
 // connectFailed handles a connect that failed after EINPROGRESS or timed
@@ -697,14 +739,28 @@ func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint32, eof
 	if c.fl&fIdler != 0 && dir == sideDown {
 		return n, true // an idler's data is thrown away
 	}
-	return n, l.send(c, dir, dst, data, wflag)
+	// The source has shut down and this read drained it, so the next
+	// read is its EOF and a shutdown of dst follows at once: let the FIN
+	// go out in the same segment as this data.
+	more := n < len(l.buf) && c.fl&hupOf(rflag) != 0 && c.fl&(fUnixUp|fIdler) == 0
+	return n, l.sendFlags(c, dir, dst, data, wflag, more)
 }
 
 // send writes data to dst, queueing what it does not take.
 func (l *Loop) send(c *conn, dir, dst int, data []byte, wflag uint32) bool {
+	return l.sendFlags(c, dir, dst, data, wflag, false)
+}
+
+func (l *Loop) sendFlags(c *conn, dir, dst int, data []byte, wflag uint32, more bool) bool {
 	w := 0
 	if c.fl&wflag != 0 {
-		m, errno := sysWrite(dst, data)
+		var m int
+		var errno syscall.Errno
+		if more {
+			m, errno = sysSendMore(dst, data)
+		} else {
+			m, errno = sysWrite(dst, data)
+		}
 		switch {
 		case errno == unix.EAGAIN:
 			c.fl &^= wflag
