@@ -261,7 +261,9 @@ func (l *listeners) move(cur *endpoint, spec string, h http.Handler, what string
 		return nil, nil
 	}
 	ln, err := listen(spec)
-	if err != nil && cur != nil && errors.Is(err, syscall.EADDRINUSE) {
+	if err != nil && cur != nil && errors.Is(err, syscall.EADDRINUSE) && samePort(cur, spec) {
+		// The old listener holds the port (say "8443" becoming
+		// "0.0.0.0:8443"): it has to go first.
 		cur.close(5 * time.Second)
 		cur = nil
 		ln, err = listen(spec)
@@ -279,6 +281,13 @@ func (l *listeners) move(cur *endpoint, spec string, h http.Handler, what string
 	}
 	l.s.log.Printf("%s: serving %s on %s", what, scheme, ln.Addr())
 	return e, nil
+}
+
+// samePort reports whether e listens on the TCP port spec names.
+func samePort(e *endpoint, spec string) bool {
+	p, err := config.ParseListen(spec, false, nil)
+	a, ok := e.ln.Addr().(*net.TCPAddr)
+	return err == nil && ok && p.Path == "" && int(p.Addr.Port()) == a.Port
 }
 
 func listen(spec string) (net.Listener, error) {

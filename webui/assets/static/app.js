@@ -91,34 +91,58 @@
     return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
   }
 
+  // span is the time the charts show: the history there is, in whole
+  // minutes, from one minute up to the ten the server keeps.
+  function span(data) {
+    var n = data.times.length;
+    if (n < 2) {
+      return 60;
+    }
+    var have = data.times[n - 1] - data.times[0];
+    return Math.min(600, Math.max(60, Math.ceil(have / 60) * 60));
+  }
+
+  function ago(sec) {
+    if (sec === 0) {
+      return "now";
+    }
+    if (sec < 60) {
+      return "-" + sec + " s";
+    }
+    var m = sec / 60;
+    return "-" + (m === Math.round(m) ? m : m.toFixed(1)) + " min";
+  }
+
   // draw plots one line per server into svg: values(server) gives the
   // numbers, aligned with the end of data.times.
   function draw(svg, data, values, fmt, floor) {
     var w = svg.clientWidth || 600;
     var h = svg.clientHeight || 220;
-    var left = 48, right = 12, top = 12, bottom = 24;
+    var left = 64, right = 14, top = 12, bottom = 24;
     svg.setAttribute("viewBox", "0 0 " + w + " " + h);
     while (svg.firstChild) {
       svg.removeChild(svg.firstChild);
     }
     var n = data.times.length;
-    var span = 600; // seconds shown
+    var shown = span(data);
     var end = n ? data.times[n - 1] : 0;
     var max = 0;
     data.servers.forEach(function (s) {
       values(s).forEach(function (v) { if (v > max) { max = v; } });
     });
     max = niceMax(max, floor);
-    var x = function (t) { return left + (w - left - right) * (1 - (end - t) / span); };
+    var lead = max / Math.pow(10, Math.floor(Math.log10(max)) + 1e-9);
+    var steps = Math.round(lead) === 2 ? 4 : 5;
+    var x = function (t) { return left + (w - left - right) * (1 - (end - t) / shown); };
     var y = function (v) { return top + (h - top - bottom) * (1 - v / max); };
-    for (var i = 0; i <= 4; i++) {
-      var v = max * i / 4;
+    for (var i = 0; i <= steps; i++) {
+      var v = max * i / steps;
       svg.appendChild(el("line", { "class": "grid-line", x1: left, x2: w - right, y1: y(v), y2: y(v) }));
-      svg.appendChild(el("text", { "class": "axis-label", x: left - 6, y: y(v) + 4, "text-anchor": "end" }, fmt(v)));
+      svg.appendChild(el("text", { "class": "axis-label", x: left - 8, y: y(v) + 4, "text-anchor": "end" }, fmt(v)));
     }
-    [600, 450, 300, 150, 0].forEach(function (ago) {
-      svg.appendChild(el("text", { "class": "axis-label", x: x(end - ago), y: h - 6, "text-anchor": ago === 600 ? "start" : ago === 0 ? "end" : "middle" },
-        ago === 0 ? "now" : "-" + (ago / 60) + " min"));
+    [1, 0.75, 0.5, 0.25, 0].forEach(function (f) {
+      var a = Math.round(shown * f);
+      svg.appendChild(el("text", { "class": "axis-label", x: x(end - a), y: h - 6, "text-anchor": f === 1 ? "start" : f === 0 ? "end" : "middle" }, ago(a)));
     });
     if (n === 0 || data.servers.length === 0) {
       svg.appendChild(el("text", { "class": "empty-label", x: w / 2, y: h / 2, "text-anchor": "middle" },
@@ -130,7 +154,9 @@
       var off = n - vals.length;
       var pts = [];
       for (var j = 0; j < vals.length; j++) {
-        pts.push(x(data.times[off + j]).toFixed(1) + "," + y(vals[j]).toFixed(1));
+        if (end - data.times[off + j] <= shown) {
+          pts.push(x(data.times[off + j]).toFixed(1) + "," + y(vals[j]).toFixed(1));
+        }
       }
       if (pts.length === 1) {
         pts.push(pts[0]);
@@ -164,13 +190,13 @@
 
   function refreshChart() {
     return getJSON("/api/samples").then(function (data) {
-      draw(document.getElementById("chart-conns"), data, function (s) { return s.conns; }, function (v) { return human(v); }, 4);
+      draw(document.getElementById("chart-conns"), data, function (s) { return s.conns; }, function (v) { return human(v); }, 5);
       draw(document.getElementById("chart-bytes"), data, function (s) {
         return s.sent.map(function (v, i) { return v + s.recv[i]; });
-      }, function (v) { return human(v) + "B/s"; }, 1000);
+      }, function (v) { return human(v) + " B/s"; }, 1000);
       legend(data);
       if (status) {
-        status.textContent = "sampled every " + data.interval + " s · " + data.times.length + " samples";
+        status.textContent = "last " + ago(span(data)).slice(1) + " · one sample every " + data.interval + " s · " + data.times.length + " samples";
       }
     });
   }

@@ -1,0 +1,205 @@
+package webui
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestListenersFollowConfig runs the real listeners: HTTPS with a
+// certificate generated on first use, the redirect, and moving both when
+// the configuration changes at run time.
+func TestListenersFollowConfig(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	cert, key := filepath.Join(h.dir, "tls", "admin.crt"), filepath.Join(h.dir, "tls", "admin.key")
+	p1, p2, r1 := freePort(t), freePort(t), freePort(t)
+	h.exec(fmt.Sprintf("admin_listen 127.0.0.1:%d", p1))
+	h.exec(fmt.Sprintf("admin_redirect 127.0.0.1:%d", r1))
+	h.exec("admin_tls " + cert + " " + key)
+	h.s.Start()
+	defer h.s.Close()
+
+	if got := h.s.AdminAddr(); got != fmt.Sprintf("127.0.0.1:%d", p1) {
+		t.Fatalf("admin listener on %q", got)
+	}
+	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("generated key: %v %v", fi, err)
+	}
+	pemData, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemData)
+	crt, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crt.VerifyHostname("127.0.0.1"); err != nil {
+		t.Errorf("certificate: %v", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(crt)
+	c := &http.Client{
+		Timeout:       10 * time.Second,
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	get := func(u string) (*http.Response, string, error) {
+		r, err := c.Get(u)
+		if err != nil {
+			return nil, "", err
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return r, string(b), nil
+	}
+	r, body, err := get(fmt.Sprintf("https://127.0.0.1:%d/healthz", p1))
+	if err != nil || r.StatusCode != http.StatusOK || body != "ok\n" {
+		t.Fatalf("GET /healthz over TLS: %v %q", err, body)
+	}
+	// Plain HTTP on the redirect port goes to the HTTPS port.
+	r, _, err = get(fmt.Sprintf("http://localhost:%d/servers?x=1", r1))
+	if err != nil || r.StatusCode != http.StatusTemporaryRedirect ||
+		r.Header.Get("Location") != fmt.Sprintf("https://localhost:%d/servers?x=1", p1) {
+		t.Fatalf("redirect: %v %v %q", err, r.StatusCode, r.Header.Get("Location"))
+	}
+	if _, err := os.Stat(cert); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(cert)
+
+	// Move the admin listener; the old port closes.
+	h.exec(fmt.Sprintf("admin_listen 127.0.0.1:%d", p2))
+	waitFor(t, "the admin listener to move", func() bool { return h.s.AdminAddr() == fmt.Sprintf("127.0.0.1:%d", p2) })
+	if _, _, err := get(fmt.Sprintf("https://127.0.0.1:%d/healthz", p2)); err != nil {
+		t.Errorf("new port: %v", err)
+	}
+	waitFor(t, "the old port to close", func() bool {
+		_, _, err := get(fmt.Sprintf("https://127.0.0.1:%d/healthz", p1))
+		return err != nil
+	})
+	r, _, _ = get(fmt.Sprintf("http://127.0.0.1:%d/", r1))
+	if r == nil || !strings.Contains(r.Header.Get("Location"), fmt.Sprintf(":%d/", p2)) {
+		t.Errorf("redirect does not follow the move: %v", r)
+	}
+	if after, _ := os.ReadFile(cert); string(after) != string(before) {
+		t.Error("certificate regenerated although it exists")
+	}
+
+	// Without admin_tls the same listener serves plain HTTP.
+	h.exec("no admin_tls")
+	waitFor(t, "plain HTTP", func() bool {
+		r, _, err := get(fmt.Sprintf("http://127.0.0.1:%d/healthz", p2))
+		return err == nil && r.StatusCode == http.StatusOK
+	})
+
+	// A port that is taken is reported and retried; the old listener
+	// keeps serving meanwhile.
+	busy := h.s.AdminAddr()
+	h.exec(fmt.Sprintf("admin_listen %s", h.listen)) // pen's own listener holds it
+	waitFor(t, "the bind error", func() bool { return h.s.ListenerError() != nil })
+	if !strings.Contains(h.s.ListenerError().Error(), "address already in use") {
+		t.Errorf("error: %v", h.s.ListenerError())
+	}
+	if h.s.AdminAddr() != busy {
+		t.Errorf("admin listener moved to %q after a failed bind", h.s.AdminAddr())
+	}
+
+	// Turning the listener off closes both.
+	h.exec("no admin_listen")
+	waitFor(t, "the listeners to close", func() bool { return h.s.AdminAddr() == "" && h.s.RedirectAddr() == "" })
+}
+
+func TestEnsureCert(t *testing.T) {
+	dir := t.TempDir()
+	both := filepath.Join(dir, "both.pem")
+	gen, err := EnsureCert(both, "", []string{"pen.example", "192.0.2.1"}, time.Now())
+	if err != nil || !gen {
+		t.Fatalf("EnsureCert: %v %v", gen, err)
+	}
+	if fi, _ := os.Stat(both); fi.Mode().Perm() != 0o600 {
+		t.Errorf("combined file mode %v", fi.Mode().Perm())
+	}
+	c, err := tls.LoadX509KeyPair(both, both)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(c.Certificate[0])
+	if leaf.VerifyHostname("pen.example") != nil || leaf.VerifyHostname("192.0.2.1") != nil {
+		t.Errorf("names: %v %v", leaf.DNSNames, leaf.IPAddresses)
+	}
+	if gen, _ := EnsureCert(both, "", nil, time.Now()); gen {
+		t.Error("regenerated an existing certificate")
+	}
+	// A key without its certificate (say, a power cut between the two
+	// writes) is reused.
+	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	if _, err := EnsureCert(cert, key, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	k1, _ := os.ReadFile(key)
+	os.Remove(cert)
+	if gen, err := EnsureCert(cert, key, nil, time.Now()); err != nil || !gen {
+		t.Fatalf("regenerating the certificate: %v %v", gen, err)
+	}
+	if k2, _ := os.ReadFile(key); string(k1) != string(k2) {
+		t.Error("key replaced")
+	}
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		t.Errorf("pair does not match: %v", err)
+	}
+}
+
+func TestSamplerBounded(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	sm := NewSampler(h.in, EngineState(h.eng), time.Second, 5*time.Second)
+	t0 := time.Unix(1e9, 0)
+	for i := 0; i < 12; i++ {
+		sm.Sample(t0.Add(time.Duration(i) * time.Second))
+	}
+	snap := sm.Snapshot()
+	if len(snap.Times) != 5 || snap.Times[0] != t0.Unix()+7 || snap.Times[4] != t0.Unix()+11 {
+		t.Fatalf("times %v", snap.Times)
+	}
+	if len(snap.Servers) != 2 || len(snap.Servers[0].Conns) != 5 || snap.Servers[1].Address != "127.0.0.1:10" {
+		t.Fatalf("servers %+v", snap.Servers)
+	}
+	// A removed server's history goes; the next keeps its own under its
+	// new slot number, and a new server starts short.
+	h.exec("no server 0")
+	h.exec("server 1 address 127.0.0.1 port 11")
+	sm.Sample(t0.Add(12 * time.Second))
+	snap = sm.Snapshot()
+	if len(snap.Servers) != 2 || snap.Servers[0].Address != "127.0.0.1:10" || snap.Servers[0].Slot != 0 ||
+		len(snap.Servers[0].Conns) != 5 || len(snap.Servers[1].Conns) != 1 {
+		t.Fatalf("after removal: %+v", snap.Servers)
+	}
+	// Memory stays within MaxSampled servers.
+	for i := 2; i < MaxSampled+20; i++ {
+		h.exec(fmt.Sprintf("server %d address 127.0.0.1 port %d", i, 1000+i))
+	}
+	sm.Sample(t0.Add(13 * time.Second))
+	if n := len(sm.Snapshot().Servers); n != MaxSampled {
+		t.Errorf("sampling %d servers, want %d", n, MaxSampled)
+	}
+}
