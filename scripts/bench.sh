@@ -18,7 +18,9 @@
 #   table       median per contender, ratio to direct, every round's value,
 #               CPU during the runs in % of one core (wrk or dnsperf /
 #               nginx or dnsmasq / the proxy / interrupts, mostly the
-#               loopback traffic itself / everything else on the machine),
+#               loopback traffic itself and partly counted in the
+#               processes' figures too / other processes and time the
+#               hypervisor stole: noise),
 #               the proxy's CPU time per request or query in
 #               microseconds, and whether the contender worked.
 #   quiet runs  the same ratios over only the runs during which the rest

@@ -305,9 +305,6 @@ func cmdHTTP(ctx context.Context, args []string, _, stderr io.Writer) error {
 // operation in microseconds as "proxy_us": a figure that other processes
 // on the machine disturb much less than throughput.
 func cpuDetails(kv []string, shares map[string]float64, wall time.Duration, ops int64) []string {
-	if o, ok := Other(shares); ok {
-		shares["other"] = o
-	}
 	for _, k := range []string{"load", "backend", "proxy", "irq", "other"} {
 		if v, ok := shares[k]; ok {
 			kv = append(kv, "cpu."+k, strconv.FormatFloat(v, 'f', 2, 64))

@@ -58,67 +58,86 @@ func ReadVmRSS(pid int) (int64, error) {
 // is 100 per second on every Linux architecture user space sees.
 const clockTick = 10 * time.Millisecond
 
-// ParseStatCPU returns the user plus system CPU time of all threads of a
-// process from the contents of its /proc/PID/stat.
-func ParseStatCPU(stat string) (time.Duration, error) {
+// pfKthread marks kernel threads in the flags field of /proc/PID/stat.
+const pfKthread = 0x00200000
+
+// ProcTimes is what /proc/PID/stat says about a process's CPU use.
+type ProcTimes struct {
+	Self     time.Duration // user plus system time of all its threads
+	Children time.Duration // the same of its children that it has waited for
+	Kthread  bool          // a kernel thread
+	State    byte          // e.g. 'R', 'S', 'Z'
+}
+
+// ParseProcStat parses the contents of a /proc/PID/stat file.
+func ParseProcStat(stat string) (ProcTimes, error) {
 	// The command name is in parentheses and may hold spaces and ')'.
 	i := strings.LastIndexByte(stat, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parsing stat: no ')' after the command name")
+		return ProcTimes{}, fmt.Errorf("parsing stat: no ')' after the command name")
 	}
 	f := strings.Fields(stat[i+1:])
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("parsing stat: %d fields after the command name, want at least 13", len(f))
+	// f[0] is field 3 (state), f[6] field 9 (flags); utime, stime,
+	// cutime and cstime are fields 14 to 17.
+	if len(f) < 15 || len(f[0]) != 1 {
+		return ProcTimes{}, fmt.Errorf("parsing stat: %d fields after the command name, want at least 15", len(f))
 	}
-	var ticks int64
-	for _, s := range f[11:13] {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("parsing stat: bad CPU time %q", s)
+	var n [5]int64
+	for k, s := range []string{f[6], f[11], f[12], f[13], f[14]} {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			return ProcTimes{}, fmt.Errorf("parsing stat: bad number %q", s)
 		}
-		ticks += n
+		n[k] = v
 	}
-	return time.Duration(ticks) * clockTick, nil
+	return ProcTimes{
+		Self:     time.Duration(n[1]+n[2]) * clockTick,
+		Children: time.Duration(n[3]+n[4]) * clockTick,
+		Kthread:  n[0]&pfKthread != 0,
+		State:    f[0][0],
+	}, nil
+}
+
+// ParseStatCPU returns the user plus system CPU time of all threads of a
+// process from the contents of its /proc/PID/stat.
+func ParseStatCPU(stat string) (time.Duration, error) {
+	t, err := ParseProcStat(stat)
+	return t.Self, err
+}
+
+func readProcStat(pid int) (ProcTimes, error) {
+	b, err := os.ReadFile(filepath.Join(ProcRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return ProcTimes{}, err
+	}
+	t, err := ParseProcStat(string(b))
+	if err != nil {
+		return ProcTimes{}, fmt.Errorf("process %d: %w", pid, err)
+	}
+	return t, nil
 }
 
 // ReadCPU returns the CPU time process pid has used so far.
 func ReadCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(filepath.Join(ProcRoot, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0, err
-	}
-	d, err := ParseStatCPU(string(b))
-	if err != nil {
-		return 0, fmt.Errorf("process %d: %w", pid, err)
-	}
-	return d, nil
+	t, err := readProcStat(pid)
+	return t.Self, err
 }
 
 // Alive reports whether process pid exists and is not a zombie.
 func Alive(pid int) bool {
-	b, err := os.ReadFile(filepath.Join(ProcRoot, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return false
-	}
-	f := strings.Fields(s[i+1:])
-	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+	t, err := readProcStat(pid)
+	return err == nil && t.State != 'Z' && t.State != 'X'
 }
 
 // MachineCPU is the CPU time all CPUs together have spent, from the
 // first line of /proc/stat.
 type MachineCPU struct {
-	// Busy is time spent running processes (user, nice, system) or taken
-	// by the hypervisor (steal).
-	Busy time.Duration
-	// IRQ is time spent in interrupts and softirqs. On loopback most of
-	// it is the benchmark's own packets, which the kernel does not charge
-	// to the processes that sent them.
+	// Steal is time the hypervisor gave to other machines.
+	Steal time.Duration
+	// IRQ is time spent in interrupts and softirqs: on loopback mostly the
+	// benchmark's own packets. With the kernel's tick-based accounting
+	// the part that runs in a process's context also counts as that
+	// process's system time.
 	IRQ time.Duration
 }
 
@@ -141,8 +160,8 @@ func ParseStat(stat string) (MachineCPU, error) {
 				return MachineCPU{}, fmt.Errorf("parsing /proc/stat: bad CPU time %q", s)
 			}
 			switch i {
-			case 0, 1, 2, 7: // user, nice, system, steal
-				m.Busy += time.Duration(n) * clockTick
+			case 7:
+				m.Steal = time.Duration(n) * clockTick
 			case 5, 6: // irq, softirq
 				m.IRQ += time.Duration(n) * clockTick
 			}
@@ -161,15 +180,67 @@ func ReadMachineCPU() (MachineCPU, error) {
 	return ParseStat(string(b))
 }
 
-// CPUSampler measures how much CPU a set of named processes, and the
-// machine as a whole, use over an interval, as fractions of one core.
+// OthersCPU returns the CPU time used so far by every user-space process
+// except those in skip, each with the time of the children it has waited
+// for. Between two readings the difference is what other work used, short
+// processes included: when one ends, its time moves to its parent's
+// children's time. Kernel threads are left out; they mostly serve the
+// benchmark's own traffic.
+func OthersCPU(skip map[int]bool) (map[int]time.Duration, error) {
+	ents, err := os.ReadDir(ProcRoot)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]time.Duration{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || skip[pid] {
+			continue
+		}
+		t, err := readProcStat(pid)
+		if err != nil || t.Kthread {
+			continue // gone meanwhile, or not a process we count
+		}
+		out[pid] = t.Self + t.Children
+	}
+	return out, nil
+}
+
+// othersUsed returns the CPU other processes used between two readings of
+// OthersCPU: what the processes alive at the end have accumulated, minus
+// what all those alive at the start had.
+func othersUsed(start, end map[int]time.Duration) time.Duration {
+	var d time.Duration
+	for _, v := range end {
+		d += v
+	}
+	for _, v := range start {
+		d -= v
+	}
+	return max(0, d)
+}
+
+// CPUSampler measures how much CPU a set of named processes, the rest of
+// the machine and interrupts use over an interval, as fractions of one
+// core.
 type CPUSampler struct {
 	Procs map[string]int // name → pid
 	Wall  time.Duration  // between Start and Stop, set by Stop
 	start map[string]time.Duration
+	other map[int]time.Duration
 	mach  MachineCPU
 	ok    bool
 	t0    time.Time
+}
+
+// skip lists the processes that are not "other": the named ones and this
+// one, which waits for the load generator it runs.
+func (s *CPUSampler) skip() map[int]bool {
+	m := map[int]bool{os.Getpid(): true}
+	for _, pid := range s.Procs {
+		m[pid] = true
+	}
+	return m
 }
 
 // Start takes the first sample. Processes that cannot be read are left out.
@@ -180,14 +251,15 @@ func (s *CPUSampler) Start() {
 			s.start[name] = d
 		}
 	}
+	s.other, _ = OthersCPU(s.skip())
 	m, err := ReadMachineCPU()
 	s.mach, s.ok = m, err == nil
 	s.t0 = time.Now()
 }
 
-// Stop returns each process's CPU use since Start, the whole machine's
-// (processes only) under the name "all" and its interrupt time under
-// "irq", as fractions of one core.
+// Stop returns each named process's CPU use since Start, the rest of the
+// machine's (other processes and time stolen by the hypervisor) under
+// "other" and interrupt time under "irq", as fractions of one core.
 func (s *CPUSampler) Stop() map[string]float64 {
 	wall := time.Since(s.t0)
 	s.Wall = wall
@@ -200,26 +272,15 @@ func (s *CPUSampler) Stop() map[string]float64 {
 			out[name] = float64(d-d0) / float64(wall)
 		}
 	}
+	var steal time.Duration
 	if m, err := ReadMachineCPU(); err == nil && s.ok {
-		out["all"] = float64(m.Busy-s.mach.Busy) / float64(wall)
 		out["irq"] = float64(m.IRQ-s.mach.IRQ) / float64(wall)
+		steal = m.Steal - s.mach.Steal
 	}
-	return out
-}
-
-// Other returns the CPU the rest of the machine used during a sample: all
-// minus the named processes (interrupts aside), never below zero. ok is false when the
-// machine-wide figure is missing.
-func Other(shares map[string]float64) (other float64, ok bool) {
-	all, ok := shares["all"]
-	if !ok {
-		return 0, false
-	}
-	other = all
-	for name, v := range shares {
-		if name != "all" && name != "irq" && name != "other" {
-			other -= v
+	if s.other != nil {
+		if end, err := OthersCPU(s.skip()); err == nil {
+			out["other"] = float64(othersUsed(s.other, end)+steal) / float64(wall)
 		}
 	}
-	return max(0, other), true
+	return out
 }

@@ -69,20 +69,33 @@ func fakeProc(t *testing.T, files map[string]string) {
 }
 
 // statLine is a /proc/PID/stat line for a command whose name holds a space
-// and a parenthesis, with utime 250 and stime 50 ticks.
-const statLine = "4242 (pen (x) y) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 7 0 100 1257764 10995 18446744073709551615\n"
+// and a parenthesis, with utime 250, stime 50, cutime 40 and cstime 30
+// ticks.
+const statLine = "4242 (pen (x) y) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 40 30 20 0 7 0 100 1257764 10995 18446744073709551615\n"
 
-func TestParseStatCPU(t *testing.T) {
-	got, err := ParseStatCPU(statLine)
+// kthreadLine is a kernel thread's: flags has PF_KTHREAD (0x00200000).
+const kthreadLine = "14 (ksoftirqd/0) S 2 0 0 0 -1 69238848 0 0 0 0 20 100 0 0 20 0 1 0 9 0 0 18446744073709551615\n"
+
+func TestParseProcStat(t *testing.T) {
+	got, err := ParseProcStat(statLine)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := 3 * time.Second; got != want {
-		t.Errorf("ParseStatCPU = %v, want %v", got, want)
+	if want := (ProcTimes{Self: 3 * time.Second, Children: 70 * clockTick, State: 'S'}); got != want {
+		t.Errorf("ParseProcStat = %+v, want %+v", got, want)
 	}
-	for _, bad := range []string{"4242 pen S 1", "4242 (pen) S 1 2 3", "4242 (pen) S 1 4242 4242 0 -1 4194560 1000 0 0 0 x 50 0"} {
-		if _, err := ParseStatCPU(bad); err == nil {
-			t.Errorf("ParseStatCPU(%q) succeeded, want an error", bad)
+	if d, err := ParseStatCPU(statLine); err != nil || d != 3*time.Second {
+		t.Errorf("ParseStatCPU = %v, %v", d, err)
+	}
+	kt, err := ParseProcStat(kthreadLine)
+	if err != nil || !kt.Kthread || kt.Self != 120*clockTick {
+		t.Errorf("ParseProcStat(kernel thread) = %+v, %v", kt, err)
+	}
+	for _, bad := range []string{"4242 pen S 1", "4242 (pen) S 1 2 3",
+		"4242 (pen) S 1 4242 4242 0 -1 4194560 1000 0 0 0 x 50 0 0 20",
+		"4242 (pen) SS 1 4242 4242 0 -1 4194560 1000 0 0 0 1 50 0 0 20"} {
+		if _, err := ParseProcStat(bad); err == nil {
+			t.Errorf("ParseProcStat(%q) succeeded, want an error", bad)
 		}
 	}
 }
@@ -93,8 +106,8 @@ func TestParseStat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// busy: user+nice+system+steal = 100+5+50+40 ticks; irq: 3+2
-	if want := (MachineCPU{Busy: 195 * clockTick, IRQ: 5 * clockTick}); got != want {
+	// steal 40 ticks; irq+softirq 3+2
+	if want := (MachineCPU{Steal: 40 * clockTick, IRQ: 5 * clockTick}); got != want {
 		t.Errorf("ParseStat = %+v, want %+v", got, want)
 	}
 	for _, bad := range []string{"intr 1\n", "cpu 1 2 3\n", "cpu 1 2 3 4 5 6 x 8\n"} {
@@ -109,7 +122,9 @@ func TestAliveAndCPUFake(t *testing.T) {
 		"4242/stat":   statLine,
 		"4242/status": statusSample,
 		"4343/stat":   strings.Replace(statLine, ") S ", ") Z ", 1),
-		"stat":        "cpu  100 0 50 1000 0 0 0 0 0 0\n",
+		"stat":        "cpu  100 0 50 1000 0 0 0 7 0 0\n",
+		"14/stat":     kthreadLine,
+		"4545/stat":   strings.Replace(statLine, "250 50 40 30", "5 5 0 0", 1),
 	})
 	if !Alive(4242) {
 		t.Error("Alive(4242) = false for a sleeping process")
@@ -126,7 +141,7 @@ func TestAliveAndCPUFake(t *testing.T) {
 	if d, err := ReadCPU(4242); err != nil || d != 3*time.Second {
 		t.Errorf("ReadCPU(4242) = %v, %v", d, err)
 	}
-	if m, err := ReadMachineCPU(); err != nil || m.Busy != 150*clockTick {
+	if m, err := ReadMachineCPU(); err != nil || m.Steal != 7*clockTick {
 		t.Errorf("ReadMachineCPU() = %+v, %v", m, err)
 	}
 }
@@ -153,23 +168,46 @@ func TestCPUSamplerSelf(t *testing.T) {
 	if v := shares["self"]; v <= 0 || v > float64(runtime.NumCPU()+1) {
 		t.Errorf("self share %v after a busy loop", v)
 	}
-	if _, ok := shares["all"]; !ok {
-		t.Error("no machine-wide share")
+	if _, ok := shares["other"]; !ok {
+		t.Error("no share for the rest of the machine")
 	}
 	if _, ok := shares["irq"]; !ok {
 		t.Error("no interrupt share")
 	}
 }
 
-func TestOther(t *testing.T) {
-	o, ok := Other(map[string]float64{"all": 1.9, "load": 0.9, "backend": 0.6, "irq": 0.5})
-	if !ok || o < 0.39 || o > 0.41 {
-		t.Errorf("Other = %v, %v; want 0.4", o, ok)
+func TestOthersCPU(t *testing.T) {
+	fakeProc(t, map[string]string{
+		"4242/stat":      statLine,
+		"4545/stat":      strings.Replace(statLine, "250 50 40 30", "5 5 0 0", 1),
+		"14/stat":        kthreadLine,
+		"self/stat":      statLine,
+		"stat":           "cpu  1 0 1 1 0 0 0 0 0 0\n",
+		"4646/status":    statusSample, // no stat: skipped
+		"4747/stat":      "garbage",
+		"notapid/status": "",
+	})
+	got, err := OthersCPU(map[int]bool{4545: true})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if o, ok := Other(map[string]float64{"all": 0.5, "load": 0.9}); !ok || o != 0 {
-		t.Errorf("Other below zero = %v, %v; want 0", o, ok)
+	// 4242 counts with its children; 4545 is skipped; 14 is a kernel
+	// thread; the rest are not processes or unreadable.
+	if len(got) != 1 || got[4242] != 370*clockTick {
+		t.Errorf("OthersCPU = %v", got)
 	}
-	if _, ok := Other(map[string]float64{"load": 0.9}); ok {
-		t.Error("Other without a machine-wide figure says ok")
+}
+
+func TestOthersUsed(t *testing.T) {
+	s := time.Second
+	start := map[int]time.Duration{1: 10 * s, 2: 5 * s, 3: 2 * s}
+	// 3 ended and 1, its parent, collected its 2.5 s; 2 used 1 s more; 4
+	// started and used 0.5 s.
+	end := map[int]time.Duration{1: 12*s + s/2, 2: 6 * s, 4: s / 2}
+	if got, want := othersUsed(start, end), 2*s; got != want {
+		t.Errorf("othersUsed = %v, want %v", got, want)
+	}
+	if got := othersUsed(start, map[int]time.Duration{}); got != 0 {
+		t.Errorf("othersUsed with everything gone = %v, want 0", got)
 	}
 }

@@ -237,8 +237,9 @@ func formatValues(vs []float64) string {
 
 // cpuColumn shows the CPU shares measured during a contender's runs as
 // percent of one core: load generator / backend / proxy / interrupts
-// (mostly the loopback traffic itself) / everything else on the machine
-// (other users' work: noise).
+// (mostly the loopback traffic itself, partly also counted in the
+// processes' shares) / everything else on the machine (other users' work
+// and time stolen by the hypervisor: noise).
 func cpuColumn(s Stat) string {
 	var parts []string
 	seen := false
