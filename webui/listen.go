@@ -136,12 +136,15 @@ func (l *listeners) addr(which func(*listeners) *endpoint) string {
 	return ""
 }
 
+// setErr records the result of an apply; an error is logged when it is
+// new, not at every retry.
 func (l *listeners) setErr(err error) {
 	l.mu.Lock()
+	same := (err == nil && l.err == nil) || (err != nil && l.err != nil && err.Error() == l.err.Error())
 	l.err = err
 	l.mu.Unlock()
-	if err != nil {
-		l.s.log.Printf("admin UI: %v", err)
+	if err != nil && !same {
+		l.s.log.Printf("admin UI: %v (trying again every %v)", err, RetryBind)
 	}
 }
 
