@@ -52,7 +52,6 @@ type session struct {
 type Flash struct {
 	Cmds []string
 	Note string
-	Err  bool
 }
 
 type sessions struct {

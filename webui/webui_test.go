@@ -764,3 +764,28 @@ func TestAPI(t *testing.T) {
 		t.Errorf("headers %v", r.hdr)
 	}
 }
+
+func TestLoginForm(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	// Without the form's token (a login posted from elsewhere) nothing
+	// happens.
+	r := h.do(h.c, "POST", "/login", url.Values{"password": {testPassword}})
+	if r.code != http.StatusForbidden || h.session(h.c) {
+		t.Errorf("login without token: HTTP %d", r.code)
+	}
+	for next, want := range map[string]string{
+		"/acls":          "/acls",
+		"//evil.example": "/",
+		"https://evil":   "/",
+		"/\\evil":        "/",
+	} {
+		if got := safeNext(next); got != want {
+			t.Errorf("safeNext(%q) = %q, want %q", next, got, want)
+		}
+	}
+}
+
+// session reports whether c holds a live session.
+func (h *harness) session(c *http.Client) bool {
+	return h.do(c, "GET", "/api/state", nil).code == http.StatusOK
+}
