@@ -11,11 +11,11 @@ import (
 // serves, the UI starts following the admin_* settings (it serves nothing
 // while admin_listen is unset), and it closes when pen stops.
 //
-// The listeners are opened after pen has dropped its privileges (-u), so
-// with -u the admin ports must be ones that user may bind (1024 and up);
-// the appliance runs pen as root and uses 8443 and 8080.
+// The listeners are opened before pen drops its privileges (-u), so the
+// admin ports may be privileged ones; a listener moved later by a command
+// is bound as the user pen then runs as.
 func Attach(d *daemon.Daemon) {
-	d.AfterStart(func(d *daemon.Daemon) error {
+	d.BeforeDrop(func(d *daemon.Daemon) error {
 		reg := prometheus.NewRegistry()
 		if err := metrics.Register(reg, metrics.EngineSource(d.Engine()), d.Interp()); err != nil {
 			return err

@@ -41,6 +41,7 @@ type Daemon struct {
 	abuse    string
 	emerg    string
 	ready    *os.File // background child: report readiness here
+	early    []func(*Daemon) error
 	hooks    []func(*Daemon) error
 	started  chan struct{}
 	stopHook func()
@@ -51,9 +52,15 @@ func New() *Daemon {
 	return &Daemon{Stdout: os.Stdout, Stderr: os.Stderr, started: make(chan struct{})}
 }
 
-// AfterStart registers f to run once pen serves (the admin UI hooks in
-// here); an error from f stops pen.
+// AfterStart registers f to run once pen serves; an error from f stops
+// pen.
 func (d *Daemon) AfterStart(f func(*Daemon) error) { d.hooks = append(d.hooks, f) }
+
+// BeforeDrop registers f to run once the engine has opened its listeners
+// but before pen changes root (-j) and user (-u), so that f can bind
+// privileged ports too (the admin UI hooks in here); an error from f
+// stops pen.
+func (d *Daemon) BeforeDrop(f func(*Daemon) error) { d.early = append(d.early, f) }
 
 // Interp is the command interpreter (after start).
 func (d *Daemon) Interp() *config.Interp { return d.in }
@@ -442,6 +449,12 @@ func (d *Daemon) serve() error {
 	}
 	if err := d.in.SetEngine(eng); err != nil {
 		return err
+	}
+	for _, h := range d.early {
+		if err := h(d); err != nil {
+			eng.Stop()
+			return err
+		}
 	}
 	if err := d.dropPrivileges(); err != nil {
 		eng.Stop()
