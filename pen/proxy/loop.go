@@ -102,7 +102,9 @@ type Loop struct {
 	flows   map[netip.AddrPort]int32 // UDP client -> slot
 	udpDst  bool                     // the UDP listener needs the local address of each datagram
 	idlers  int
-	hand    int // UDP: second-chance sweep position
+	hand    int    // UDP: second-chance sweep position
+	ub      *batch // UDP datagram buffers
+	lfam    int    // the listener's address family
 	outBuf  []byte
 	rwFree  []*httpstream.Rewriter
 	logConn *conn
@@ -217,6 +219,9 @@ func (l *Loop) swapListener(fd int, spec config.Listen) {
 	}
 	l.lfd, l.lspec, l.lArmed = fd, spec, false
 	l.udpDst = fd >= 0 && l.set.UDP && spec.Path == "" && spec.Addr.Addr().IsUnspecified()
+	if fd >= 0 {
+		l.lfam, _ = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	}
 	if fd >= 0 {
 		unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: 0, Fd: tokListener})
 	}

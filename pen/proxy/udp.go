@@ -1,9 +1,7 @@
 package proxy
 
 import (
-	"encoding/binary"
 	"net/netip"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -18,22 +16,49 @@ import (
 const oobSize = 64
 
 func (l *Loop) readUDP() {
-	var oob [oobSize]byte
-	for i := 0; i < l.set.MultiAccept; i++ {
-		n, peer, local, errno := recvFrom(l.lfd, l.buf, oob[:], l.udpDst)
+	if l.ub == nil {
+		l.ub = newBatch()
+	}
+	b := l.ub
+	for total := 0; total < l.set.MultiAccept; {
+		n, errno := b.recv(l.lfd, true, l.udpDst)
 		if errno != 0 {
 			if errno != unix.EAGAIN && errno != unix.EINTR {
 				l.log.Debugf(1, "Error receiving data: %v", errno)
 			}
 			return
 		}
-		l.accepted.Add(1)
-		l.fromClient(peer, local, l.buf[:n])
+		l.accepted.Add(uint64(n))
+		// Datagrams of one flow go to its server in one batch.
+		var flows []*conn
+		var groups [][]int
+		for i := 0; i < n; i++ {
+			c := l.flowFor(b.peer(i), b.local(i), b.bufs[i][:b.lens[i]])
+			if c == nil {
+				continue
+			}
+			k := 0
+			for k < len(flows) && flows[k] != c {
+				k++
+			}
+			if k == len(flows) {
+				flows = append(flows, c)
+				groups = append(groups, nil)
+			}
+			groups[k] = append(groups[k], i)
+		}
+		for k, c := range flows {
+			l.toServer(c, groups[k])
+		}
+		total += n
+		if n < udpBatch {
+			return
+		}
 	}
 }
 
-// fromClient forwards one datagram from peer to its flow's server.
-func (l *Loop) fromClient(peer netip.AddrPort, local netip.Addr, data []byte) {
+// flowFor finds or makes the flow of a datagram from peer.
+func (l *Loop) flowFor(peer netip.AddrPort, local netip.Addr, data []byte) *conn {
 	var c *conn
 	if slot, ok := l.flows[peer]; ok {
 		c = l.conns[slot]
@@ -45,14 +70,14 @@ func (l *Loop) fromClient(peer netip.AddrPort, local netip.Addr, data []byte) {
 				c.sess.Close()
 				c.sess = nil
 				if !l.placeFlow(c) {
-					return
+					return nil
 				}
 			}
 		}
 	} else {
 		c = l.newFlow(peer, local)
 		if c == nil {
-			return
+			return nil
 		}
 		if l.set.Log != nil {
 			l.logChunk(c, data)
@@ -63,20 +88,32 @@ func (l *Loop) fromClient(peer netip.AddrPort, local netip.Addr, data []byte) {
 	if l.set.Dump {
 		l.dump(data)
 	}
-	for tries := 0; tries < 4; tries++ {
-		_, errno := sysWrite(int(c.up), data)
-		if errno == 0 {
-			c.sess.Sent(len(data))
-			return
-		}
-		if errno != unix.ECONNREFUSED {
-			l.log.Debugf(2, "UDP send to server %d: %v", c.sess.Server(), errno)
-			return
-		}
-		// An earlier datagram bounced: the server is not there.
-		l.udpServerDown(c)
+	return c
+}
+
+// toServer sends datagrams idx of the batch to the flow's server.
+func (l *Loop) toServer(c *conn, idx []int) {
+	b := l.ub
+	for tries := 0; tries < 4 && len(idx) > 0; tries++ {
 		if c.state == stateUnused || c.up < 0 {
 			return
+		}
+		sent, errno := b.send(int(c.up), idx)
+		for _, i := range idx[:sent] {
+			c.sess.Sent(b.lens[i])
+		}
+		idx = idx[sent:]
+		switch {
+		case errno == 0 && sent > 0:
+			continue
+		case errno == unix.ECONNREFUSED:
+			// An earlier datagram bounced: the server is not there.
+			l.udpServerDown(c)
+		default:
+			if errno != 0 {
+				l.log.Debugf(2, "UDP send to server %d: %v", c.sess.Server(), errno)
+			}
+			return // the socket buffer is full: drop, as UDP may
 		}
 	}
 }
@@ -144,14 +181,18 @@ func (l *Loop) recycleFlow() *conn {
 }
 
 // udpEvent reads the server's answers of a flow and sends them to the
-// client.
+// client, a batch at a time.
 func (l *Loop) udpEvent(c *conn, events uint32) {
 	if events&(unix.EPOLLIN|unix.EPOLLERR) == 0 || c.up < 0 {
 		return
 	}
+	if l.ub == nil {
+		l.ub = newBatch()
+	}
+	b := l.ub
 	up := int(c.up)
 	for i := 0; i < budget; i++ {
-		n, errno := sysRead(up, l.buf)
+		n, errno := b.recv(up, false, false)
 		if errno == unix.EAGAIN {
 			return
 		}
@@ -163,12 +204,17 @@ func (l *Loop) udpEvent(c *conn, events uint32) {
 		}
 		c.t = l.now
 		c.state &^= stateHalfDead
-		c.sess.Received(n)
-		if l.set.Dump {
-			l.dump(l.buf[:n])
+		for k := 0; k < n; k++ {
+			c.sess.Received(b.lens[k])
+			if l.set.Dump {
+				l.dump(b.bufs[k][:b.lens[k]])
+			}
 		}
-		if errno := sendTo(l.lfd, l.buf[:n], c.peer, c.local, l.udpDst); errno != 0 {
-			l.log.Debugf(2, "UDP send to client %s: %v", c.peer, errno)
+		if sent := b.sendTo(l.lfd, n, c.peer, c.local, l.udpDst, l.lfam); sent < n {
+			l.log.Debugf(2, "UDP send to client %s: %d of %d datagrams dropped", c.peer, n-sent, n)
+		}
+		if n < udpBatch {
+			return
 		}
 	}
 	// More may be waiting: edge-triggered, so come back for it.
@@ -210,38 +256,6 @@ func (l *Loop) flowSlots() []int32 {
 	return out
 }
 
-// recvFrom reads one datagram without allocating; with dst it also
-// returns the local address the datagram was sent to.
-func recvFrom(fd int, p, oob []byte, dst bool) (int, netip.AddrPort, netip.Addr, syscall.Errno) {
-	var sa unix.RawSockaddrAny
-	var iov unix.Iovec
-	iov.Base = &p[0]
-	iov.SetLen(len(p))
-	var msg unix.Msghdr
-	msg.Name = (*byte)(unsafe.Pointer(&sa))
-	msg.Namelen = uint32(unsafe.Sizeof(sa))
-	msg.Iov = &iov
-	msg.Iovlen = 1
-	if dst {
-		msg.Control = &oob[0]
-		msg.SetControllen(len(oob))
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
-	if e != 0 {
-		return 0, netip.AddrPort{}, netip.Addr{}, e
-	}
-	var local netip.Addr
-	if dst && msg.Controllen > 0 {
-		local = pktinfoAddr(oob[:msg.Controllen])
-	}
-	peer := decodeSockaddr(&sa)
-	if sa.Addr.Family == unix.AF_UNIX {
-		// Unix datagram clients have an address only if they bound one.
-		peer = netip.AddrPort{}
-	}
-	return int(n), peer, local, 0
-}
-
 func pktinfoAddr(oob []byte) netip.Addr {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
@@ -258,56 +272,4 @@ func pktinfoAddr(oob []byte) netip.Addr {
 		}
 	}
 	return netip.Addr{}
-}
-
-// sendTo sends p to peer from the listener, from the address local when
-// the listener is bound to every address.
-func sendTo(fd int, p []byte, peer netip.AddrPort, local netip.Addr, dst bool) syscall.Errno {
-	var sa unix.RawSockaddrAny
-	var salen uint32
-	lfam, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	if lfam == unix.AF_INET6 {
-		s6 := (*unix.RawSockaddrInet6)(unsafe.Pointer(&sa))
-		s6.Family = unix.AF_INET6
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&s6.Port))[:], peer.Port())
-		s6.Addr = peer.Addr().As16()
-		salen = unix.SizeofSockaddrInet6
-	} else {
-		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
-		s4.Family = unix.AF_INET
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&s4.Port))[:], peer.Port())
-		s4.Addr = peer.Addr().Unmap().As4()
-		salen = unix.SizeofSockaddrInet4
-	}
-	var iov unix.Iovec
-	iov.Base = &p[0]
-	iov.SetLen(len(p))
-	var msg unix.Msghdr
-	msg.Name = (*byte)(unsafe.Pointer(&sa))
-	msg.Namelen = salen
-	msg.Iov = &iov
-	msg.Iovlen = 1
-	var oob [oobSize]byte
-	if dst && local.IsValid() {
-		var n int
-		if local.Is4() && lfam == unix.AF_INET {
-			h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-			h.Level, h.Type = unix.IPPROTO_IP, unix.IP_PKTINFO
-			h.SetLen(unix.CmsgLen(unix.SizeofInet4Pktinfo))
-			info := (*unix.Inet4Pktinfo)(unsafe.Pointer(&oob[unix.CmsgLen(0)]))
-			info.Spec_dst = local.As4()
-			n = unix.CmsgSpace(unix.SizeofInet4Pktinfo)
-		} else {
-			h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-			h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
-			h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
-			info := (*unix.Inet6Pktinfo)(unsafe.Pointer(&oob[unix.CmsgLen(0)]))
-			info.Addr = local.As16()
-			n = unix.CmsgSpace(unix.SizeofInet6Pktinfo)
-		}
-		msg.Control = &oob[0]
-		msg.SetControllen(n)
-	}
-	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
-	return e
 }
