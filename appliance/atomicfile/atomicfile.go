@@ -28,19 +28,19 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 			os.Remove(tmp)
 		}
 	}()
-	if _, err := f.Write(data); err != nil {
+	if _, err = f.Write(data); err != nil {
 		return fmt.Errorf("writing %s: %w", tmp, err)
 	}
-	if err := f.Chmod(perm); err != nil {
+	if err = f.Chmod(perm); err != nil {
 		return fmt.Errorf("setting mode of %s: %w", tmp, err)
 	}
-	if err := f.Sync(); err != nil {
+	if err = f.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", tmp, err)
 	}
-	if err := f.Close(); err != nil {
+	if err = f.Close(); err != nil {
 		return fmt.Errorf("closing %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err = os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("renaming %s to %s: %w", tmp, path, err)
 	}
 	d, err := os.Open(dir)

@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/pen-lb/pen-appliance/appliance/atomicfile"
 )
 
 // Render produces the configuration file that the write command saves for
@@ -232,49 +233,16 @@ func (in *Interp) Render(file string) []byte {
 }
 
 // WriteFileAtomic replaces path with data so that a power cut leaves
-// either the old file or the new one: it writes a temporary file in the
-// same directory, syncs it, renames it over path and syncs the directory.
-// An existing file keeps its permissions.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+// either the old file or the new one (appliance/atomicfile: temporary file
+// in the same directory, fsync, rename, fsync of the directory). An
+// existing file keeps its permissions; a path that is not a regular file is
+// refused.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if fi, err := os.Stat(path); err == nil {
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("writing %s: not a regular file", path)
 		}
 		perm = fi.Mode().Perm()
 	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = f.Chmod(perm); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.WriteFile(path, data, perm)
 }
