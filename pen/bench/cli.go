@@ -270,28 +270,18 @@ func cmdHTTP(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return HTTPCheck(ctx, c.Addr, *want, *closeConn)
 		},
 		Measure: func(ctx context.Context, c Contender) (float64, string, error) {
-			procs := map[string]int{}
-			if *backendPID != 0 {
-				procs["backend"] = *backendPID
-			}
-			if pid, ok := pidOf[c.Name]; ok {
-				procs["proxy"] = pid
-			}
-			s := &CPUSampler{Procs: procs}
-			s.Start()
-			t0 := time.Now()
-			res, _, wrkCPU, err := w.Run(ctx, c.Addr)
-			wall := time.Since(t0)
-			shares := s.Stop()
+			var res WrkResult
+			shares, s, err := sampled(*backendPID, pidOf[c.Name], func() (time.Duration, error) {
+				r, _, cpu, err := w.Run(ctx, c.Addr)
+				res = r
+				if err == nil {
+					err = res.Check(0.01)
+				}
+				return cpu, err
+			})
 			if err != nil {
 				return 0, "", err
 			}
-			if err := res.Check(0.01); err != nil {
-				return 0, "", err
-			}
-			// wrk's own CPU counts its start and end too; close enough
-			// over a run of seconds.
-			shares["load"] = float64(wrkCPU) / float64(wall)
 			kv := []string{"requests", strconv.FormatInt(res.Requests, 10),
 				"errors", strconv.FormatInt(res.SocketErrors+res.Non2xx, 10)}
 			return res.RequestsPerSec, Details(cpuDetails(kv, shares, s.Wall, res.Requests)...), nil
@@ -361,26 +351,18 @@ func cmdDNS(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return DNSCheck(ctx, c.Addr)
 		},
 		Measure: func(ctx context.Context, c Contender) (float64, string, error) {
-			procs := map[string]int{}
-			if *backendPID != 0 {
-				procs["backend"] = *backendPID
-			}
-			if pid, ok := pidOf[c.Name]; ok {
-				procs["proxy"] = pid
-			}
-			s := &CPUSampler{Procs: procs}
-			s.Start()
-			t0 := time.Now()
-			res, _, perfCPU, err := d.Run(ctx, c.Addr)
-			wall := time.Since(t0)
-			shares := s.Stop()
+			var res DNSPerfResult
+			shares, s, err := sampled(*backendPID, pidOf[c.Name], func() (time.Duration, error) {
+				r, _, cpu, err := d.Run(ctx, c.Addr)
+				res = r
+				if err == nil {
+					err = res.Check(0.01)
+				}
+				return cpu, err
+			})
 			if err != nil {
 				return 0, "", err
 			}
-			if err := res.Check(0.01); err != nil {
-				return 0, "", err
-			}
-			shares["load"] = float64(perfCPU) / float64(wall)
 			kv := []string{"sent", strconv.FormatInt(res.Sent, 10), "lost", strconv.FormatInt(res.Lost, 10)}
 			return res.QPS, Details(cpuDetails(kv, shares, s.Wall, res.Completed)...), nil
 		},
@@ -461,4 +443,29 @@ func cmdReport(_ context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintln(stdout)
 	return WriteSummary(stdout, tests)
+}
+
+// sampled runs run, the load generator, while sampling the CPU of the
+// backend and of the proxy (pids 0 are left out). The load generator's
+// own CPU, which run returns, goes in as "load"; it counts its start and
+// end too, which is close enough over a run of seconds.
+func sampled(backend, proxy int, run func() (time.Duration, error)) (map[string]float64, *CPUSampler, error) {
+	procs := map[string]int{}
+	if backend != 0 {
+		procs["backend"] = backend
+	}
+	if proxy != 0 {
+		procs["proxy"] = proxy
+	}
+	s := &CPUSampler{Procs: procs}
+	s.Start()
+	t0 := time.Now()
+	loadCPU, err := run()
+	wall := time.Since(t0)
+	shares := s.Stop()
+	if err != nil {
+		return nil, nil, err
+	}
+	shares["load"] = float64(loadCPU) / float64(wall)
+	return shares, s, nil
 }
