@@ -30,7 +30,7 @@ func TestMainFailAndReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := Main(ctx, []string{"fail", "-out", res, "-test", "keepalive", "-contender", "pen", "-unit", "req/s",
-		"-why", "not working: pen: not yet wired"}, &out, &errOut)
+		"-why", "not working: pen: exited at start (status 1)"}, &out, &errOut)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestMainFailAndReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"not working: pen: not yet wired",
+		"not working: pen: exited at start (status 1)",
 		"bench: keepalive pen=not-working haproxy/direct=0.50\n",
 		"bench: targets keepalive=unknown",
 	} {

@@ -22,7 +22,7 @@ func sampleRecords() []Record {
 		rec("keepalive", "direct", 3, 45000, ""),
 		rec("keepalive", "pen", 3, 35000, ""),
 		rec("keepalive", "haproxy", 3, 29000, "cpu.load=0.8 cpu.backend=0.45 cpu.proxy=0.5 cpu.other=0.2"),
-		Failed("close", "pen", 0, "req/s", "not working: pen: not yet wired"),
+		Failed("close", "pen", 0, "req/s", "not working: pen: exited at start (status 1)"),
 		rec("close", "direct", 1, 10000, ""),
 		rec("close", "haproxy", 1, 8000, ""),
 		rec("rss", "pen", 1, 3000, "conns=10000 before=10485760 held=41943040 after_close=-"),
@@ -85,7 +85,7 @@ func TestSummarize(t *testing.T) {
 	if _, ok := tests[1].Ratio("pen", "direct"); ok {
 		t.Error("a ratio for a contender that is not working")
 	}
-	if s, _ := tests[1].Stat("pen"); s.Working() || s.Status() != "not working: pen: not yet wired" {
+	if s, _ := tests[1].Stat("pen"); s.Working() || s.Status() != "not working: pen: exited at start (status 1)" {
 		t.Errorf("close pen status = %q", s.Status())
 	}
 	if s, _ := tests[3].Stat("pen"); !s.Working() || !strings.HasPrefix(s.Status(), "1 of 2 rounds failed") {
@@ -196,7 +196,7 @@ func TestWriteTable(t *testing.T) {
 		"proxy CPU per operation, lower is cheaper: pen=15.0 haproxy=20.0 pen/haproxy=0.75\n",
 		"45000", "50000 40000 45000",
 		"80/45/50/-/20", // haproxy's median CPU shares
-		"not working: pen: not yet wired",
+		"not working: pen: exited at start (status 1)",
 		"1 of 2 rounds failed: failed: 50 of 100 queries lost",
 		"keepalive HTTP, keep-alive (wrk): pen/direct=0.78",
 		"target keepalive pen/haproxy >= 1.10  met (1.17), but too many runs were disturbed to be sure",
