@@ -51,14 +51,10 @@ type Target struct {
 	Index  int
 }
 
-// Network returns "unix" for a unix socket server, else "ip".
-func (t Target) IsUnix() bool { return t.Server.Cfg.Host.IsUnix() }
-
 // client is one slot of the client table.
 type client struct {
 	addr     netip.Addr // invalid = unix-socket client
-	used     bool
-	last     int64 // unix seconds; 0 = free slot
+	last     int64      // unix seconds; 0 = free slot
 	server   int
 	connects int64
 	sent     atomic.Uint64 // to the client (Pen's csx)
@@ -343,7 +339,7 @@ func (t *Table) storeClient(addr netip.Addr) int {
 		t.freeClient(i)
 	}
 	c := t.clients[i]
-	c.addr, c.used, c.last, c.server, c.connects = addr, true, now, NoServer, 1
+	c.addr, c.last, c.server, c.connects = addr, now, NoServer, 1
 	c.sent.Store(0)
 	c.received.Store(0)
 	t.byAddr[addr] = i
@@ -352,12 +348,12 @@ func (t *Table) storeClient(addr netip.Addr) int {
 
 func (t *Table) freeClient(i int) {
 	c := t.clients[i]
-	if c.used {
+	if c.last != 0 {
 		if j, ok := t.byAddr[c.addr]; ok && j == i {
 			delete(t.byAddr, c.addr)
 		}
 	}
-	c.last, c.used = 0, false
+	c.last = 0
 }
 
 // hashIndex is Pen's pen_hash: the IPv4 address read in host (little-

@@ -96,10 +96,7 @@ func (c *Conn) Usable() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := c.target
-	if s == nil || t.server(s.Index) != s {
-		return false
-	}
-	return !s.Cfg.Unused() && !t.blacklisted(s)
+	return s != nil && t.server(s.Index) == s && t.available(s)
 }
 
 // Next chooses another server after Failed (Pen's failover_server). ok is

@@ -88,10 +88,6 @@ type ConnState struct {
 	PendingUp   int // bytes waiting to be written to the server
 }
 
-// Unused reports whether the slot is free (Pen lists slots with downfd -1
-// as free).
-func (c ConnState) Unused() bool { return c.State == StateUnused && c.DownFD == -1 }
-
 // NoServer and the special server indices, as Pen numbers them.
 const (
 	NoServer        = -3

@@ -96,7 +96,6 @@ type Interp struct {
 	// changed the configuration and the engine accepted it.
 	OnChange func(c *Config, origin Origin)
 
-	changes  atomic.Uint64
 	byOrigin sync.Map // Origin -> *atomic.Uint64
 }
 
@@ -167,7 +166,13 @@ func (in *Interp) SetProcess(p Process) {
 }
 
 // Changes counts accepted configuration changes.
-func (in *Interp) Changes() uint64 { return in.changes.Load() }
+func (in *Interp) Changes() uint64 {
+	var n uint64
+	for _, v := range in.ChangesBy() {
+		n += v
+	}
+	return n
+}
 
 // Update applies f to a copy of the configuration and commits it, for the
 // start-up code that sets what the command line gives. f may refuse by
@@ -253,7 +258,6 @@ func (in *Interp) commit(x *txn) (string, error) {
 		}
 		in.cfg = x.cfg
 		in.log.SetLevel(x.cfg.Debug)
-		in.changes.Add(1)
 		in.countChange(x.origin)
 		if x.cfg.AutoWrite && in.proc.ConfigFile != "" && x.origin != FromFile && x.origin != FromSignal {
 			if err := in.writeLocked(in.proc.ConfigFile); err != nil {

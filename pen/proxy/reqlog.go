@@ -47,9 +47,6 @@ func OpenRequestLog(target string) (*RequestLog, error) {
 // Target is the file or host:port the log goes to.
 func (l *RequestLog) Target() string { return l.target }
 
-// Enabled reports whether l logs anything (a nil log does not).
-func (l *RequestLog) Enabled() bool { return l != nil }
-
 // Request logs one request.
 func (l *RequestLog) Request(client netip.Addr, t time.Time, server string, line []byte) {
 	cl := "unix"

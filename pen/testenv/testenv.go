@@ -52,7 +52,3 @@ func NeedFile(t testing.TB, path, debianPackage string) {
 		Skip(t, path+" not found; install the Debian package "+debianPackage+" (scripts/deps.sh does)")
 	}
 }
-
-// Short reports whether long-running tests (VM boots, load runs) should be
-// left out: they run unless -short is given.
-func Short() bool { return testing.Short() }
