@@ -632,7 +632,7 @@ func (x *txn) runCmd(cmd string, args []string) error {
 				if cl.Last.Before(since) {
 					continue
 				}
-				x.printf("%s connects %d sx %d rx %d\n", clientAddr(cl.Addr), cl.Connects, cl.Sent, cl.Received)
+				x.printf("%s connects %d sx %d rx %d\n", ClientName(cl.Addr), cl.Connects, cl.Sent, cl.Received)
 			}
 		}
 	case "roundrobin":
@@ -1033,25 +1033,8 @@ func ParseDSRListen(spec string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, uint16(p)), nil
 }
 
-// listenPort is the port that server specs without one inherit (Pen uses
-// the listen port; a unix socket listener has none).
-func (x *txn) listenPort() int {
-	spec := x.cfg.Listen
-	if spec == "" || strings.Contains(spec, "/") {
-		return 0
-	}
-	if i := strings.LastIndexByte(spec, ':'); i >= 0 {
-		spec = spec[i+1:]
-	}
-	p, err := ParsePort(spec, x.cfg.UDP)
-	if err != nil {
-		return 0
-	}
-	return p
-}
-
 func (x *txn) parseServerSpec(spec string) (Server, error) {
-	return ParseServer(spec, x.listenPort(), x.cfg.UDP, x.in.resolve)
+	return ParseServer(spec, ListenPort(x.cfg.Listen, x.cfg.UDP), x.cfg.UDP, x.in.resolve)
 }
 
 func (x *txn) server(args []string) error {
@@ -1160,11 +1143,4 @@ func (x *txn) servers() {
 		x.printf("%d addr %s port %d conn %d max %d hard %d weight %d prio %d sx %d rx %d\n",
 			i, s.Host, s.ReportedPort(), ss.Conns, s.Max, s.Hard, s.Weight, s.Prio, ss.Sent, ss.Received)
 	}
-}
-
-func clientAddr(a netip.Addr) string {
-	if !a.IsValid() {
-		return "unix"
-	}
-	return a.String()
 }

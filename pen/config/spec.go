@@ -172,6 +172,32 @@ func ParseServer(spec string, defaultPort int, udp bool, r Resolver) (Server, er
 	return s, nil
 }
 
+// ListenPort is the port of a listen spec, which server specs without a
+// port inherit (Pen uses the listen port); 0 for a unix socket, no spec, or
+// a spec that does not parse.
+func ListenPort(spec string, udp bool) int {
+	if spec == "" || strings.Contains(spec, "/") {
+		return 0
+	}
+	if i := strings.LastIndexByte(spec, ':'); i >= 0 {
+		spec = spec[i+1:]
+	}
+	p, err := ParsePort(spec, udp)
+	if err != nil {
+		return 0
+	}
+	return p
+}
+
+// ClientName is how replies, the status page and the request log name a
+// client: its address, or "unix" for a unix-socket client.
+func ClientName(a netip.Addr) string {
+	if !a.IsValid() {
+		return "unix"
+	}
+	return a.String()
+}
+
 // Listen is a parsed listen spec.
 type Listen struct {
 	Path string         // unix socket, if set

@@ -67,7 +67,7 @@ func (in *Interp) statusPage(c *Config) []byte {
 	pr("Max number of clients: %d<p>", c.ClientsMax)
 	header("client", "address", "age(secs)", "last server", "connects", "sent", "received")
 	for _, cl := range clients {
-		row(cl.Slot, clientAddr(cl.Addr), int64(now.Sub(cl.Last)/time.Second), cl.Server, cl.Connects, cl.Sent, cl.Received)
+		row(cl.Slot, ClientName(cl.Addr), int64(now.Sub(cl.Last)/time.Second), cl.Server, cl.Connects, cl.Sent, cl.Received)
 	}
 	pr("</table>\n")
 	pr("<h2>Active connections</h2>")
@@ -138,7 +138,7 @@ func (in *Interp) TextStats() []string {
 	pr("Active clients:")
 	for _, cl := range clients {
 		pr("Client %d status:\naddress %s\nlast used %d\nlast server %d\nconnects %d\nsent %d\nreceived %d\n",
-			cl.Slot, clientAddr(cl.Addr), int64(now.Sub(cl.Last)/time.Second), cl.Server, cl.Connects, cl.Sent, cl.Received)
+			cl.Slot, ClientName(cl.Addr), int64(now.Sub(cl.Last)/time.Second), cl.Server, cl.Connects, cl.Sent, cl.Received)
 	}
 	pr("Max number of connections: %d", conns.Max)
 	pr("Active connections:")

@@ -337,7 +337,7 @@ func (d *Daemon) positional(operands []string) error {
 				d.proc.CLI.Listen = operands[0]
 			}
 		}
-		port := listenPort(c.Listen, c.UDP)
+		port := config.ListenPort(c.Listen, c.UDP)
 		for i, spec := range operands[min(1, len(operands)):] {
 			s, err := config.ParseServer(spec, port, c.UDP, nil)
 			if err != nil {
@@ -372,20 +372,6 @@ func (d *Daemon) positional(operands []string) error {
 		}
 		return nil
 	})
-}
-
-func listenPort(spec string, udp bool) int {
-	if spec == "" || strings.Contains(spec, "/") {
-		return 0
-	}
-	if i := strings.LastIndexByte(spec, ':'); i >= 0 {
-		spec = spec[i+1:]
-	}
-	p, err := config.ParsePort(spec, udp)
-	if err != nil {
-		return 0
-	}
-	return p
 }
 
 // background starts pen again as a session leader with no terminal and

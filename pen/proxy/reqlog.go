@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pen-lb/pen-appliance/pen/config"
 )
 
 // RequestLog is Pen's request log (-l): to a file, one line per request,
@@ -49,10 +51,7 @@ func (l *RequestLog) Target() string { return l.target }
 
 // Request logs one request.
 func (l *RequestLog) Request(client netip.Addr, t time.Time, server string, line []byte) {
-	cl := "unix"
-	if client.IsValid() {
-		cl = client.String()
-	}
+	cl := config.ClientName(client)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.udp != nil {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pen-lb/pen-appliance/pen/balance"
+	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/httpstream"
 )
 
@@ -65,7 +66,7 @@ func (l *Loop) serveTLS(h *handoff, s Settings) {
 
 	tc.SetDeadline(time.Now().Add(handshakeTimeout))
 	if err := tc.Handshake(); err != nil {
-		l.log.Debugf(1, "TLS handshake with %s: %v", clientIP(h.peer), err)
+		l.log.Debugf(1, "TLS handshake with %s: %v", config.ClientName(h.peer.Addr()), err)
 		return
 	}
 	tc.SetDeadline(time.Time{})
@@ -164,7 +165,7 @@ func (l *Loop) relay(h *handoff, client, up net.Conn, s Settings) {
 		logged := false
 		if toServer && s.HTTP {
 			rw = &httpstream.Rewriter{}
-			rw.Reset(clientIP(h.peer), "https")
+			rw.Reset(config.ClientName(h.peer.Addr()), "https")
 			if s.Log != nil {
 				rw.OnRequest = func(line []byte) {
 					logged = true

@@ -20,6 +20,7 @@ const (
 	stateConnected  = config.StateConnected
 	stateClosedUp   = config.StateClosedUp   // the server sent EOF
 	stateClosedDown = config.StateClosedDown // the client sent EOF
+	stateHalfDead   = config.StateHalfDead   // UDP: no traffic since the last sweep
 )
 
 // conn flags.
@@ -223,7 +224,7 @@ func (l *Loop) addClient(fd int, peer netip.AddrPort) {
 		c.fl |= fBuffered
 		if l.set.HTTP {
 			c.rw = l.newRewriter()
-			c.rw.Reset(clientIP(peer), "http")
+			c.rw.Reset(config.ClientName(peer.Addr()), "http")
 		}
 	}
 	if l.set.Dummy {
@@ -247,20 +248,13 @@ func (l *Loop) addClient(fd int, peer netip.AddrPort) {
 	l.connect(c, tg)
 }
 
-func clientIP(p netip.AddrPort) string {
-	if !p.Addr().IsValid() {
-		return "unix"
-	}
-	return p.Addr().String()
-}
-
 func (l *Loop) refused(c *conn) {
 	if c.sess.Reason() == balance.ReasonACL {
 		l.refusedACL.Add(1)
 		l.log.Debugf(1, "initial_server: denied by acl")
 	} else {
 		l.refusedNone.Add(1)
-		l.log.Debugf(1, "No server found for %s, giving up", clientIP(c.peer))
+		l.log.Debugf(1, "No server found for %s, giving up", config.ClientName(c.peer.Addr()))
 	}
 	l.closeConn(c)
 }

@@ -118,8 +118,6 @@ func (l *Loop) toServer(c *conn, idx []int) {
 	}
 }
 
-const stateHalfDead = 16
-
 // newFlow makes the flow for a client, recycling the stalest flow when
 // the table is full (Pen's second-chance sweep).
 func (l *Loop) newFlow(peer netip.AddrPort, local netip.Addr) *conn {
