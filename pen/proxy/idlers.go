@@ -17,8 +17,11 @@ func (l *Loop) addIdler() bool {
 		return false
 	}
 	l.idlers++
-	l.connect(c, tg)
-	return c.state != stateUnused
+	if !l.connect(c, tg, true) {
+		l.refused(c)
+		return false
+	}
+	return true
 }
 
 func (l *Loop) closeOneIdler() {

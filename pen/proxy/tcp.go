@@ -245,7 +245,9 @@ func (l *Loop) addClient(fd int, peer netip.AddrPort) {
 		l.closeConn(c)
 		return
 	}
-	l.connect(c, tg)
+	if !l.connect(c, tg, true) {
+		l.refused(c)
+	}
 }
 
 func (l *Loop) refused(c *conn) {
@@ -259,22 +261,20 @@ func (l *Loop) refused(c *conn) {
 	l.closeConn(c)
 }
 
-// connect starts connecting c to tg, failing over as long as connects
-// fail at once (Pen's try_server and failover_server).
-func (l *Loop) connect(c *conn, tg balance.Target) {
-	for {
+// connect starts connecting c to tg (if ok), failing over as long as
+// connects fail at once (Pen's try_server and failover_server). It reports
+// whether a connect is under way; if not, the caller ends c.
+func (l *Loop) connect(c *conn, tg balance.Target, ok bool) bool {
+	for ok {
 		err := l.dial(c, tg)
 		if err == nil {
-			return
+			return true
 		}
 		l.log.Printf("blacklisting server %d because connect error %v", tg.Index, err)
 		c.sess.Failed()
-		var ok bool
-		if tg, ok = c.sess.Next(); !ok {
-			l.refused(c)
-			return
-		}
+		tg, ok = c.sess.Next()
 	}
+	return false
 }
 
 // dial opens the upstream socket and starts the connect. It returns an
@@ -440,15 +440,13 @@ func (l *Loop) connectFailed(c *conn) {
 	c.state = stateConnected
 	c.sess.Failed()
 	tg, ok := c.sess.Next()
-	if !ok {
-		if c.fl&fIdler != 0 {
-			l.closeConn(c)
-			return
-		}
-		l.refused(c)
+	if !ok && c.fl&fIdler != 0 {
+		l.closeConn(c)
 		return
 	}
-	l.connect(c, tg)
+	if !l.connect(c, tg, ok) {
+		l.refused(c)
+	}
 }
 
 func (l *Loop) dropUp(c *conn) {

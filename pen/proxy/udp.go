@@ -147,14 +147,8 @@ func (l *Loop) placeFlow(c *conn) bool {
 		c.sess = l.tb.Open(c.peer)
 	}
 	tg, ok := c.sess.First()
-	for ok {
-		if err := l.dial(c, tg); err == nil {
-			return true
-		} else {
-			l.log.Printf("blacklisting server %d because connect error %v", tg.Index, err)
-		}
-		c.sess.Failed()
-		tg, ok = c.sess.Next()
+	if l.connect(c, tg, ok) {
+		return true
 	}
 	l.refused(c)
 	return false
@@ -229,15 +223,9 @@ func (l *Loop) udpServerDown(c *conn) {
 	l.log.Printf("blacklisting server %d because of connect failure", c.sess.Server())
 	l.dropUp(c)
 	c.sess.Failed()
-	tg, ok := c.sess.Next()
-	for ok {
-		if err := l.dial(c, tg); err == nil {
-			return
-		}
-		c.sess.Failed()
-		tg, ok = c.sess.Next()
+	if tg, ok := c.sess.Next(); !l.connect(c, tg, ok) {
+		l.closeConn(c)
 	}
-	l.closeConn(c)
 }
 
 func (l *Loop) forgetFlow(c *conn) {
