@@ -251,6 +251,10 @@ func (l *Loop) addClient(fd int, peer netip.AddrPort) {
 }
 
 func (l *Loop) refused(c *conn) {
+	if c.fl&fIdler != 0 {
+		l.closeConn(c) // no client was refused
+		return
+	}
 	if c.sess.Reason() == balance.ReasonACL {
 		l.refusedACL.Add(1)
 		l.log.Debugf(1, "initial_server: denied by acl")
@@ -439,12 +443,7 @@ func (l *Loop) connectFailed(c *conn) {
 	l.dropUp(c)
 	c.state = stateConnected
 	c.sess.Failed()
-	tg, ok := c.sess.Next()
-	if !ok && c.fl&fIdler != 0 {
-		l.closeConn(c)
-		return
-	}
-	if !l.connect(c, tg, ok) {
+	if tg, ok := c.sess.Next(); !l.connect(c, tg, ok) {
 		l.refused(c)
 	}
 }
