@@ -215,6 +215,24 @@ func cmdDNSServer(ctx context.Context, args []string, _, stderr io.Writer) error
 }
 
 // pidFlags parses name=pid pairs.
+// runSetup turns the flags every load command shares into contenders,
+// their processes and the results file.
+func runSetup(targets, pids listFlag, out string) ([]Contender, map[string]int, *Recorder, func() error, error) {
+	cs, err := contenders(targets)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	pidOf, err := pidFlags(pids)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	rec, closeOut, err := openRecorder(out)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return cs, pidOf, rec, closeOut, nil
+}
+
 func pidFlags(l listFlag) (map[string]int, error) {
 	m := map[string]int{}
 	for _, s := range l {
@@ -247,15 +265,7 @@ func cmdHTTP(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cs, err := contenders(targets)
-	if err != nil {
-		return err
-	}
-	pidOf, err := pidFlags(pids)
-	if err != nil {
-		return err
-	}
-	rec, closeOut, err := openRecorder(*out)
+	cs, pidOf, rec, closeOut, err := runSetup(targets, pids, *out)
 	if err != nil {
 		return err
 	}
@@ -323,15 +333,7 @@ func cmdDNS(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cs, err := contenders(targets)
-	if err != nil {
-		return err
-	}
-	pidOf, err := pidFlags(pids)
-	if err != nil {
-		return err
-	}
-	rec, closeOut, err := openRecorder(*out)
+	cs, pidOf, rec, closeOut, err := runSetup(targets, pids, *out)
 	if err != nil {
 		return err
 	}
