@@ -33,6 +33,11 @@ type batch struct {
 	oob   [udpBatch][oobSize]byte
 	bufs  [udpBatch][]byte
 	lens  [udpBatch]int
+
+	// Datagrams grouped by flow (readUDP), without allocating.
+	flows  [udpBatch]*conn
+	groups [udpBatch][udpBatch]int
+	sizes  [udpBatch]int
 }
 
 func newBatch() *batch {

@@ -30,25 +30,26 @@ func (l *Loop) readUDP() {
 		}
 		l.accepted.Add(uint64(n))
 		// Datagrams of one flow go to its server in one batch.
-		var flows []*conn
-		var groups [][]int
+		nf := 0
 		for i := 0; i < n; i++ {
 			c := l.flowFor(b.peer(i), b.local(i), b.bufs[i][:b.lens[i]])
 			if c == nil {
 				continue
 			}
 			k := 0
-			for k < len(flows) && flows[k] != c {
+			for k < nf && b.flows[k] != c {
 				k++
 			}
-			if k == len(flows) {
-				flows = append(flows, c)
-				groups = append(groups, nil)
+			if k == nf {
+				b.flows[k], b.sizes[k] = c, 0
+				nf++
 			}
-			groups[k] = append(groups[k], i)
+			b.groups[k][b.sizes[k]] = i
+			b.sizes[k]++
 		}
-		for k, c := range flows {
-			l.toServer(c, groups[k])
+		for k := 0; k < nf; k++ {
+			l.toServer(b.flows[k], b.groups[k][:b.sizes[k]])
+			b.flows[k] = nil
 		}
 		total += n
 		if n < udpBatch {
