@@ -130,15 +130,14 @@ func (d *Daemon) run(args []string) error {
 	if err != nil {
 		return err
 	}
-	fg := d.ready != nil // a background child logs like the foreground would not
 	for _, o := range opts {
 		if o.c == 'f' {
 			d.proc.Foreground = true
 		}
 	}
-	if d.proc.Foreground {
-		d.log = diag.New(d.Stderr)
-	} else if fg {
+	// Diagnostics go to standard error, except in the background process,
+	// which has none: it logs to syslog as Pen does.
+	if d.ready != nil && !d.proc.Foreground {
 		d.log = diag.Syslog()
 	} else {
 		d.log = diag.New(d.Stderr)
