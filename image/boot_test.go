@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pen-lb/pen-appliance/image/partition"
+	"github.com/pen-lb/pen-appliance/image/internal/partition"
 	"github.com/pen-lb/pen-appliance/pen/testenv"
 )
 

@@ -42,9 +42,9 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/ext4"
 
 	"github.com/pen-lb/pen-appliance/boards"
-	"github.com/pen-lb/pen-appliance/image/fat"
-	"github.com/pen-lb/pen-appliance/image/partition"
-	"github.com/pen-lb/pen-appliance/image/squashfs"
+	"github.com/pen-lb/pen-appliance/image/internal/fat"
+	"github.com/pen-lb/pen-appliance/image/internal/partition"
+	"github.com/pen-lb/pen-appliance/image/internal/squashfs"
 )
 
 // DefaultConfig is the pen configuration an image carries unless the

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/pen-lb/pen-appliance/boards"
-	"github.com/pen-lb/pen-appliance/image/fat"
-	"github.com/pen-lb/pen-appliance/image/partition"
+	"github.com/pen-lb/pen-appliance/image/internal/fat"
+	"github.com/pen-lb/pen-appliance/image/internal/partition"
 	"github.com/pen-lb/pen-appliance/pen/testenv"
 )
 

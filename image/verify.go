@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"github.com/pen-lb/pen-appliance/boards"
-	"github.com/pen-lb/pen-appliance/image/fat"
-	"github.com/pen-lb/pen-appliance/image/partition"
+	"github.com/pen-lb/pen-appliance/image/internal/fat"
+	"github.com/pen-lb/pen-appliance/image/internal/partition"
 )
 
 // Verify checks an image of size bytes for board b and hostname the way the
