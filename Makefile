@@ -13,7 +13,7 @@ all: build
 
 ## build: pen, penctl and penimage into bin/
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./pen/cmd/pen ./pen/cmd/penctl ./pen/cmd/pendemo $(wildcard ./image/cmd/penimage)
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./pen/cmd/pen ./pen/cmd/penctl ./pen/cmd/pendemo ./image/cmd/penimage
 
 ## deps: install the Debian packages and Go tools the tests need
 deps:
