@@ -26,7 +26,7 @@ import (
 
 	"github.com/gokrazy/gokrazy"
 
-	"github.com/pen-lb/pen-appliance/appliance/atomicfile"
+	"github.com/pen-lb/pen-appliance/internal/atomicfile"
 )
 
 // Paths on the appliance.

@@ -1,6 +1,7 @@
-// Package atomicfile implements crash-safe file replacement for /perm: a
-// reader sees either the old contents or the new, never a mix, and the new
-// contents survive a power cut once WriteFile returns.
+// Package atomicfile implements crash-safe file replacement: a reader sees
+// either the old contents or the new, never a mix, and the new contents
+// survive a power cut once WriteFile returns. The appliance uses it for
+// /perm and pen for its configuration file.
 package atomicfile
 
 import (

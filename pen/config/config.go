@@ -32,6 +32,23 @@ const (
 	DefaultRenegotiate = 3600
 )
 
+// Limits of the configuration, so that every file write can produce is
+// one that pen can read back.
+const (
+	// MaxServers is the number of server slots (server 0..MaxServers-1).
+	MaxServers = 1 << 16
+	// MaxACLEntries bounds the entries of one access list. Pen has no
+	// bound; one is needed so that a configuration has a largest size.
+	MaxACLEntries = 10000
+	// MaxLineSize bounds one line of a configuration file or upload.
+	MaxLineSize = 64 << 10
+	// MaxConfigSize is the largest configuration file or upload pen
+	// reads. The largest configuration write can produce (every server
+	// slot with the longest address and numbers, every access list full)
+	// is about 21 MB; TestMaxConfigFits checks that it fits.
+	MaxConfigSize = 32 << 20
+)
+
 // FastClose says when a half-closed connection is closed at once (Pen's
 // tcp_fastclose).
 type FastClose uint8

@@ -6,7 +6,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/pen-lb/pen-appliance/appliance/atomicfile"
+	"github.com/pen-lb/pen-appliance/internal/atomicfile"
 )
 
 // Render produces the configuration file that the write command saves for
@@ -233,7 +233,7 @@ func (in *Interp) Render(file string) []byte {
 }
 
 // WriteFileAtomic replaces path with data so that a power cut leaves
-// either the old file or the new one (appliance/atomicfile: temporary file
+// either the old file or the new one (internal/atomicfile: temporary file
 // in the same directory, fsync, rename, fsync of the directory). An
 // existing file keeps its permissions; a path that is not a regular file is
 // refused.
