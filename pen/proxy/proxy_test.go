@@ -20,6 +20,7 @@ import (
 	"github.com/pen-lb/pen-appliance/pen/balance"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/diag"
+	"github.com/pen-lb/pen-appliance/pen/testenv"
 )
 
 // harness runs a loop configured by command lines.
@@ -115,32 +116,12 @@ func (h *harness) dial() net.Conn {
 	return c
 }
 
-// tcpServer runs handle for every connection on a fresh listener.
-func tcpServer(t *testing.T, netw, addr string, handle func(net.Conn)) net.Listener {
-	t.Helper()
-	ln, err := net.Listen(netw, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	return ln
-}
-
-func echo(c net.Conn) { io.Copy(c, c) }
-
-func port(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
+// Real servers behind pen, shared with the other test packages.
+var (
+	tcpServer = testenv.TCPServer
+	echo      = testenv.Echo
+	port      = testenv.Port
+)
 
 func TestEchoIntegrity(t *testing.T) {
 	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)

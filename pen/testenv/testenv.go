@@ -1,7 +1,10 @@
-// Package testenv decides whether tests that need privileges or programs
-// from outside Go may run. Such a test skips with a clear message when what
-// it needs is missing, except under CI (CI=true or PEN_REQUIRE_PRIV=1), where
-// a skip would hide a broken set-up and therefore fails the test instead.
+// Package testenv holds what tests of several packages share: whether
+// tests that need privileges or programs from outside Go may run, and
+// small real servers to put behind pen.
+//
+// A test that needs something missing skips with a clear message, except
+// under CI (CI=true or PEN_REQUIRE_PRIV=1), where a skip would hide a
+// broken set-up and therefore fails the test instead.
 package testenv
 
 import (
@@ -23,14 +26,6 @@ func Skip(t testing.TB, reason string) {
 		t.Fatalf("required under CI but unavailable: %s", reason)
 	}
 	t.Skip(reason)
-}
-
-// NeedRoot skips (or under CI fails) the test unless it runs as root.
-func NeedRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		Skip(t, "needs root (network namespaces, raw sockets or privileged ports); run as root or under sudo")
-	}
 }
 
 // NeedProgram returns the path of the named program, skipping (or under CI
