@@ -43,7 +43,14 @@ type Server struct {
 	log  *diag.Logger
 	spec string
 	sem  chan struct{}
-	wg   sync.WaitGroup
+
+	// mu guards reading and closed. reading holds the connections that
+	// have not yet sent their command line: Close closes them, since they
+	// have asked for nothing yet. Connections running a command are not
+	// tracked; they finish on their own within Deadline.
+	mu      sync.Mutex
+	reading map[net.Conn]struct{}
+	closed  bool
 }
 
 // Listen opens the control listener named by spec (Pen's -C syntax:
@@ -63,7 +70,7 @@ func Listen(spec string, ex Executor, log *diag.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control port %s: %w", spec, err)
 	}
-	return &Server{ln: ln, ex: ex, log: log, spec: spec, sem: make(chan struct{}, maxClients)}, nil
+	return &Server{ln: ln, ex: ex, log: log, spec: spec, sem: make(chan struct{}, maxClients), reading: map[net.Conn]struct{}{}}, nil
 }
 
 // Spec is the listener spec the server was opened with.
@@ -91,23 +98,47 @@ func (s *Server) Serve() {
 			c.Close()
 			continue
 		}
-		s.wg.Add(1)
 		go func() {
-			defer func() { <-s.sem; s.wg.Done() }()
+			defer func() { <-s.sem }()
 			s.handle(c)
 		}()
 	}
 }
 
-// Close stops the listener, waits for running commands and removes a unix
-// socket file.
+// Close stops the listener (a unix listener removes its socket file) and
+// closes the connections that have not sent their command yet. It does
+// not wait for commands that are running: Close is called by the engine
+// while the interpreter is locked, possibly on behalf of a command that
+// came through this very listener (`control NEWADDR`), whose handler must
+// still be able to send its reply. Such a handler ends on its own within
+// Deadline.
 func (s *Server) Close() error {
-	err := s.ln.Close()
-	s.wg.Wait()
-	if ua, ok := s.ln.Addr().(*net.UnixAddr); ok {
-		os.Remove(ua.Name)
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.reading {
+		c.Close()
 	}
-	return err
+	clear(s.reading)
+	s.mu.Unlock()
+	return s.ln.Close()
+}
+
+// startReading registers c as waiting for its command line; it reports
+// false if the server is already closed.
+func (s *Server) startReading(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.reading[c] = struct{}{}
+	return true
+}
+
+func (s *Server) doneReading(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.reading, c)
 }
 
 func peerAddr(c net.Conn) netip.Addr {
@@ -126,7 +157,11 @@ func (s *Server) handle(c net.Conn) {
 		s.log.Printf("do_ctrl: not from there")
 		return
 	}
+	if !s.startReading(c) {
+		return
+	}
 	line, err := readLine(c)
+	s.doneReading(c)
 	if err != nil {
 		s.log.Debugf(1, "do_ctrl: %v", err)
 		return
