@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"reflect"
@@ -213,13 +214,47 @@ func (in *Interp) ExecLines(name string, data []byte, origin Origin) (string, er
 	return in.commit(x)
 }
 
-// ExecFile is ExecLines on the contents of a file.
+// ExecFile is ExecLines on the contents of a file. Errors name the file
+// and the line; they show nothing of a line that is not a command (see
+// runData), so that naming a file that is not a configuration does not
+// reveal what it holds.
 func (in *Interp) ExecFile(path string, origin Origin) (string, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
-		return "", fmt.Errorf("can't read config file '%s': %w", path, err)
+		return "", err
 	}
-	return in.ExecLines(path, data, origin)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	x := in.begin(origin)
+	if err := x.runFile(path, data); err != nil {
+		return "", err
+	}
+	return in.commit(x)
+}
+
+// readConfigFile reads a configuration file: a regular file of at most
+// MaxConfigSize bytes (a FIFO or a device would block or never end).
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("can't read config file '%s': %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("can't read config file '%s': %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("can't read config file '%s': not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("can't read config file '%s': %w", path, err)
+	}
+	if len(data) > MaxConfigSize {
+		return nil, fmt.Errorf("can't read config file '%s': larger than %d bytes", path, MaxConfigSize)
+	}
+	return data, nil
 }
 
 // Check parses and validates lines without applying anything; the error
@@ -274,13 +309,32 @@ func (in *Interp) commit(x *txn) (string, error) {
 	return x.out.String(), nil
 }
 
-func (x *txn) runData(name string, data []byte) error {
+// runData runs the lines of an upload or of -O/-o text; errors name the
+// source and the line.
+func (x *txn) runData(name string, data []byte) error { return x.runLines(name, data, false) }
+
+// runFile runs the lines of a file read from disk (-F, include).
+func (x *txn) runFile(name string, data []byte) error { return x.runLines(name, data, true) }
+
+// errNotCommand replaces the error for a line of a file that does not
+// start with a command, so that the error does not show the line.
+var errNotCommand = errors.New("not a pen command (the line is not shown)")
+
+func (x *txn) runLines(name string, data []byte, fromDisk bool) error {
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 4096), 64*1024)
+	sc.Buffer(make([]byte, 4096), MaxLineSize)
 	n := 0
 	for sc.Scan() {
 		n++
 		if err := x.run(sc.Text()); err != nil {
+			// A file that is not a configuration (include
+			// /etc/shadow) fails at its first line, which
+			// does not start with a command: say where, not
+			// what.
+			var u *UnknownCommandError
+			if fromDisk && errors.As(err, &u) {
+				err = errNotCommand
+			}
 			return &LineError{File: name, Line: n, Err: err}
 		}
 	}
@@ -322,7 +376,17 @@ func (x *txn) run(line string) error {
 		}
 		return x.runNo(w[1], w[2:])
 	}
-	return x.runCmd(w[0], w[1:])
+	check, err := x.webFileCheck(w[0], w[1:])
+	if err != nil {
+		return err
+	}
+	if err := x.runCmd(w[0], w[1:]); err != nil {
+		return err
+	}
+	if check != nil {
+		return check()
+	}
+	return nil
 }
 
 // optInt parses an optional numeric argument.
@@ -561,13 +625,13 @@ func (x *txn) runCmd(cmd string, args []string) error {
 		if x.depth >= maxInclude {
 			return fmt.Errorf("include: %s: nested more than %d deep", f, maxInclude)
 		}
-		data, err := os.ReadFile(f)
+		data, err := readConfigFile(f)
 		if err != nil {
 			return fmt.Errorf("include: %w", err)
 		}
 		x.depth++
 		defer func() { x.depth-- }()
-		return x.runData(f, data)
+		return x.runFile(f, data)
 	case "keepalive":
 		return x.flag(&c.Keepalive, true, cmd, args)
 	case "listen":

@@ -1,0 +1,165 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The admin UI may not name files: every command in fileCommands is
+// refused from FromWeb when it would set a file name, and the refusal
+// changes nothing.
+func TestWebCannotNameFiles(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(secret, []byte("root:$6$topsecret:19000:0:99999:7:::\n"), 0o600)
+	for _, line := range []string{
+		"include " + secret,
+		"write " + filepath.Join(dir, "out.cfg"),
+		"log " + filepath.Join(dir, "access.log"),
+		"web_stats " + filepath.Join(dir, "stats.html"),
+		"admin_password_file " + filepath.Join(dir, "pw"),
+		"admin_tls " + filepath.Join(dir, "c.pem"),
+		"ssl_cert " + filepath.Join(dir, "c.pem"),
+		"ssl_key " + filepath.Join(dir, "k.pem"),
+		"ssl_ca_file " + filepath.Join(dir, "ca.pem"),
+		"ssl_ca_dir " + dir,
+		"ssl_sni_path " + dir,
+		"ssl_ocsp_response " + filepath.Join(dir, "ocsp"),
+		"listen " + filepath.Join(dir, "l.sock"),
+		"control " + filepath.Join(dir, "c.sock"),
+		"admin_listen " + filepath.Join(dir, "a.sock"),
+		"admin_redirect " + filepath.Join(dir, "r.sock"),
+		"server 0 address /run/docker.sock",
+		"emergency_server /run/e.sock",
+		"abuse_server /run/a.sock",
+	} {
+		t.Run(strings.Fields(line)[0], func(t *testing.T) {
+			in := newTest(t)
+			in.SetProcess(Process{ConfigFile: filepath.Join(dir, "pen.cfg")})
+			before := string(in.Render("x"))
+			_, err := in.Exec(line, FromWeb)
+			if err == nil || !strings.Contains(err.Error(), "admin UI") {
+				t.Fatalf("%q from the admin UI: %v, want a refusal", line, err)
+			}
+			if strings.Contains(err.Error(), "topsecret") {
+				t.Errorf("error shows the file: %v", err)
+			}
+			if after := string(in.Render("x")); after != before {
+				t.Errorf("refused %q changed the configuration", line)
+			}
+			if _, err := in.ExecLines("upload", []byte("blacklist 5\n"+line+"\n"), FromWeb); err == nil {
+				t.Errorf("%q in an upload accepted", line)
+			}
+			if in.Config().Blacklist != DefaultBlacklist {
+				t.Errorf("refused upload applied its first line")
+			}
+			if _, err := in.Preview("upload", []byte(line+"\n")); err == nil {
+				t.Errorf("Preview accepted %q", line)
+			}
+		})
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("refused commands left files: %v", entries)
+	}
+}
+
+// A configuration downloaded from the admin UI uploads back unchanged,
+// file names and all; and what does not name a file is allowed.
+func TestWebKeepsFileNames(t *testing.T) {
+	in := newTest(t)
+	in.SetProcess(Process{ConfigFile: filepath.Join(t.TempDir(), "pen.cfg")})
+	for _, line := range []string{
+		"log /var/log/pen.log", "web_stats /var/www/pen.html", "admin_password_file /perm/pw",
+		"admin_tls /perm/a.crt /perm/a.key", "ssl_cert /perm/c.pem", "ssl_ca_dir /perm/ca",
+		"server 0 address /run/backend.sock", "server 1 address 127.0.0.1 port 80",
+		"control /run/pen.ctl", "emergency_server /run/e.sock",
+	} {
+		exec(t, in, line)
+	}
+	text := in.Render("pen.cfg")
+	if _, err := in.ExecLines("upload", text, FromWeb); err != nil {
+		t.Fatalf("uploading the downloaded configuration: %v", err)
+	}
+	if got := in.Render("pen.cfg"); string(got) != string(text) {
+		t.Errorf("round trip changed the configuration:\n%s\nwant\n%s", got, text)
+	}
+	for _, line := range []string{
+		"log 127.0.0.1:514", // over UDP, not a file
+		"no web_stats", "server 0 address 127.0.0.1 port 81", "listen 8080", "write",
+		"dsr_if eth0", "blacklist 9",
+	} {
+		if _, err := in.Exec(line, FromWeb); err != nil {
+			t.Errorf("%q from the admin UI: %v", line, err)
+		}
+	}
+}
+
+// A file that is not a configuration is never shown in an error, whoever
+// includes it: the error names the file and the line.
+func TestIncludeErrorHidesContent(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "shadow")
+	os.WriteFile(secret, []byte("\n# x\nroot:$6$topsecret:19000::::::\n"), 0o600)
+	nosecret := filepath.Join(dir, "no")
+	os.WriteFile(nosecret, []byte("no topsecret\n"), 0o600)
+	cfg := filepath.Join(dir, "pen.cfg")
+	os.WriteFile(cfg, []byte("blacklist 5\ninclude "+secret+"\n"), 0o600)
+	in := newTest(t)
+	for _, tc := range []struct {
+		run  func() error
+		want string
+	}{
+		{func() error { _, err := in.Exec("include "+secret, FromControl); return err }, secret + ":3: "},
+		{func() error { _, err := in.Exec("include "+nosecret, FromFlag); return err }, nosecret + ":1: "},
+		{func() error { _, err := in.ExecFile(secret, FromFile); return err }, secret + ":3: "},
+		{func() error { _, err := in.ExecFile(cfg, FromSignal); return err }, cfg + ":2: " + secret + ":3: "},
+		{func() error {
+			_, err := in.ExecLines("upload", []byte("include "+cfg+"\n"), FromControl)
+			return err
+		}, "upload:1: " + cfg + ":2: " + secret + ":3: "},
+	} {
+		err := tc.run()
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("got %v, want an error starting %q", err, tc.want)
+			continue
+		}
+		if strings.Contains(err.Error(), "topsecret") || strings.Contains(err.Error(), "root") {
+			t.Errorf("error shows the file's contents: %v", err)
+		}
+		var le *LineError
+		if !errors.As(err, &le) {
+			t.Errorf("%v is not a LineError", err)
+		}
+	}
+	// A line of a configuration file that starts with a command keeps its
+	// full error, so that a mistake in pen.cfg can be found.
+	bad := filepath.Join(dir, "bad.cfg")
+	os.WriteFile(bad, []byte("blacklist soon\n"), 0o600)
+	if _, err := in.ExecFile(bad, FromFile); err == nil || !strings.Contains(err.Error(), `"soon" is not a number`) {
+		t.Errorf("bad line: %v", err)
+	}
+	if in.Config().Blacklist != DefaultBlacklist {
+		t.Error("failed file applied a line")
+	}
+}
+
+// A configuration file is a regular file of at most MaxConfigSize bytes.
+func TestConfigFileLimits(t *testing.T) {
+	dir := t.TempDir()
+	in := newTest(t)
+	for _, p := range []string{dir, "/dev/zero"} {
+		if _, err := in.Exec("include "+p, FromControl); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("include %s: %v", p, err)
+		}
+	}
+	big := filepath.Join(dir, "big.cfg")
+	f, _ := os.Create(big)
+	f.Truncate(MaxConfigSize + 1)
+	f.Close()
+	if _, err := in.ExecFile(big, FromFile); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("oversized file: %v", err)
+	}
+}
