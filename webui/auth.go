@@ -140,12 +140,14 @@ func (ss *sessions) takeFlash(x *session) []Flash {
 	return f
 }
 
-// limiter slows down password guessing per client: after each failed
-// attempt the client must wait, twice as long as the time before, from
-// base up to max; other clients are not affected. Clients are IPv4
-// addresses or IPv6 /64 networks; the table is bounded.
+// limiter slows down password guessing per client: a client may make one
+// guess per window, and after each failed guess the window doubles, from
+// base up to max; other clients are not affected. The guess is counted
+// (reserve) before the password is checked, so guesses sent in parallel
+// cannot all pass the test before the first failure is recorded. Clients
+// are IPv4 addresses or IPv6 /64 networks; the table is bounded.
 type limiter struct {
-	mu        sync.Mutex
+	mu        sync.Mutex // guards m
 	m         map[string]*attempts
 	base, max time.Duration
 	now       func() time.Time
@@ -174,6 +176,46 @@ func limitKey(a netip.Addr) string {
 	return a.String()
 }
 
+// window is the wait after failures failed guesses.
+func (l *limiter) window(failures int) time.Duration {
+	d := l.base << min(max(failures-1, 0), 20)
+	if d > l.max || d <= 0 {
+		d = l.max
+	}
+	return d
+}
+
+// entryLocked returns client's entry, making a fresh one for a client
+// that is new or was forgotten.
+func (l *limiter) entryLocked(client netip.Addr, now time.Time) *attempts {
+	k := limitKey(client)
+	a := l.m[k]
+	if a == nil || now.Sub(a.last) > limiterForget {
+		if len(l.m) >= maxLimited {
+			l.pruneLocked(now)
+		}
+		a = &attempts{}
+		l.m[k] = a
+	}
+	return a
+}
+
+// reserve claims client's one guess of the current window. It returns 0
+// if the guess may go ahead, else how long the client must wait. A
+// granted guess closes the window until fail or succeed says how it
+// ended.
+func (l *limiter) reserve(client netip.Addr) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	a := l.entryLocked(client, now)
+	if d := a.next.Sub(now); d > 0 {
+		return d
+	}
+	a.last, a.next = now, now.Add(l.window(a.failures+1))
+	return 0
+}
+
 // wait is how long client must wait before its next attempt.
 func (l *limiter) wait(client netip.Addr) time.Duration {
 	l.mu.Lock()
@@ -185,24 +227,14 @@ func (l *limiter) wait(client netip.Addr) time.Duration {
 	return max(a.next.Sub(l.now()), 0)
 }
 
+// fail records a failed guess and returns the wait before the next one.
 func (l *limiter) fail(client netip.Addr) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	k := limitKey(client)
-	a := l.m[k]
-	if a == nil || now.Sub(a.last) > limiterForget {
-		if len(l.m) >= maxLimited {
-			l.pruneLocked(now)
-		}
-		a = &attempts{}
-		l.m[k] = a
-	}
+	a := l.entryLocked(client, now)
 	a.failures++
-	d := l.base << min(a.failures-1, 20)
-	if d > l.max || d <= 0 {
-		d = l.max
-	}
+	d := l.window(a.failures)
 	a.last, a.next = now, now.Add(d)
 	return d
 }
@@ -271,13 +303,15 @@ func (s *Server) checkPassword(stored, given string) bool {
 // verify checks a password from client, with backoff; msg explains a
 // refusal.
 func (s *Server) verify(client netip.Addr, given string) (ok bool, msg string, status int) {
-	if d := s.logins.wait(client); d > 0 {
-		return false, fmt.Sprintf("Too many failed attempts from your address; try again in %d s.", int(d.Seconds()+0.999)), http.StatusTooManyRequests
-	}
 	stored, err := readPassword(s.in.Config().Admin.PasswordFiles)
 	if err != nil {
 		s.log.Printf("admin UI: %v", err)
 		return false, "Login is not possible: " + err.Error() + ".", http.StatusServiceUnavailable
+	}
+	// The guess is counted before it is checked: of guesses sent at
+	// once, one is checked and the others wait.
+	if d := s.logins.reserve(client); d > 0 {
+		return false, fmt.Sprintf("Too many attempts from your address; try again in %d s.", int(d.Seconds()+0.999)), http.StatusTooManyRequests
 	}
 	if !s.checkPassword(stored, given) {
 		d := s.logins.fail(client)

@@ -2,6 +2,7 @@ package webui
 
 import (
 	"bytes"
+	"io"
 	"mime/multipart"
 	"net/http"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -374,6 +376,64 @@ func TestLoginBackoff(t *testing.T) {
 	h.login()
 	if r := h.get("/"); r.code != http.StatusOK {
 		t.Errorf("dashboard after login: HTTP %d", r.code)
+	}
+}
+
+// TestLoginBackoffParallel sends 60 wrong guesses at once, over 60
+// connections: one is checked, the others are refused unchecked, with the
+// password stored as plain text and as a bcrypt hash.
+func TestLoginBackoffParallel(t *testing.T) {
+	for _, hashed := range []bool{false, true} {
+		h := newHarness(t, harnessOpt{})
+		if hashed {
+			hash, _ := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
+			os.WriteFile(h.pwFile, append(hash, '\n'), 0o600)
+		}
+		r := h.do(h.c, "GET", "/login", nil)
+		tok := tokenRE.FindStringSubmatch(r.body)[1]
+		body := url.Values{"token": {tok}, "password": {"guess"}, "next": {"/"}}.Encode()
+		const n = 60
+		c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableKeepAlives: true}}
+		codes := make(chan int, n)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequest("POST", h.ts.URL+"/login", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				req.AddCookie(&http.Cookie{Name: loginCookie, Value: tok})
+				<-start
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Error(err)
+					codes <- 0
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				codes <- resp.StatusCode
+			}()
+		}
+		close(start)
+		wg.Wait()
+		close(codes)
+		count := map[int]int{}
+		for c := range codes {
+			count[c]++
+		}
+		if count[http.StatusUnauthorized] != 1 || count[http.StatusTooManyRequests] != n-1 {
+			t.Errorf("hashed=%v: %d parallel guesses answered %v; want one checked (401) and %d refused (429)", hashed, n, count, n-1)
+		}
+		// The right password is refused too until the window passes.
+		if r := h.loginWith(h.client(), testPassword); r.code != http.StatusTooManyRequests {
+			t.Errorf("hashed=%v: right password within the window: HTTP %d", hashed, r.code)
+		}
+		h.clock.advance(time.Second)
+		if r := h.loginWith(h.client(), testPassword); r.code != http.StatusSeeOther {
+			t.Errorf("hashed=%v: right password after the window: HTTP %d", hashed, r.code)
+		}
 	}
 }
 
