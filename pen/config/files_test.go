@@ -163,3 +163,41 @@ func TestConfigFileLimits(t *testing.T) {
 		t.Errorf("oversized file: %v", err)
 	}
 }
+
+// No word of any command may hold a control character or a byte that is
+// not UTF-8, whatever the origin: a NUL must never reach a written file.
+func TestControlCharactersRefused(t *testing.T) {
+	dir := t.TempDir()
+	for _, line := range []string{
+		"web_stats /x/\xff\x00x", "web_stats /x/\x00", "log /var/log/p\x1b[2Jen", "ssl_cert a\x7fb",
+		"ssl_ciphers HIGH \x01", "server 0 address /s\x00", "dsr_if eth\x000", "admin_password_file /p\u0085w",
+		"no web\x00_stats", "bl\x00acklist 3", "blacklist 3\x00", "admin_tls c\xc3",
+	} {
+		for _, o := range []Origin{FromControl, FromFlag, FromFile, FromWeb} {
+			in := newTest(t)
+			before := string(in.Render("x"))
+			_, err := in.Exec(line, o)
+			if err == nil || !strings.Contains(err.Error(), "refused") || strings.ContainsAny(err.Error(), "\x00\x01\x1b\x7f") {
+				t.Errorf("%q from %s: %v, want a refusal that does not show the character", line, o, err)
+			}
+			if string(in.Render("x")) != before {
+				t.Errorf("%q from %s changed the configuration", line, o)
+			}
+			file := filepath.Join(dir, "pen.cfg")
+			os.WriteFile(file, []byte("blacklist 4\n"+line+"\n"), 0o600)
+			if _, err := in.ExecFile(file, FromFile); err == nil || !strings.HasPrefix(err.Error(), file+":2: ") {
+				t.Errorf("%q in a file: %v", line, err)
+			}
+		}
+	}
+	in := newTest(t)
+	if _, err := in.Exec("web_stats /x/\xff\x00x", FromControl); err == nil || err.Error() != "web_stats: argument 1 contains a byte that is not UTF-8 (0xff): refused" {
+		t.Errorf("error text: %v", err)
+	}
+	if _, err := in.Exec("no web_stats \x00", FromControl); err == nil || err.Error() != "no web_stats: argument 1 contains a control character (0x00): refused" {
+		t.Errorf("error text: %v", err)
+	}
+	// What is not a control character stays allowed.
+	exec(t, in, "web_stats /var/www/stäts.html")
+	exec(t, in, "ssl_ciphers HIGH:!aNULL\t:!MD5")
+}

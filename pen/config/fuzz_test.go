@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // FuzzExec checks that no command line panics, that a refused command
@@ -17,6 +18,8 @@ func FuzzExec(f *testing.F) {
 		"listen [::1]:8080", "emergency_server 127.0.0.1:99", "no server 0", "source 10.0.0.1",
 		"ssl_option no_tlsv1", "log 127.0.0.1:514", "idle_timeout 5\r\n", "server 3 blacklist 0",
 		"recent 60", "status", "servers", "mode", "pid", "# comment", "no",
+		"web_stats /x/\xff\x00x", "ssl_cert a\x01b", "log x\x7f", "ssl_ciphers A\u0085B", "server 0 address /s\x00",
+		"dsr_if eth\x000", "ssl_ciphers HIGH:\t!aNULL\v",
 	} {
 		f.Add(s)
 	}
@@ -24,7 +27,7 @@ func FuzzExec(f *testing.F) {
 		in := New(Default(), Process{}, nil)
 		in.SetResolver(testResolver)
 		in.SetClock(func() time.Time { return testNow })
-		if strings.Contains(line, "include") || strings.Contains(line, "write") || strings.Contains(line, "web_stats") {
+		if strings.Contains(line, "include") || strings.Contains(line, "write") || strings.Contains(line, "status") {
 			return // these touch files named by the input
 		}
 		before := in.Config()
@@ -36,6 +39,14 @@ func FuzzExec(f *testing.F) {
 			return
 		}
 		out := in.Render("pen.cfg")
+		if !utf8.Valid(out) {
+			t.Fatalf("after %q, written config is not UTF-8:\n%q", line, out)
+		}
+		for _, r := range string(out) {
+			if (r < 0x20 && r != '\n') || (r >= 0x7f && r < 0xa0) {
+				t.Fatalf("after %q, written config holds control character %U:\n%q", line, r, out)
+			}
+		}
 		again := New(Default(), Process{}, nil)
 		again.SetResolver(testResolver)
 		again.SetClock(func() time.Time { return testNow })

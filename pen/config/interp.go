@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pen-lb/pen-appliance/pen/acl"
 	"github.com/pen-lb/pen-appliance/pen/diag"
@@ -370,6 +371,9 @@ func (x *txn) run(line string) error {
 	if len(w) == 0 || strings.HasPrefix(w[0], "#") {
 		return nil
 	}
+	if err := checkWords(w); err != nil {
+		return err
+	}
 	if w[0] == "no" {
 		if len(w) < 2 {
 			return errors.New("no: expected a setting to turn off")
@@ -387,6 +391,53 @@ func (x *txn) run(line string) error {
 		return check()
 	}
 	return nil
+}
+
+// checkWords refuses control characters and bytes that are not UTF-8 in
+// any word: they would end up in the file write saves (a NUL cuts a C
+// string, a newline would start a new command), in log lines and on the
+// admin UI's pages. The error does not show the word, which may come from
+// a file that is not a configuration.
+func checkWords(w []string) error {
+	for i, word := range w {
+		bad, ok := controlChar(word)
+		if ok {
+			continue
+		}
+		if i == 0 {
+			return fmt.Errorf("command word contains %s: refused", bad)
+		}
+		cmd := w[0]
+		if cmd == "no" && i > 1 {
+			cmd += " " + w[1]
+			i--
+		}
+		return fmt.Errorf("%s: argument %d contains %s: refused", cmd, i, bad)
+	}
+	return nil
+}
+
+// controlChar finds the first control character (C0, DEL or C1) or
+// invalid UTF-8 in s and describes it; ok is true when there is none.
+func controlChar(s string) (what string, ok bool) {
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && isInvalidAt(s, i):
+			return fmt.Sprintf("a byte that is not UTF-8 (0x%02x)", s[i]), false
+		case r < 0x20 || r == 0x7f:
+			return fmt.Sprintf("a control character (0x%02x)", r), false
+		case r >= 0x80 && r < 0xa0:
+			return fmt.Sprintf("a control character (U+%04X)", r), false
+		}
+	}
+	return "", true
+}
+
+// isInvalidAt reports whether the rune at s[i] is an encoding error rather
+// than a literal U+FFFD.
+func isInvalidAt(s string, i int) bool {
+	r, size := utf8.DecodeRuneInString(s[i:])
+	return r == utf8.RuneError && size == 1
 }
 
 // optInt parses an optional numeric argument.
