@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -409,9 +411,23 @@ func (s *Server) action(limit int64, h func(http.ResponseWriter, *http.Request, 
 	})
 }
 
-// safeNext accepts only a path on this site as the page after login.
+// safeNext accepts only a clean path on this site as the page after
+// login, and "/" for anything else. Browsers forgive a lot in a Location
+// (they drop tabs and line breaks, read "\\" as "/"), so "/\t/evil.example"
+// would take the browser off-site: the path must start with exactly one
+// "/", hold no backslash, no control character and no white space, and
+// parse as a URL without scheme or host.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") || strings.ContainsAny(next, "\r\n") {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || !utf8.ValidString(next) {
+		return "/"
+	}
+	for _, r := range next {
+		if r == '\\' || unicode.IsControl(r) || unicode.IsSpace(r) {
+			return "/"
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || !strings.HasPrefix(u.Path, "/") {
 		return "/"
 	}
 	return next

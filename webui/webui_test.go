@@ -834,13 +834,58 @@ func TestLoginForm(t *testing.T) {
 		t.Errorf("login without token: HTTP %d", r.code)
 	}
 	for next, want := range map[string]string{
-		"/acls":          "/acls",
-		"//evil.example": "/",
-		"https://evil":   "/",
-		"/\\evil":        "/",
+		"/acls":                 "/acls",
+		"/servers?x=1#top":      "/servers?x=1#top",
+		"/config/download":      "/config/download",
+		"/%2F/evil.example":     "/%2F/evil.example", // one path segment on this site
+		"":                      "/",
+		"acls":                  "/",
+		"//evil.example":        "/",
+		"https://evil":          "/",
+		"/\\evil":               "/",
+		"/a\\b":                 "/",
+		"/\t/evil.example":      "/",
+		"\t//evil.example":      "/",
+		"/\n/evil.example":      "/",
+		"/\r\n//evil.example":   "/",
+		"/ /evil.example":       "/",
+		"/\u00a0/evil.example":  "/",
+		"/\x00/evil.example":    "/",
+		"/\x7f/evil.example":    "/",
+		"/\u2028/evil.example":  "/",
+		"/\xff/evil.example":    "/",
+		"/%zz":                  "/",
+		"http:/evil.example":    "/",
+		"\\/evil.example":       "/",
+		"/evil.example:80/path": "/evil.example:80/path", // a path: no scheme, no host
 	} {
 		if got := safeNext(next); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", next, got, want)
+		}
+	}
+}
+
+// TestLoginRedirectStaysLocal logs in with the next page of an open
+// redirect, over real HTTP: the browser goes to "/", on this site.
+func TestLoginRedirectStaysLocal(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	for i, next := range []string{"/\t/evil.example", "//evil.example", "/\\evil.example", "https://evil.example/"} {
+		h.clock.advance(time.Minute) // past any back-off
+		c := h.client()
+		r := h.do(c, "GET", "/login?next="+url.QueryEscape(next), nil)
+		tok := tokenRE.FindStringSubmatch(r.body)[1]
+		if strings.Contains(r.body, "evil.example") {
+			t.Errorf("login page for next=%q carries it on", next)
+		}
+		// The form posted as if the field had been tampered with.
+		r = h.do(c, "POST", "/login", url.Values{"token": {tok}, "password": {testPassword}, "next": {next}})
+		if r.code != http.StatusSeeOther || r.hdr.Get("Location") != "/" {
+			t.Errorf("%d: login with next=%q: HTTP %d, Location %q; want 303 to /", i, next, r.code, r.hdr.Get("Location"))
+		}
+		// Logged in, GET /login?next= redirects the same way.
+		r = h.do(c, "GET", "/login?next="+url.QueryEscape(next), nil)
+		if r.code != http.StatusSeeOther || r.hdr.Get("Location") != "/" {
+			t.Errorf("%d: GET /login?next=%q logged in: HTTP %d, Location %q", i, next, r.code, r.hdr.Get("Location"))
 		}
 	}
 }
