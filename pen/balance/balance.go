@@ -32,23 +32,33 @@ const (
 	EmergencyServer = config.EmergencyServer
 )
 
-// Server is the running state of one server slot.
+// Server is the running state of one server slot. It lives as long as
+// the slot keeps its identity, across configuration changes.
+//
+// Ownership: Index, Cfg, conns and status belong to the Table and are
+// read and written only under Table.mu (Configure rewrites Index and Cfg
+// in place while connections use the server). The data path never reads
+// them: it gets a copy of the configuration in Target and through Conn.
+// The byte and event counters are atomic: the data path adds to them
+// without the lock, reports read them.
 type Server struct {
-	Index int // slot, or EmergencyServer / AbuseServer
+	Index int // slot, or EmergencyServer / AbuseServer; under Table.mu
 	Cfg   config.Server
 
 	conns    int   // connections now, under Table.mu
-	status   int64 // Pen's status: unix time of the last failure, 0 if none
+	status   int64 // Pen's status: unix time of the last failure, 0 if none; under Table.mu
 	sent     atomic.Uint64
 	received atomic.Uint64
 	total    atomic.Uint64
 	failures atomic.Uint64
 }
 
-// Target is where a connection should go.
+// Target is where a connection should go: the server's slot and a copy of
+// its configuration taken when it was chosen, which later changes to the
+// table do not touch.
 type Target struct {
-	Server *Server
-	Index  int
+	Index int
+	Cfg   config.Server
 }
 
 // client is one slot of the client table.
@@ -80,7 +90,9 @@ func (r Reason) String() string {
 	return "unknown"
 }
 
-// Table is the balancer. It is safe for concurrent use.
+// Table is the balancer. It is safe for concurrent use: every field below
+// mu is guarded by it, except the atomic counters (aclDenied, epoch) and
+// now, which is set before the table is used.
 type Table struct {
 	mu        sync.Mutex
 	servers   []*Server

@@ -1,20 +1,32 @@
 package balance
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/pen-lb/pen-appliance/pen/config"
+)
 
 // Conn is one client connection's dealings with the table: which server
 // it was first given, which one it is trying now, and what it counts
-// against. Its methods are safe to call from any goroutine, one at a time.
+// against.
+//
+// Ownership: a Conn belongs to one goroutine at a time, the one that
+// serves the connection (the proxy's loop); its methods must not be
+// called concurrently. Fields that the table also reads or writes (the
+// server's conns and status, the client slot's server) change only under
+// Table.mu; target and cfg change only in the owner's calls, so Sent and
+// Received read them without the lock.
 type Conn struct {
 	t         *Table
 	client    int // client table slot; -1 for an idler
 	cl        *client
 	addr      netip.AddrPort
 	initial   int
-	cur       int     // Pen's conns[].server: the server tried last
-	target    *Server // the server this connection counts against
-	emergency bool    // the emergency server has been tried
-	done      bool    // nothing left to try
+	cur       int           // Pen's conns[].server: the server tried last
+	target    *Server       // the server this connection counts against
+	cfg       config.Server // target's configuration when it was chosen
+	emergency bool          // the emergency server has been tried
+	done      bool          // nothing left to try
 	reason    Reason
 }
 
@@ -39,16 +51,27 @@ func (t *Table) OpenIdler() *Conn {
 // Client is the client table slot of the connection (-1 for an idler).
 func (c *Conn) Client() int { return c.client }
 
-// Server is the index of the server the connection is using or trying.
+// Server is the index of the server the connection is using or trying,
+// as the table numbers it now (a change of configuration may have moved
+// the slot).
 func (c *Conn) Server() int {
 	if c.target == nil {
 		return NoServer
 	}
+	c.t.mu.Lock()
+	defer c.t.mu.Unlock()
 	return c.target.Index
 }
 
-// Target is the server the connection counts against, or nil.
-func (c *Conn) Target() *Server { return c.target }
+// ServerHost is the address of the server the connection is using, as it
+// was configured when the connection chose it, or "0.0.0.0" (Pen's word
+// in the request log) when it has none.
+func (c *Conn) ServerHost() string {
+	if c.target == nil {
+		return "0.0.0.0"
+	}
+	return c.cfg.Host.String()
+}
 
 // Reason says why First or Next found nothing.
 func (c *Conn) Reason() Reason { return c.reason }
@@ -68,7 +91,7 @@ func (c *Conn) First() (Target, bool) {
 	}
 	c.cur = c.initial
 	if t.try(c, c.initial) {
-		return Target{c.target, c.target.Index}, true
+		return Target{c.cur, c.cfg}, true
 	}
 	return c.failover()
 }
@@ -197,7 +220,7 @@ func (t *Table) try(c *Conn, i int) bool {
 		return false
 	}
 	s.conns++
-	c.target = s
+	c.target, c.cfg = s, s.Cfg
 	c.cur = i
 	if c.cl != nil {
 		c.cl.server = i
@@ -220,7 +243,7 @@ func (c *Conn) failover() (Target, bool) {
 			next := (c.cur + 1) % n
 			c.cur = next
 			if t.try(c, next) {
-				return Target{c.target, next}, true
+				return Target{next, c.cfg}, true
 			}
 			if next == c.initial%n {
 				break
@@ -231,7 +254,7 @@ func (c *Conn) failover() (Target, bool) {
 		c.emergency = true
 		c.cur = EmergencyServer
 		if t.try(c, EmergencyServer) {
-			return Target{c.target, EmergencyServer}, true
+			return Target{EmergencyServer, c.cfg}, true
 		}
 	}
 	return c.give()

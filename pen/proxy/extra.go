@@ -113,10 +113,10 @@ func (l *Loop) requestLine(line []byte) {
 }
 
 func (l *Loop) serverAddr(c *conn) string {
-	if c.sess == nil || c.sess.Target() == nil {
+	if c.sess == nil {
 		return "0.0.0.0"
 	}
-	return c.sess.Target().Cfg.Host.String()
+	return c.sess.ServerHost()
 }
 
 // logChunk logs the first line of data for a connection that is not

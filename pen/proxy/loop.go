@@ -113,6 +113,7 @@ type Loop struct {
 	accepted, refusedFull, refusedNone, refusedACL atomic.Uint64
 	active, pendingN                               atomic.Int64
 	lastFullLog                                    int64
+	refusedTLS                                     refusedLog
 
 	mu       sync.Mutex
 	queue    []func()

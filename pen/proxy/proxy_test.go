@@ -30,8 +30,10 @@ type harness struct {
 	tb   *balance.Table
 	loop *Loop
 	addr string
-	log  bytes.Buffer
-	mu   sync.Mutex
+	// settings are the loop's settings, changed by reconfigure.
+	settings Settings
+	log      bytes.Buffer
+	mu       sync.Mutex
 }
 
 type lockedWriter struct {
@@ -75,6 +77,7 @@ func start(t *testing.T, listen string, tweak func(*Settings), lines ...string) 
 	if tweak != nil {
 		tweak(&s)
 	}
+	h.settings = s
 	var l config.Listen
 	if strings.Contains(listen, "/") {
 		l.Path = listen

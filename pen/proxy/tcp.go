@@ -36,7 +36,7 @@ const (
 	fIdler                         // upstream connection with no client
 	fDummy                         // answered by the built-in dummy server
 	fUDP                           // a UDP flow
-	fExternal                      // served by a handoff (TLS), not the loop
+	fTLS                           // the client socket is the plain end of a TLS front
 	fUnixUp                        // the server is a unix socket
 	fHupDown                       // the client has shut down its side
 	fHupUp                         // the server has shut down its side
@@ -60,9 +60,9 @@ type conn struct {
 	rw     *httpstream.Rewriter
 	peer   netip.AddrPort // client address; zero for a unix client
 	local  netip.Addr     // UDP: the address the client sent to
-	ext    *handoff
-	epoch  uint64 // UDP: balancer epoch when the flow's server was last checked
-	logged bool   // the request log has a line for this connection
+	tls    *tlsFront      // the goroutine that terminates TLS for this client, or nil
+	epoch  uint64         // UDP: balancer epoch when the flow's server was last checked
+	logged bool           // the request log has a line for this connection
 }
 
 func (c *conn) report() config.ConnState {
@@ -203,17 +203,23 @@ func (l *Loop) addClient(fd int, peer netip.AddrPort) {
 		unix.Close(fd)
 		return
 	}
-	c.down = int32(fd)
 	c.peer = peer
 	c.fl |= fWriteDown
-	l.setFD(fd, c.slot)
 	if l.set.TLS != nil && !l.set.Dummy {
-		c.fl |= fExternal
-		c.sess = l.tb.Open(peer)
-		c.ext = &handoff{loop: l, slot: c.slot, gen: c.gen, fd: fd, peer: peer, sess: c.sess}
-		go l.serveTLS(c.ext, l.set)
+		// The client's bytes reach the loop decrypted, through a socket
+		// pair, once the handshake is done (startTLS, then serveClient).
+		l.startTLS(c, fd)
 		return
 	}
+	c.down = int32(fd)
+	l.setFD(fd, c.slot)
+	l.serveClient(c)
+}
+
+// serveClient starts serving a client whose socket is c.down: it watches
+// the socket, chooses a server and connects to it.
+func (l *Loop) serveClient(c *conn) {
+	fd := int(c.down)
 	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{
 		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: c.slot, Pad: int32(c.gen << 1)}); err != nil {
 		l.log.Printf("epoll_ctl: %v", err)
@@ -223,8 +229,12 @@ func (l *Loop) addClient(fd int, peer netip.AddrPort) {
 	if l.set.HTTP || l.set.Dump || l.set.Log != nil {
 		c.fl |= fBuffered
 		if l.set.HTTP {
+			proto := "http"
+			if c.fl&fTLS != 0 {
+				proto = "https"
+			}
 			c.rw = l.newRewriter()
-			c.rw.Reset(config.ClientName(peer.Addr()), "http")
+			c.rw.Reset(config.ClientName(c.peer.Addr()), proto)
 		}
 	}
 	if l.set.Dummy {
@@ -232,7 +242,7 @@ func (l *Loop) addClient(fd int, peer netip.AddrPort) {
 		c.state = stateConnected | stateClosedUp
 		return
 	}
-	c.sess = l.tb.Open(peer)
+	c.sess = l.tb.Open(c.peer)
 	tg, ok := c.sess.First()
 	if !ok {
 		l.refused(c)
@@ -284,7 +294,7 @@ func (l *Loop) connect(c *conn, tg balance.Target, ok bool) bool {
 // dial opens the upstream socket and starts the connect. It returns an
 // error only when the connect failed at once.
 func (l *Loop) dial(c *conn, tg balance.Target) error {
-	s := tg.Server.Cfg
+	s := tg.Cfg
 	var fam int
 	var sa unix.Sockaddr
 	if s.Host.IsUnix() {
@@ -660,9 +670,10 @@ func (l *Loop) pump(c *conn, dir int, more *bool) bool {
 
 // canSplice reports whether a direction may move data by splice: not
 // when its bytes must be seen (rewritten, logged or dumped) and not for
-// unix sockets and idlers.
+// unix sockets, idlers and TLS clients (whose bytes pass through Go's TLS
+// code anyway).
 func (l *Loop) canSplice(c *conn, dir int) bool {
-	if c.fl&(fUnixUp|fIdler) != 0 {
+	if c.fl&(fUnixUp|fIdler|fTLS) != 0 {
 		return false
 	}
 	return dir == sideDown || c.fl&fBuffered == 0
@@ -828,16 +839,14 @@ func (l *Loop) closeConn(c *conn) {
 	if c.state == stateInProgress {
 		l.dropPending(c)
 	}
-	if c.ext != nil {
-		c.ext.closeFromLoop()
-		c.ext = nil
+	if c.tls != nil {
+		c.tls.closeFromLoop()
+		c.tls = nil
 	}
 	for _, fd := range []int32{c.up, c.down} {
 		if fd >= 0 {
 			l.clearFD(int(fd))
-			if c.fl&fExternal == 0 {
-				unix.Close(int(fd)) // a handoff's server closes its own
-			}
+			unix.Close(int(fd))
 		}
 	}
 	if c.fl&fUDP != 0 {

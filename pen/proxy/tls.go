@@ -1,0 +1,238 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/diag"
+)
+
+// TLS termination. crypto/tls reads and writes block, so a goroutine per
+// client (the front) does the handshake and then only decrypts and
+// encrypts: it relays between the client's TLS connection and one end of
+// a socket pair. The loop serves the other end of the pair as the
+// client's socket, exactly as it serves a plain client: the same server
+// choice and fail-over, connect, source binding, X-Forwarded-For (with
+// X-Forwarded-Proto https), request log, byte counts and timeouts.
+//
+// Ownership: the loop owns the slot, its balancer session and its end of
+// the pair, as for any client. The front owns the client's socket (inside
+// its tls.Conn) and its end of the pair. They meet in two places only:
+// the front asks the loop to start (or to drop) the connection by posting
+// to it (Loop.do), and the loop tells the front that it closed the slot
+// through closeFromLoop, which only sets deadlines on the front's
+// connection (safe from any goroutine).
+
+const (
+	// handshakeTimeout bounds a TLS handshake.
+	handshakeTimeout = 10 * time.Second
+	// drainTimeout bounds how long a front whose slot the loop closed
+	// may take to deliver the server's last bytes to the client.
+	drainTimeout = 10 * time.Second
+	// refusedLogEvery is the shortest time between two log lines about
+	// refused handshakes; the ones in between are counted.
+	refusedLogEvery = 10 * time.Second
+)
+
+// fileConn is a net.Conn on a socket the loop made, without duplicating
+// the descriptor.
+type fileConn struct {
+	*os.File
+	local, remote net.Addr
+}
+
+func (c *fileConn) LocalAddr() net.Addr  { return c.local }
+func (c *fileConn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *fileConn) CloseWrite() error {
+	rc, err := c.File.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Shutdown(int(fd), unix.SHUT_WR) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+// tlsFront is the goroutine side of a TLS client.
+type tlsFront struct {
+	loop  *Loop
+	slot  int32
+	gen   uint32 // the slot's generation when the front started
+	peer  netip.AddrPort
+	tc    *tls.Conn // the client; the front's
+	plain *fileConn // the front's end of the pair
+}
+
+// startTLS gives the accepted client fd to a new front. The loop keeps
+// the other end of a socket pair as the client's socket, but serves it
+// only when the front reports the handshake done (serveClient).
+func (l *Loop) startTLS(c *conn, fd int) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		l.log.Printf("socketpair for a TLS client: %v", err)
+		unix.Close(fd)
+		l.closeConn(c)
+		return
+	}
+	c.down = int32(pair[0])
+	l.setFD(pair[0], c.slot)
+	c.fl |= fTLS
+	raw := &fileConn{File: os.NewFile(uintptr(fd), "tls-client"), remote: net.TCPAddrFromAddrPort(c.peer), local: &net.TCPAddr{}}
+	f := &tlsFront{loop: l, slot: c.slot, gen: c.gen, peer: c.peer,
+		tc:    tls.Server(raw, l.set.TLS),
+		plain: &fileConn{File: os.NewFile(uintptr(pair[1]), "tls-plain"), local: &net.UnixAddr{}, remote: &net.UnixAddr{}}}
+	// Set before the front runs, so that closeFromLoop's deadlines,
+	// which come later, win.
+	f.tc.SetDeadline(time.Now().Add(handshakeTimeout))
+	c.tls = f
+	go f.serve()
+}
+
+// conn is the front's slot, or nil once the loop has closed it. Loop
+// goroutine only.
+func (f *tlsFront) conn() *conn {
+	l := f.loop
+	if int(f.slot) >= len(l.conns) {
+		return nil
+	}
+	c := l.conns[f.slot]
+	if c == nil || c.gen != f.gen || c.state == stateUnused {
+		return nil
+	}
+	return c
+}
+
+// closeFromLoop is called by the loop when it closes the slot. The server's
+// last bytes may still be in the pair: the front delivers them within
+// drainTimeout. What the client sends now has nowhere to go, so its read
+// ends at once.
+func (f *tlsFront) closeFromLoop() {
+	now := time.Now()
+	f.tc.SetReadDeadline(now)
+	f.tc.SetWriteDeadline(now.Add(drainTimeout))
+}
+
+func (f *tlsFront) serve() {
+	l := f.loop
+	defer f.plain.Close()
+	defer f.tc.Close()
+	if err := f.tc.Handshake(); err != nil {
+		l.refusedTLS.log(l.log, f.peer, err)
+		l.do(func() {
+			if c := f.conn(); c != nil {
+				l.closeConn(c)
+			}
+		})
+		return
+	}
+	f.tc.SetDeadline(time.Time{})
+	started := false
+	l.do(func() {
+		if c := f.conn(); c != nil {
+			started = true
+			l.serveClient(c)
+		}
+	})
+	if !started {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// The server's answers go to the client encrypted.
+		if f.copy(f.tc, f.plain) {
+			f.tc.CloseWrite() // close_notify: the server is done
+		}
+	}()
+	if f.copy(f.plain, f.tc) {
+		f.plain.CloseWrite() // the loop reads EOF and shuts the server's side
+	}
+	<-done
+}
+
+// copy moves bytes from src to dst until src ends. It reports whether src
+// ended cleanly (EOF); on an error both connections close, which ends the
+// other direction too.
+func (f *tlsFront) copy(dst io.Writer, src io.Reader) bool {
+	buf := make([]byte, bufSize)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				f.abort()
+				return false
+			}
+		}
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			f.abort()
+			return false
+		}
+	}
+}
+
+func (f *tlsFront) abort() {
+	f.tc.Close()
+	f.plain.Close()
+}
+
+// refusedLog logs refused TLS handshakes at the default level, at most
+// one line per refusedLogEvery; the line says how many more were refused
+// since the previous one. Every refusal is logged at debug level 1.
+// Safe for concurrent use.
+type refusedLog struct {
+	mu         sync.Mutex // guards last and suppressed
+	last       time.Time
+	suppressed int
+}
+
+func (r *refusedLog) log(log *diag.Logger, peer netip.AddrPort, err error) {
+	client := config.ClientName(peer.Addr())
+	if log.Enabled(1) {
+		log.Debugf(1, "TLS handshake with %s refused: %v", client, err)
+		return
+	}
+	r.mu.Lock()
+	now := time.Now()
+	if !r.last.IsZero() && now.Sub(r.last) < refusedLogEvery {
+		r.suppressed++
+		r.mu.Unlock()
+		return
+	}
+	n := r.suppressed
+	r.last, r.suppressed = now, 0
+	r.mu.Unlock()
+	msg := describeHandshakeError(err)
+	if n > 0 {
+		log.Printf("TLS handshake with %s refused: %s (and %d more refused in the last %v)", client, msg, n, refusedLogEvery)
+		return
+	}
+	log.Printf("TLS handshake with %s refused: %s", client, msg)
+}
+
+// describeHandshakeError names the usual reasons in words an operator
+// knows.
+func describeHandshakeError(err error) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return "no handshake within " + handshakeTimeout.String()
+	case errors.Is(err, io.EOF):
+		return "the client closed the connection during the handshake"
+	}
+	return err.Error()
+}
