@@ -201,3 +201,66 @@ func TestControlCharactersRefused(t *testing.T) {
 	exec(t, in, "web_stats /var/www/stäts.html")
 	exec(t, in, "ssl_ciphers HIGH:!aNULL\t:!MD5")
 }
+
+// Every number a command takes is range-checked: blacklist 9223372037
+// seconds overflowed a time.Duration and blacklisted nothing.
+func TestNumbersInRange(t *testing.T) {
+	for _, tc := range []struct{ line, want string }{
+		{"server 0 blacklist 9223372037", "server 0: blacklist: 9223372037 seconds out of range (0..2147483647)"},
+		{"blacklist 9223372037", "blacklist: 9223372037 seconds out of range"},
+		{"blacklist 99999999999999999999", `blacklist: "99999999999999999999" is not a number`},
+		{"timeout 2147483648", "timeout: 2147483648 seconds out of range"},
+		{"idle_timeout -9223372037", ""},
+		{"tracking 4294967296", "tracking: 4294967296 seconds out of range"},
+		{"idle_timeout 9223372036854775807", "idle_timeout: 9223372036854775807 seconds out of range"},
+		{"recent 9223372037", "recent: 9223372037 seconds out of range (0..2147483647)"},
+		{"ssl_client_renegotiation_interval -1", "ssl_client_renegotiation_interval: -1 seconds out of range"},
+		{"debug 4294967296", "debug: 4294967296 out of range"},
+		{"pending_max 4294967296", "pending_max: 4294967296 out of range"},
+		{"multi_accept 4294967296", "multi_accept: 4294967296 out of range"},
+		{"listen_queue 4294967346", "listen_queue: 4294967346 out of range"},
+		{"server 0 address 127.0.0.1 port 80 max 4294967296", "server 0: max: 4294967296 out of range"},
+		{"server 0 weight 2147483648", "server 0: weight: 2147483648 out of range"},
+		{"emergency_server 127.0.0.1:80:1:1:4294967297", `server "127.0.0.1:80:1:1:4294967297": weight: 4294967297 out of range`},
+		{"server 65536 address 127.0.0.1", "server: server number 65536 out of range (0..65535)"},
+	} {
+		in := newTest(t)
+		before := string(in.Render("x"))
+		_, err := in.Exec(tc.line, FromControl)
+		if tc.want == "" {
+			if err != nil || in.Config().IdleTimeout != 0 {
+				t.Errorf("%q: %v, idle_timeout %d; want 0 as in Pen", tc.line, err, in.Config().IdleTimeout)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.line, err, tc.want)
+		}
+		if string(in.Render("x")) != before {
+			t.Errorf("%q changed the configuration", tc.line)
+		}
+	}
+	in := newTest(t)
+	for _, line := range []string{"server 0 blacklist 2147483647", "blacklist 2147483647", "timeout 2147483647", "recent 2147483647"} {
+		exec(t, in, line)
+	}
+	// Settings made directly (the command-line flags) are checked too.
+	if err := in.Update(FromFlag, func(c *Config) error { c.Blacklist = 9223372037; return nil }); err == nil || !strings.Contains(err.Error(), "blacklist: 9223372037 seconds out of range") {
+		t.Errorf("Update with blacklist 9223372037: %v", err)
+	}
+	if err := in.Update(FromFlag, func(c *Config) error { c.ClientsMax = 1 << 40; return nil }); err == nil {
+		t.Error("Update with a client table of 2^40 slots accepted")
+	}
+	if in.Config().Blacklist != 2147483647 {
+		t.Errorf("refused Update changed blacklist to %d", in.Config().Blacklist)
+	}
+	// An access list is bounded, so that a configuration has a largest
+	// size.
+	lines := strings.Repeat("acl 1 permit 10.0.0.1\n", MaxACLEntries)
+	if _, err := in.ExecLines("big", []byte(lines), FromControl); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Exec("acl 1 deny 10.0.0.2", FromControl); err == nil || !strings.Contains(err.Error(), "acl 1 is full") {
+		t.Errorf("entry past MaxACLEntries: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"reflect"
@@ -184,6 +185,9 @@ func (in *Interp) Update(origin Origin, f func(c *Config) error) error {
 	defer in.mu.Unlock()
 	x := in.begin(origin)
 	if err := f(x.cfg); err != nil {
+		return err
+	}
+	if err := x.cfg.checkNumbers(); err != nil {
 		return err
 	}
 	_, err := in.commit(x)
@@ -440,6 +444,63 @@ func isInvalidAt(s string, i int) bool {
 	return r == utf8.RuneError && size == 1
 }
 
+// MaxInt is the largest number a command takes: Pen's numbers are C ints,
+// and a configuration pen writes must mean the same to Pen.
+const MaxInt = math.MaxInt32
+
+// Bounds of the client and connection tables and of the idle upstream
+// connections held, which are allocated to these sizes.
+const (
+	maxTable  = 1 << 20
+	maxIdlers = 10000
+)
+
+// MaxSeconds is the longest time a command takes, about 68 years; times
+// are seconds, and the longest one times time.Second must fit a
+// time.Duration (blacklist 9223372037 overflowed it and blacklisted
+// nothing).
+const MaxSeconds = MaxInt
+
+// checkInt refuses n outside lo..hi; unit follows the number in the error.
+func checkInt(what string, n, lo, hi int, unit string) error {
+	if n < lo || n > hi {
+		return fmt.Errorf("%s: %d%s out of range (%d..%d)", what, n, unit, lo, hi)
+	}
+	return nil
+}
+
+// checkNumbers refuses numbers out of the range the commands accept, for
+// settings made directly (Update: the command-line flags).
+func (c *Config) checkNumbers() error {
+	for _, v := range []struct {
+		name   string
+		n      int
+		lo, hi int
+		unit   string
+	}{
+		{"blacklist", c.Blacklist, 0, MaxSeconds, " seconds"},
+		{"timeout", c.Timeout, 1, MaxSeconds, " seconds"},
+		{"tracking", c.Tracking, 0, MaxSeconds, " seconds"},
+		{"idle_timeout", c.IdleTimeout, 0, MaxSeconds, " seconds"},
+		{"ssl_client_renegotiation_interval", c.TLS.Renegotiate, 0, MaxSeconds, " seconds"},
+		{"debug", c.Debug, 0, MaxInt, ""},
+		{"clients_max", c.ClientsMax, 1, maxTable, ""},
+		{"conn_max", c.ConnMax, 1, maxTable, ""},
+		{"pending_max", c.PendingMax, 1, MaxInt, ""},
+		{"multi_accept", c.MultiAccept, 1, MaxInt, ""},
+		{"listen_queue", c.ListenQueue, 1, MaxInt, ""},
+		{"idlers", c.Idlers, 0, maxIdlers, ""},
+	} {
+		if err := checkInt(v.name, v.n, v.lo, v.hi, v.unit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkSeconds refuses a time longer than MaxSeconds.
+func checkSeconds(what string, n int) error { return checkInt(what, n, 0, MaxSeconds, " seconds") }
+
 // optInt parses an optional numeric argument.
 func optInt(cmd string, args []string) (int, bool, error) {
 	if len(args) == 0 {
@@ -506,6 +567,9 @@ func (x *txn) runCmd(cmd string, args []string) error {
 		if err != nil {
 			return fmt.Errorf("acl: %w", err)
 		}
+		if len(c.ACLs[n]) >= MaxACLEntries {
+			return fmt.Errorf("acl: acl %d is full (%d entries)", n, MaxACLEntries)
+		}
 		c.ACLs[n] = append(c.ACLs[n], e)
 	case "ascii":
 		return x.flag(&c.ASCII, true, cmd, args)
@@ -517,6 +581,9 @@ func (x *txn) runCmd(cmd string, args []string) error {
 		if set {
 			if n < 0 {
 				return errors.New("blacklist: time must not be negative")
+			}
+			if err := checkSeconds(cmd, n); err != nil {
+				return err
 			}
 			c.Blacklist = n
 		}
@@ -547,8 +614,8 @@ func (x *txn) runCmd(cmd string, args []string) error {
 			return err
 		}
 		if set {
-			if n < 1 || n > 1<<20 {
-				return fmt.Errorf("%s: %s table size %d out of range (1..%d)", cmd, what, n, 1<<20)
+			if n < 1 || n > maxTable {
+				return fmt.Errorf("%s: %s table size %d out of range (1..%d)", cmd, what, n, maxTable)
 			}
 			if n > *p { // the tables only grow, as in Pen
 				*p = n
@@ -607,6 +674,9 @@ func (x *txn) runCmd(cmd string, args []string) error {
 			if n < 0 {
 				return errors.New("debug: level must not be negative")
 			}
+			if err := checkInt(cmd, n, 0, MaxInt, ""); err != nil {
+				return err
+			}
 			c.Debug = n
 		}
 		x.printf("%d\n", c.Debug)
@@ -648,7 +718,11 @@ func (x *txn) runCmd(cmd string, args []string) error {
 			return err
 		}
 		if set {
-			c.IdleTimeout = max(n, 0)
+			n = max(n, 0) // as Pen does
+			if err := checkSeconds(cmd, n); err != nil {
+				return err
+			}
+			c.IdleTimeout = n
 		}
 		x.printf("Idle timeout: %d seconds\n", c.IdleTimeout)
 	case "idlers":
@@ -657,8 +731,8 @@ func (x *txn) runCmd(cmd string, args []string) error {
 			return err
 		}
 		if set {
-			if n < 0 || n > 10000 {
-				return fmt.Errorf("idlers: %d out of range (0..10000)", n)
+			if n < 0 || n > maxIdlers {
+				return fmt.Errorf("idlers: %d out of range (0..%d)", n, maxIdlers)
 			}
 			c.Idlers = n
 		}
@@ -724,6 +798,9 @@ func (x *txn) runCmd(cmd string, args []string) error {
 			return err
 		}
 		if len(args) > 0 {
+			if err := checkInt(cmd, n, math.MinInt32, MaxInt, ""); err != nil {
+				return err
+			}
 			c.PendingMax = n
 		}
 		if c.PendingMax <= 0 {
@@ -740,6 +817,9 @@ func (x *txn) runCmd(cmd string, args []string) error {
 		}
 		if !set {
 			secs = DefaultRecent
+		}
+		if err := checkInt(cmd, secs, 0, MaxSeconds, " seconds"); err != nil {
+			return err
 		}
 		if x.in.eng != nil {
 			since := x.in.now().Add(-time.Duration(secs) * time.Second).Truncate(time.Second)
@@ -843,6 +923,9 @@ func (x *txn) runCmd(cmd string, args []string) error {
 			if n < 1 {
 				return errors.New("timeout: must be at least 1 second")
 			}
+			if err := checkSeconds(cmd, n); err != nil {
+				return err
+			}
 			c.Timeout = n
 		}
 		x.printf("%d\n", c.Timeout)
@@ -854,6 +937,9 @@ func (x *txn) runCmd(cmd string, args []string) error {
 		if set {
 			if n < 0 {
 				return errors.New("tracking: time must not be negative")
+			}
+			if err := checkSeconds(cmd, n); err != nil {
+				return err
 			}
 			c.Tracking = n
 		}
@@ -919,11 +1005,17 @@ func (x *txn) runCmd(cmd string, args []string) error {
 		if err != nil || len(args) == 0 {
 			return errors.New("multi_accept: expected a number")
 		}
+		if err := checkInt(cmd, n, math.MinInt32, MaxInt, ""); err != nil {
+			return err
+		}
 		c.MultiAccept = max(n, 1)
 	case "listen_queue":
 		n, _, err := optInt(cmd, args)
 		if err != nil || len(args) == 0 {
 			return errors.New("listen_queue: expected a number")
+		}
+		if err := checkInt(cmd, n, math.MinInt32, MaxInt, ""); err != nil {
+			return err
 		}
 		c.ListenQueue = max(n, 50)
 	case "ssl_cert", "ssl_key", "ssl_ca_file", "ssl_ca_dir", "ssl_protocol":
@@ -938,6 +1030,9 @@ func (x *txn) runCmd(cmd string, args []string) error {
 		n, _, err := optInt(cmd, args)
 		if err != nil || len(args) == 0 {
 			return errors.New("ssl_client_renegotiation_interval: expected seconds")
+		}
+		if err := checkInt(cmd, n, 0, MaxSeconds, " seconds"); err != nil {
+			return err
 		}
 		c.TLS.Renegotiate = n
 	case "ssl_ocsp_response":
@@ -1160,8 +1255,8 @@ func (x *txn) server(args []string) error {
 	if err != nil {
 		return err
 	}
-	if n < 0 || n >= 1<<16 {
-		return fmt.Errorf("server: server number %d out of range (0..%d)", n, 1<<16-1)
+	if n < 0 || n >= MaxServers {
+		return fmt.Errorf("server: server number %d out of range (0..%d)", n, MaxServers-1)
 	}
 	kv := args[1:]
 	if len(kv)%2 != 0 {
@@ -1213,6 +1308,9 @@ func (x *txn) server(args []string) error {
 			if num < 0 {
 				return fmt.Errorf("server %d: %s must not be negative", n, k)
 			}
+			if err := checkInt(fmt.Sprintf("server %d: %s", n, k), num, 0, MaxInt, ""); err != nil {
+				return err
+			}
 			switch k {
 			case "max":
 				s.Max = num
@@ -1226,6 +1324,9 @@ func (x *txn) server(args []string) error {
 		case "blacklist":
 			if num < 0 {
 				return fmt.Errorf("server %d: blacklist time must not be negative", n)
+			}
+			if err := checkSeconds(fmt.Sprintf("server %d: blacklist", n), num); err != nil {
+				return err
 			}
 			t := num
 			bl = &t

@@ -164,6 +164,9 @@ func ParseServer(spec string, defaultPort int, udp bool, r Resolver) (Server, er
 		if n < 0 {
 			return Server{}, fmt.Errorf("server %q: %s must not be negative", spec, names[i])
 		}
+		if err := checkInt(names[i], n, 0, MaxInt, ""); err != nil {
+			return Server{}, fmt.Errorf("server %q: %w", spec, err)
+		}
 		*nums[i] = n
 	}
 	if h.IsUnix() {
