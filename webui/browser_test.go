@@ -56,10 +56,10 @@ func backend(t *testing.T, n int) (port string, hits *atomic.Int64) {
 	return port, hits
 }
 
-// through sends payload through pen and returns the banner of the backend
-// that answered.
-func through(addr string, payload []byte) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+// through sends payload through pen, which listens on the unix socket
+// path, and returns the banner of the backend that answered.
+func through(path string, payload []byte) (string, error) {
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {
 		return "", err
 	}
@@ -68,7 +68,7 @@ func through(addr string, payload []byte) (string, error) {
 	if _, err := c.Write(payload); err != nil {
 		return "", err
 	}
-	c.(*net.TCPConn).CloseWrite()
+	c.(*net.UnixConn).CloseWrite()
 	got, err := io.ReadAll(c)
 	if err != nil {
 		return "", err
@@ -134,8 +134,11 @@ func TestBrowser(t *testing.T) {
 
 	b0, hits0 := backend(t, 0)
 	b1, hits1 := backend(t, 1)
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	// pen listens on unix sockets in the test's directory, so that no
+	// port has to be chosen before pen starts; the browser reaches the
+	// admin UI through a TCP relay on a port the test bound (port 0).
+	listen := filepath.Join(dir, "pen.sock")
+	admin := filepath.Join(dir, "admin.sock")
 	cfgFile := filepath.Join(dir, "pen.cfg")
 	pwFile := filepath.Join(dir, "pw.txt")
 	status := filepath.Join(dir, "status.html")
@@ -184,7 +187,7 @@ func TestBrowser(t *testing.T) {
 		return penOut.String()
 	}
 	waitFor(t, "pen's admin listener", func() bool {
-		c, err := net.DialTimeout("tcp", admin, time.Second)
+		c, err := net.DialTimeout("unix", admin, time.Second)
 		if err == nil {
 			c.Close()
 			return true
@@ -265,7 +268,7 @@ func TestBrowser(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	base := "https://" + admin
+	base := "https://" + unixRelay(t, admin)
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		if err := chromedp.Do(ctx, steps...); err != nil {
@@ -411,6 +414,63 @@ func TestBrowser(t *testing.T) {
 	for _, e := range jsErrors {
 		t.Errorf("browser: %s", e)
 	}
+}
+
+// unixRelay accepts TCP connections on a loopback port it binds (port 0)
+// and relays each to the unix socket path; it returns the TCP address.
+func unixRelay(t *testing.T, path string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn // closed at the end, kept-alive ones included
+	)
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				u, err := net.DialTimeout("unix", path, 5*time.Second)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				done := make(chan struct{})
+				go func() {
+					io.Copy(u, c)
+					u.(*net.UnixConn).CloseWrite()
+					close(done)
+				}()
+				io.Copy(c, u)
+				c.(*net.TCPConn).CloseWrite()
+				<-done
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 type lockedWriter struct {

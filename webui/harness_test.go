@@ -3,7 +3,6 @@ package webui
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -61,14 +60,16 @@ type harness struct {
 	listen string // pen's own listener
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// placeholderBind opens the admin UI's listeners for tests: a TCP spec
+// with a port below 100 (a placeholder, as in "127.0.0.1:1") binds port 0
+// of its address instead, and the server reports the port it got
+// (AdminAddr, RedirectAddr); other specs bind as named.
+func placeholderBind(spec string) (net.Listener, error) {
+	p, err := config.ParseListen(spec, false, nil)
+	if err == nil && p.Path == "" && p.Addr.Port() < 100 {
+		return net.Listen("tcp", netip.AddrPortFrom(p.Addr.Addr(), 0).String())
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return listen(spec)
 }
 
 // noResolver keeps tests off DNS: names that are not literal addresses
@@ -96,12 +97,12 @@ func newHarness(t *testing.T, o harnessOpt) *harness {
 		t.Fatal(err)
 	}
 	h.eng = eng
-	h.listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	h.listen = filepath.Join(h.dir, "pen.sock") // a unix socket: no port to find
 	lines := append([]string{
 		"listen " + h.listen,
 		"server 0 address 127.0.0.1 port 9",
 		"server 1 address 127.0.0.1 port 10",
-		"admin_listen 127.0.0.1:1", // never opened: these tests use httptest
+		"admin_listen 127.0.0.1:1", // a placeholder: opened only by tests that Start
 		"admin_password_file " + filepath.Join(h.dir, "missing.txt") + " " + h.pwFile,
 	}, o.lines...)
 	for _, l := range lines {
@@ -123,6 +124,7 @@ func newHarness(t *testing.T, o harnessOpt) *harness {
 		t.Fatal(err)
 	}
 	h.s = New(Options{Interp: h.in, State: EngineState(eng), Gatherer: reg})
+	h.s.lst.bind = placeholderBind
 	h.s.SetClock(h.clock.now)
 	h.s.logins = newLimiter(time.Second, time.Minute)
 	h.s.logins.now = h.clock.now

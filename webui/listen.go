@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"reflect"
 	"strconv"
@@ -24,6 +25,19 @@ import (
 // RetryBind is how long the admin UI waits before trying again to open a
 // listener it could not open.
 const RetryBind = 10 * time.Second
+
+// Timeouts of admin connections. A client must send its request headers
+// within HeaderTimeout of connecting (or of its previous request), and the
+// whole request, body included, within ReadTimeout: an upload of
+// config.MaxConfigSize over a slow link fits, a connection held open by
+// sending nothing does not. A kept-alive connection with no request closes
+// after IdleTimeout.
+const (
+	HeaderTimeout = 10 * time.Second
+	ReadTimeout   = 2 * time.Minute
+	WriteTimeout  = 2 * time.Minute
+	IdleTimeout   = 30 * time.Second
+)
 
 // endpoint is one serving listener.
 type endpoint struct {
@@ -49,6 +63,18 @@ type listeners struct {
 	s     *Server
 	tls   atomic.Pointer[tls.Config] // for the admin listener; nil = plain HTTP
 	certs certStore
+	lim   *connLimit // connections of both listeners together
+
+	// bind opens the listener for a spec: listen, or in tests one that
+	// binds port 0 and reports what it got. headerTimeout is
+	// HeaderTimeout (shorter in tests). Both are set before Start.
+	bind          func(spec string) (net.Listener, error)
+	headerTimeout time.Duration
+
+	// bound is the address the admin listener serves on, or "", for the
+	// redirect handler (which must not wait for an apply in progress).
+	// Written by apply, with applyMu held.
+	bound atomic.Pointer[string]
 
 	applyMu  sync.Mutex // one apply at a time
 	admin    *endpoint
@@ -64,7 +90,7 @@ type listeners struct {
 }
 
 func newListeners(s *Server) *listeners {
-	return &listeners{s: s, notify: make(chan struct{}, 1)}
+	return &listeners{s: s, notify: make(chan struct{}, 1), lim: newConnLimit(MaxConns), bind: listen, headerTimeout: HeaderTimeout}
 }
 
 // Start serves the admin UI on the listeners the configuration names and
@@ -107,6 +133,7 @@ func (s *Server) Close() {
 		}
 	}
 	l.admin, l.redirect, l.applied = nil, nil, nil
+	l.setBound()
 	s.sampler.Stop()
 }
 
@@ -230,6 +257,7 @@ func (l *listeners) apply(a config.Admin) error {
 	} else {
 		l.s.sampler.Stop()
 	}
+	l.setBound()
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
@@ -245,7 +273,27 @@ func (l *listeners) closeAll() {
 			*e = nil
 		}
 	}
+	l.setBound()
 	l.s.sampler.Stop()
+}
+
+// setBound publishes the admin listener's address; applyMu is held.
+func (l *listeners) setBound() {
+	a := ""
+	if l.admin != nil {
+		a = l.admin.ln.Addr().String()
+	}
+	l.bound.Store(&a)
+}
+
+// boundTCP is the TCP address the admin listener serves on, if it does.
+func (l *listeners) boundTCP() (netip.AddrPort, bool) {
+	p := l.bound.Load()
+	if p == nil {
+		return netip.AddrPort{}, false
+	}
+	ap, err := netip.ParseAddrPort(*p)
+	return ap, err == nil
 }
 
 // move makes cur serve spec: it keeps cur when the spec is the same,
@@ -263,13 +311,13 @@ func (l *listeners) move(cur *endpoint, spec string, h http.Handler, what string
 		}
 		return nil, nil
 	}
-	ln, err := listen(spec)
+	ln, err := l.bind(spec)
 	if err != nil && cur != nil && errors.Is(err, syscall.EADDRINUSE) && samePort(cur, spec) {
 		// The old listener holds the port (say "8443" becoming
 		// "0.0.0.0:8443"): it has to go first.
 		cur.close(5 * time.Second)
 		cur = nil
-		ln, err = listen(spec)
+		ln, err = l.bind(spec)
 	}
 	if err != nil {
 		return cur, fmt.Errorf("%s on %s: %w", what, spec, err)
@@ -306,16 +354,20 @@ func listen(spec string) (net.Listener, error) {
 }
 
 func (l *listeners) serve(spec string, ln net.Listener, h http.Handler, useTLS bool) *endpoint {
+	// Count connections before TLS, so that a handshake that never
+	// finishes holds a place only until it is pushed out or times out.
+	ln = &limitListener{Listener: ln, lim: l.lim}
 	if useTLS {
 		ln = &switchTLS{Listener: ln, cfg: &l.tls}
 	}
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       2 * time.Minute,
-		WriteTimeout:      2 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: l.headerTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
+		ConnState:         l.lim.connState,
 		// Browsers that do not trust a self-signed certificate fill
 		// the log with handshake errors; show them only with -d.
 		ErrorLog: log.New(debugWriter{l.s.log}, "admin UI: ", 0),
@@ -354,11 +406,12 @@ func (d debugWriter) Write(p []byte) (int, error) {
 }
 
 // redirectToAdmin sends a browser from the plain HTTP port to the admin
-// listener, on the host name the browser used.
+// listener, on the host name the browser used and the port the admin
+// listener is bound to (the one serving, also while a move to another
+// port waits for its address).
 func (s *Server) redirectToAdmin(w http.ResponseWriter, r *http.Request) {
-	a := s.in.Config().Admin
-	p, err := config.ParseListen(a.Listen, false, nil)
-	if a.Listen == "" || err != nil || p.Path != "" {
+	bound, ok := s.lst.boundTCP()
+	if !ok {
 		http.Error(w, "The admin UI is not served over TCP.", http.StatusServiceUnavailable)
 		return
 	}
@@ -371,9 +424,9 @@ func (s *Server) redirectToAdmin(w http.ResponseWriter, r *http.Request) {
 		host = "localhost"
 	}
 	scheme := "http"
-	if a.TLSCert != "" {
+	if s.lst.tls.Load() != nil {
 		scheme = "https"
 	}
-	target := scheme + "://" + net.JoinHostPort(host, strconv.Itoa(int(p.Addr.Port()))) + r.URL.RequestURI()
+	target := scheme + "://" + net.JoinHostPort(host, strconv.Itoa(int(bound.Port()))) + r.URL.RequestURI()
 	http.Redirect(w, r, target, http.StatusTemporaryRedirect)
 }

@@ -1,12 +1,15 @@
 package webui
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,16 +35,23 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestListenersFollowConfig(t *testing.T) {
 	h := newHarness(t, harnessOpt{})
 	cert, key := filepath.Join(h.dir, "tls", "admin.crt"), filepath.Join(h.dir, "tls", "admin.key")
-	p1, p2, r1 := freePort(t), freePort(t), freePort(t)
-	h.exec(fmt.Sprintf("admin_listen 127.0.0.1:%d", p1))
-	h.exec(fmt.Sprintf("admin_redirect 127.0.0.1:%d", r1))
+	// Placeholder ports (see placeholderBind): each listener binds
+	// port 0 and the test uses the address it got.
+	h.exec("admin_listen 127.0.0.1:2")
+	h.exec("admin_redirect 127.0.0.1:3")
 	h.exec("admin_tls " + cert + " " + key)
 	h.s.Start()
 	defer h.s.Close()
 
-	if got := h.s.AdminAddr(); got != fmt.Sprintf("127.0.0.1:%d", p1) {
-		t.Fatalf("admin listener on %q", got)
+	a1, r1 := h.s.AdminAddr(), h.s.RedirectAddr()
+	if ap, err := netip.ParseAddrPort(a1); err != nil || ap.Addr() != netip.MustParseAddr("127.0.0.1") || ap.Port() == 0 {
+		t.Fatalf("admin listener on %q", a1)
 	}
+	if r1 == "" || r1 == a1 {
+		t.Fatalf("redirect listener on %q", r1)
+	}
+	_, p1, _ := net.SplitHostPort(a1)
+	_, rp, _ := net.SplitHostPort(r1)
 	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("generated key: %v %v", fi, err)
 	}
@@ -73,14 +83,14 @@ func TestListenersFollowConfig(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		return r, string(b), nil
 	}
-	r, body, err := get(fmt.Sprintf("https://127.0.0.1:%d/healthz", p1))
+	r, body, err := get("https://" + a1 + "/healthz")
 	if err != nil || r.StatusCode != http.StatusOK || body != "ok\n" {
 		t.Fatalf("GET /healthz over TLS: %v %q", err, body)
 	}
 	// Plain HTTP on the redirect port goes to the HTTPS port.
-	r, _, err = get(fmt.Sprintf("http://localhost:%d/servers?x=1", r1))
+	r, _, err = get("http://localhost:" + rp + "/servers?x=1")
 	if err != nil || r.StatusCode != http.StatusTemporaryRedirect ||
-		r.Header.Get("Location") != fmt.Sprintf("https://localhost:%d/servers?x=1", p1) {
+		r.Header.Get("Location") != "https://localhost:"+p1+"/servers?x=1" {
 		t.Fatalf("redirect: %v %v %q", err, r.StatusCode, r.Header.Get("Location"))
 	}
 	if _, err := os.Stat(cert); err != nil {
@@ -89,17 +99,19 @@ func TestListenersFollowConfig(t *testing.T) {
 	before, _ := os.ReadFile(cert)
 
 	// Move the admin listener; the old port closes.
-	h.exec(fmt.Sprintf("admin_listen 127.0.0.1:%d", p2))
-	waitFor(t, "the admin listener to move", func() bool { return h.s.AdminAddr() == fmt.Sprintf("127.0.0.1:%d", p2) })
-	if _, _, err := get(fmt.Sprintf("https://127.0.0.1:%d/healthz", p2)); err != nil {
+	h.exec("admin_listen 127.0.0.1:4")
+	waitFor(t, "the admin listener to move", func() bool { return h.s.AdminAddr() != a1 })
+	a2 := h.s.AdminAddr()
+	_, p2, _ := net.SplitHostPort(a2)
+	if _, _, err := get("https://" + a2 + "/healthz"); err != nil {
 		t.Errorf("new port: %v", err)
 	}
 	waitFor(t, "the old port to close", func() bool {
-		_, _, err := get(fmt.Sprintf("https://127.0.0.1:%d/healthz", p1))
+		_, _, err := get("https://" + a1 + "/healthz")
 		return err != nil
 	})
-	r, _, _ = get(fmt.Sprintf("http://127.0.0.1:%d/", r1))
-	if r == nil || !strings.Contains(r.Header.Get("Location"), fmt.Sprintf(":%d/", p2)) {
+	r, _, _ = get("http://" + r1 + "/")
+	if r == nil || !strings.Contains(r.Header.Get("Location"), ":"+p2+"/") {
 		t.Errorf("redirect does not follow the move: %v", r)
 	}
 	if after, _ := os.ReadFile(cert); string(after) != string(before) {
@@ -109,14 +121,19 @@ func TestListenersFollowConfig(t *testing.T) {
 	// Without admin_tls the same listener serves plain HTTP.
 	h.exec("no admin_tls")
 	waitFor(t, "plain HTTP", func() bool {
-		r, _, err := get(fmt.Sprintf("http://127.0.0.1:%d/healthz", p2))
+		r, _, err := get("http://" + a2 + "/healthz")
 		return err == nil && r.StatusCode == http.StatusOK
 	})
 
 	// A port that is taken is reported and retried; the old listener
 	// keeps serving meanwhile.
 	busy := h.s.AdminAddr()
-	h.exec(fmt.Sprintf("admin_listen %s", h.listen)) // pen's own listener holds it
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	h.exec("admin_listen " + taken.Addr().String())
 	waitFor(t, "the bind error", func() bool { return h.s.ListenerError() != nil })
 	if !strings.Contains(h.s.ListenerError().Error(), "address already in use") {
 		t.Errorf("error: %v", h.s.ListenerError())
@@ -202,4 +219,121 @@ func TestSamplerBounded(t *testing.T) {
 	if n := len(sm.Snapshot().Servers); n != MaxSampled {
 		t.Errorf("sampling %d servers, want %d", n, MaxSampled)
 	}
+}
+
+// openFDs counts this process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	e, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(e)
+}
+
+// TestConnCap floods the real admin listener with idle connections, more
+// than MaxConns, from one address: the admin UI holds at most MaxConns
+// descriptors for them, still answers a real request, and keeps the
+// kept-alive connection of a browser at another address.
+func TestConnCap(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	h.s.Start()
+	defer h.s.Close()
+	addr := h.s.AdminAddr()
+	if addr == "" {
+		t.Fatalf("admin listener not open: %v", h.s.ListenerError())
+	}
+	// A browser at 127.0.0.2 with a kept-alive connection.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}
+	browser, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer browser.Close()
+	br := bufio.NewReader(browser)
+	ask := func(what string) {
+		t.Helper()
+		browser.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(browser, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		r, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		if r.StatusCode != http.StatusOK {
+			t.Fatalf("%s: HTTP %d", what, r.StatusCode)
+		}
+	}
+	ask("browser before the flood")
+
+	before := openFDs(t)
+	const flood = MaxConns + 200
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for i := 0; i < flood; i++ {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		idle = append(idle, c)
+	}
+	lim := h.s.lst.lim
+	waitFor(t, "the flood to be accepted", func() bool {
+		lim.mu.Lock()
+		defer lim.mu.Unlock()
+		return lim.accepted+lim.refused >= flood+1
+	})
+	if n := lim.count(); n > MaxConns {
+		t.Errorf("%d admin connections open, more than %d", n, MaxConns)
+	}
+	// The test holds flood descriptors of its own; pen may hold at most
+	// MaxConns more (and a few for the request below).
+	if got, most := openFDs(t), before+flood+MaxConns+8; got > most {
+		t.Errorf("%d descriptors open after %d idle connections, want at most %d (%d before)", got, flood, most, before)
+	}
+	// A new client is served, and so is the browser on the connection it
+	// had: the flood pushed out only its own connections.
+	c := &http.Client{Timeout: 10 * time.Second}
+	r, err := c.Get("http://" + addr + "/login")
+	if err != nil {
+		t.Fatalf("GET /login during the flood: %v", err)
+	}
+	io.Copy(io.Discard, r.Body)
+	r.Body.Close()
+	if r.StatusCode != http.StatusOK {
+		t.Errorf("GET /login during the flood: HTTP %d", r.StatusCode)
+	}
+	ask("browser after the flood, same connection")
+}
+
+// TestIdleConnTimeout: a connection that sends no request, or only part
+// of its headers, is closed after the header timeout.
+func TestIdleConnTimeout(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	h.s.lst.headerTimeout = 300 * time.Millisecond
+	h.s.Start()
+	defer h.s.Close()
+	addr := h.s.AdminAddr()
+	for _, sent := range []string{"", "GET / HTTP/1.1\r\nHost: x\r\n"} {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, sent)
+		start := time.Now()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || time.Since(start) > 5*time.Second {
+			t.Errorf("after sending %q: connection not closed by the server: %v (%q)", sent, err, b)
+		}
+	}
+	waitFor(t, "the closed connections to be forgotten", func() bool { return h.s.lst.lim.count() == 0 })
 }
