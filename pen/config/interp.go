@@ -100,6 +100,8 @@ type Interp struct {
 	OnChange func(c *Config, origin Origin)
 
 	byOrigin sync.Map // Origin -> *atomic.Uint64
+
+	files fileState // guarded by mu
 }
 
 func (in *Interp) countChange(o Origin) {
@@ -234,7 +236,12 @@ func (in *Interp) ExecFile(path string, origin Origin) (string, error) {
 	if err := x.runFile(path, data); err != nil {
 		return "", err
 	}
-	return in.commit(x)
+	out, err := in.commit(x)
+	var se *SaveError
+	if err == nil || errors.As(err, &se) {
+		in.noteRead(path, data)
+	}
+	return out, err
 }
 
 // readConfigFile reads a configuration file: a regular file of at most
@@ -282,15 +289,23 @@ type txn struct {
 	after  []func(Engine)
 	origin Origin
 	depth  int
-	dry    bool // validating only: no runtime actions, no files written
+	dry    bool     // validating only: no runtime actions, no files written
+	writes []string // files the write command saves after the commit
 }
 
 func (in *Interp) begin(origin Origin) *txn {
 	return &txn{in: in, cfg: in.cfg.Clone(), origin: origin}
 }
 
+// commit makes the transaction's configuration the running one. When the
+// change was applied but autowrite could not save it, the reply comes with
+// a *SaveError; so it does when a write in the transaction failed after a
+// change. A write that fails in a transaction that changed nothing is a
+// plain error.
 func (in *Interp) commit(x *txn) (string, error) {
-	if !reflect.DeepEqual(x.cfg, in.cfg) {
+	changed := !reflect.DeepEqual(x.cfg, in.cfg)
+	var saveErr error
+	if changed {
 		if in.eng != nil {
 			if err := in.eng.Apply(x.cfg); err != nil {
 				return "", err
@@ -299,9 +314,11 @@ func (in *Interp) commit(x *txn) (string, error) {
 		in.cfg = x.cfg
 		in.log.SetLevel(x.cfg.Debug)
 		in.countChange(x.origin)
-		if x.cfg.AutoWrite && in.proc.ConfigFile != "" && x.origin != FromFile && x.origin != FromSignal {
-			if err := in.writeLocked(in.proc.ConfigFile); err != nil {
+		if f := in.proc.ConfigFile; x.cfg.AutoWrite && f != "" && x.origin != FromFile && x.origin != FromSignal &&
+			in.checkMayWrite(f) == nil { // before the -F file is read (start-up), there is nothing to save yet
+			if err := in.save(f); err != nil {
 				in.log.Printf("autowrite: %v", err)
+				saveErr = &SaveError{Path: f, Err: err}
 			}
 		}
 		if in.OnChange != nil {
@@ -311,7 +328,20 @@ func (in *Interp) commit(x *txn) (string, error) {
 	for _, f := range x.after {
 		f(in.eng)
 	}
-	return x.out.String(), nil
+	for _, file := range x.writes {
+		if err := in.save(file); err != nil {
+			in.log.Printf("write: %v", err)
+			if saveErr != nil {
+				continue
+			}
+			if changed {
+				saveErr = &SaveError{Path: file, Err: err}
+			} else {
+				saveErr = fmt.Errorf("write: not saved to %s: %w", file, err)
+			}
+		}
+	}
+	return x.out.String(), saveErr
 }
 
 // runData runs the lines of an upload or of -O/-o text; errors name the
@@ -970,12 +1000,11 @@ func (x *txn) runCmd(cmd string, args []string) error {
 		if file == "" {
 			return errors.New("write: no file")
 		}
+		if err := x.in.checkMayWrite(file); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
 		if !x.dry {
-			x.after = append(x.after, func(Engine) {
-				if err := x.in.writeLocked(file); err != nil {
-					x.in.log.Printf("write: %v", err)
-				}
-			})
+			x.writes = append(x.writes, file)
 		}
 
 	// Settings Pen has only as flags, and ours.

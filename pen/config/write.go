@@ -218,11 +218,7 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 func (in *Interp) Write(file string) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.writeLocked(file)
-}
-
-func (in *Interp) writeLocked(file string) error {
-	return WriteFileAtomic(file, Render(in.cfg, in.proc, file, in.now()), 0o644)
+	return in.save(file)
 }
 
 // Render returns the configuration file write would save to file.
@@ -235,14 +231,19 @@ func (in *Interp) Render(file string) []byte {
 // WriteFileAtomic replaces path with data so that a power cut leaves
 // either the old file or the new one (internal/atomicfile: temporary file
 // in the same directory, fsync, rename, fsync of the directory). An
-// existing file keeps its permissions; a path that is not a regular file is
-// refused.
+// existing file keeps its permissions; a symlink is written through (the
+// file it points to is replaced and the link stays); a path that is not a
+// regular file is refused.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	if fi, err := os.Stat(path); err == nil {
+	target, err := resolveLink(path)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(target); err == nil {
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("writing %s: not a regular file", path)
 		}
 		perm = fi.Mode().Perm()
 	}
-	return atomicfile.WriteFile(path, data, perm)
+	return atomicfile.WriteFile(target, data, perm)
 }
