@@ -7,6 +7,7 @@ package acceptance
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -99,10 +100,12 @@ func TestMalformedCommandsDoNotCrash(t *testing.T) {
 	port := freePort(t, "tcp")
 	p := startPen(t, penOpts{Control: true, TCP: port}, lst(port), b100.spec())
 	for _, c := range []string{"source", "no acl", "ssl_client_renegotiation_interval", "server", "acl", "acl 1", "acl 1 permit", "include", "write"} {
-		if out, err := runPenctl(p.Ctl, c); err != nil {
-			t.Errorf("penctl %q: %v", c, err)
+		// Refused with a reason: penctl exits 1 and says why.
+		r := runPenctlStatus(t, p.Ctl, strings.Fields(c)...)
+		if r.Code != 1 || r.Stdout != "" || r.Stderr == "" {
+			t.Errorf("penctl %q: exit %d, stdout %q, stderr %q; want exit 1 with a reason on stderr", c, r.Code, r.Stdout, r.Stderr)
 		} else {
-			t.Logf("penctl %q: %q", c, out)
+			t.Logf("penctl %q: %q", c, r.Stderr)
 		}
 		time.Sleep(50 * time.Millisecond)
 		if p.exited() {

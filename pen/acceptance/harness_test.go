@@ -372,6 +372,56 @@ func runPenctl(target string, args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
+// penctlResult is what one run of penctl did.
+type penctlResult struct {
+	Stdout, Stderr string
+	Code           int // exit status; -1 if it did not finish
+}
+
+// runPenctlStatus runs `penctl target args...` and returns its output and
+// exit status, whatever they are.
+func runPenctlStatus(t *testing.T, target string, args ...string) penctlResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, penctlBin, append([]string{target}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	r := penctlResult{Stdout: stdout.String(), Stderr: stderr.String(), Code: cmd.ProcessState.ExitCode()}
+	if ctx.Err() != nil {
+		t.Fatalf("penctl %s %s did not finish within 10s (stdout %q, stderr %q)", target, strings.Join(args, " "), r.Stdout, r.Stderr)
+	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("running penctl: %v", err)
+	}
+	return r
+}
+
+// penctlFails runs penctl and fails the test unless penctl exits non-zero,
+// prints nothing on standard output and names reason on standard error.
+func penctlFails(t *testing.T, target, command, reason string) {
+	t.Helper()
+	r := runPenctlStatus(t, target, strings.Fields(command)...)
+	if r.Code == 0 || r.Stdout != "" || !strings.Contains(r.Stderr, reason) {
+		t.Errorf("penctl %s %s: exit %d, stdout %q, stderr %q; want a non-zero exit, no output and %q on stderr",
+			target, command, r.Code, r.Stdout, r.Stderr, reason)
+	}
+}
+
+// expectCtlRefused checks that command is refused with the reply want:
+// Pen's protocol (rawControl, as Pen's penctl speaks it) gets exactly want,
+// and penctl exits non-zero with it on standard error.
+func (p *penProc) expectCtlRefused(command, want string) {
+	p.t.Helper()
+	if got, err := rawControl("unix", p.Ctl, "", command); err != nil || got != want {
+		p.t.Errorf("%q in Pen's protocol answered %q (%v), want %q", command, got, err, want)
+	}
+	penctlFails(p.t, p.Ctl, command, strings.TrimSuffix(want, "\n"))
+}
+
 // rawControl sends one command line over the control protocol itself and
 // returns everything pen sends back before it closes the connection.
 func rawControl(network, addr, from, line string) (string, error) {

@@ -149,11 +149,15 @@ func (e *Engine) Apply(c *config.Config) error {
 	if ctrlChanged {
 		if e.ctrl != nil {
 			e.ctrl.Close()
-			e.ctrl = nil
 		}
-		if ctrl != nil {
-			e.ctrl = ctrl
-			go ctrl.Serve()
+		e.ctrl = ctrl
+	}
+	if e.ctrl != nil {
+		// The control server checks control_acl without the
+		// interpreter's lock; it learns the list here.
+		e.ctrl.SetACL(c.ACLs[c.ControlACL])
+		if ctrlChanged {
+			go e.ctrl.Serve()
 		}
 	}
 	e.cur = c
