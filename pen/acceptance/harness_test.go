@@ -100,6 +100,15 @@ func needBinaries(t *testing.T) {
 // -u to open a control port.
 func asRoot() bool { return os.Geteuid() == 0 }
 
+// asUser is `-u nobody` as root (so that pen opens its control port) and
+// nothing otherwise.
+func asUser() []string {
+	if asRoot() {
+		return []string{"-u", "nobody"}
+	}
+	return nil
+}
+
 // begin is the first call of every test: it checks the binaries and arms a
 // watchdog that kills the test's pen processes if the test runs longer than
 // limit, so that no wait can hang the package.

@@ -122,7 +122,9 @@ func Listen(spec string, ex Executor, log *diag.Logger) (*Server, error) {
 	}
 	var ln net.Listener
 	if l.Path != "" {
-		os.Remove(l.Path)
+		if err := removeStaleSocket(l.Path); err != nil {
+			return nil, fmt.Errorf("control socket %s: %w", l.Path, err)
+		}
 		ln, err = net.Listen("unix", l.Path)
 	} else {
 		ln, err = net.Listen("tcp", l.Addr.String())
@@ -131,6 +133,56 @@ func Listen(spec string, ex Executor, log *diag.Logger) (*Server, error) {
 		return nil, fmt.Errorf("control port %s: %w", spec, err)
 	}
 	return newServer(ln, spec, ex, log), nil
+}
+
+// staleProbe bounds the connect that tells a live socket from a stale one.
+const staleProbe = time.Second
+
+// removeStaleSocket makes way for a new socket at path. Pen removes
+// whatever is there; pen removes only a stale socket, one that nothing
+// listens on (left behind by a pen that was killed), and refuses to
+// replace a file that is not a socket or a socket that is in use (another
+// pen's control socket).
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("%s is there and is not a socket; refusing to replace it", describe(fi.Mode()))
+	}
+	c, err := net.DialTimeout("unix", path, staleProbe)
+	if err == nil {
+		c.Close()
+		return errors.New("another process listens on this socket; refusing to replace it")
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("cannot tell whether the socket there is in use (%v); refusing to replace it", err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing the stale socket: %w", err)
+	}
+	return nil
+}
+
+// describe names the kind of file a mode stands for.
+func describe(m os.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "a regular file"
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "a file"
 }
 
 func newServer(ln net.Listener, spec string, ex Executor, log *diag.Logger) *Server {

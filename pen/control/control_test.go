@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -307,5 +308,61 @@ func TestCloseEndsWaitingClients(t *testing.T) {
 	}
 	if _, err := net.Dial("unix", s.Addr().String()); err == nil {
 		t.Errorf("the control socket still accepts after Close")
+	}
+}
+
+// TestSocketPathOwnedElsewhere: Listen on a unix path replaces only a
+// stale socket, never a regular file or a socket something listens on
+// (Pen unlinks whatever is there).
+func TestSocketPathOwnedElsewhere(t *testing.T) {
+	dir := t.TempDir()
+	in := newInterp()
+
+	file := filepath.Join(dir, "pen.cfg")
+	if err := os.WriteFile(file, []byte("server 0 address 10.0.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(file, in, diag.Discard()); err == nil || !strings.Contains(err.Error(), "a regular file is there and is not a socket") {
+		t.Errorf("Listen on a regular file: %v, want a refusal naming the regular file", err)
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "server 0 address 10.0.0.1\n" {
+		t.Errorf("the regular file after the refusal: %q, %v; want it untouched", b, err)
+	}
+
+	live := filepath.Join(dir, "live.ctl")
+	other, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := Listen(live, in, diag.Discard()); err == nil || !strings.Contains(err.Error(), "another process listens") {
+		t.Errorf("Listen on a live socket: %v, want a refusal", err)
+	}
+	go func() {
+		if c, err := other.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	if c, err := net.DialTimeout("unix", live, time.Second); err != nil {
+		t.Errorf("the other listener's socket no longer answers after the refusal: %v", err)
+	} else {
+		c.Close()
+	}
+
+	stale := filepath.Join(dir, "stale.ctl")
+	gone, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone.(*net.UnixListener).SetUnlinkOnClose(false)
+	gone.Close()
+	s, err := Listen(stale, in, diag.Discard())
+	if err != nil {
+		t.Fatalf("Listen on a stale socket: %v, want it replaced", err)
+	}
+	go s.Serve()
+	defer s.Close()
+	if out, err := Request(stale, "blacklist", 3*time.Second); err != nil || string(out) != "30\n" {
+		t.Errorf("Request on the replaced socket = %q, %v", out, err)
 	}
 }
