@@ -84,10 +84,11 @@ type Loop struct {
 	tb   *balance.Table
 	log  *diag.Logger
 
-	set    Settings
-	lfd    int
-	lspec  config.Listen
-	lArmed bool
+	set      Settings
+	lfd      int
+	lspec    config.Listen
+	lArmed   bool
+	lbacklog int
 
 	conns   []*conn
 	free    []int32
@@ -172,9 +173,16 @@ func (l *Loop) do(f func()) {
 	ch := make(chan struct{})
 	l.queue = append(l.queue, func() { f(); close(ch) })
 	l.mu.Unlock()
-	var one = [8]byte{1}
-	unix.Write(l.wake, one[:])
+	wakeUp(l.wake)
 	<-ch
+}
+
+// wakeUp makes the loop's epoll_wait return. A write to an eventfd fails
+// only when its counter would overflow (EAGAIN), and then a wake-up is
+// pending anyway.
+func wakeUp(fd int) {
+	var one = [8]byte{1}
+	unix.Write(fd, one[:])
 }
 
 // Configure applies s and, when listen is not nil, replaces the listener
@@ -185,6 +193,9 @@ func (l *Loop) Configure(s Settings, listen *config.Listen, backlog int) error {
 	var newFD = -1
 	if listen != nil {
 		fd, err := openListener(*listen, s.UDP, backlog, s.NoDelay)
+		if errors.Is(err, unix.EADDRINUSE) {
+			fd, err = l.reopenListener(*listen, s, backlog)
+		}
 		if err != nil {
 			return err
 		}
@@ -192,12 +203,23 @@ func (l *Loop) Configure(s Settings, listen *config.Listen, backlog int) error {
 	}
 	var err error
 	l.do(func() {
-		oldUDP := l.set.UDP
+		if listen == nil && l.set.UDP != s.UDP && l.lfd >= 0 {
+			err = errors.New("changing between TCP and UDP needs a new listener")
+			return
+		}
+		if listen != nil {
+			// Watch the new listener before anything changes: if it
+			// cannot be watched it would never be served.
+			if err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, newFD, &unix.EpollEvent{Events: 0, Fd: tokListener}); err != nil {
+				unix.Close(newFD)
+				err = fmt.Errorf("listen %s: epoll_ctl(add): %w", listen, err)
+				return
+			}
+		}
 		l.set = s
 		if listen != nil {
 			l.swapListener(newFD, *listen)
-		} else if oldUDP != s.UDP && l.lfd >= 0 {
-			err = errors.New("changing between TCP and UDP needs a new listener")
+			l.lbacklog = backlog
 		}
 		l.growTable(s.ConnMax)
 		l.armListener()
@@ -205,13 +227,61 @@ func (l *Loop) Configure(s Settings, listen *config.Listen, backlog int) error {
 	return err
 }
 
+// reopenListener binds listen when the address is taken, perhaps by this
+// loop's own listener (a new address on the same port, which only one
+// socket may hold). The current listener is closed first; if listen still
+// cannot be bound, the old address is bound again, so that the loop
+// serves where it served before.
+func (l *Loop) reopenListener(listen config.Listen, s Settings, backlog int) (int, error) {
+	var old config.Listen
+	var oldUDP, oldNoDelay, had bool
+	var oldBacklog int
+	l.do(func() {
+		had, old, oldUDP, oldNoDelay, oldBacklog = l.lfd >= 0, l.lspec, l.set.UDP, l.set.NoDelay, l.lbacklog
+		if old.Path == "" {
+			old.Addr = l.boundAddr() // the port it got, if it asked for 0
+		}
+		samePort := old.Path == "" && listen.Path == "" && old.Addr.Port() == listen.Addr.Port() && oldUDP == s.UDP
+		if !had || !(samePort || old.Path != "" && old.Path == listen.Path) {
+			had = false
+			return
+		}
+		l.swapListener(-1, config.Listen{})
+	})
+	fd, err := openListener(listen, s.UDP, backlog, s.NoDelay)
+	if !had || err == nil {
+		return fd, err
+	}
+	back, berr := openListener(old, oldUDP, oldBacklog, oldNoDelay)
+	if berr == nil {
+		l.do(func() {
+			if eerr := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, back, &unix.EpollEvent{Events: 0, Fd: tokListener}); eerr != nil {
+				unix.Close(back)
+				berr = eerr
+				return
+			}
+			l.swapListener(back, old)
+			l.armListener()
+		})
+	}
+	if berr != nil {
+		l.log.Printf("listener %s closed to make room for %s, and it cannot be opened again: %v", old, listen, berr)
+	}
+	return -1, err
+}
+
 // CloseListener closes the listener (no listen address configured).
 func (l *Loop) CloseListener() {
 	l.do(func() { l.swapListener(-1, config.Listen{}) })
 }
 
+// swapListener makes fd (already added to epoll, unarmed) the listener,
+// or closes the listener when fd is -1.
 func (l *Loop) swapListener(fd int, spec config.Listen) {
 	if l.lfd >= 0 {
+		// Closing the descriptor removes it from epoll as well; the
+		// explicit removal only makes that immediate, so its result
+		// does not matter.
 		unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, l.lfd, nil)
 		unix.Close(l.lfd)
 		// UDP flows answer through the listener: they end with it.
@@ -221,11 +291,11 @@ func (l *Loop) swapListener(fd int, spec config.Listen) {
 	}
 	l.lfd, l.lspec, l.lArmed = fd, spec, false
 	l.udpDst = fd >= 0 && l.set.UDP && spec.Path == "" && spec.Addr.Addr().IsUnspecified()
-	if fd >= 0 {
-		l.lfam, _ = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	}
-	if fd >= 0 {
-		unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: 0, Fd: tokListener})
+	switch {
+	case spec.Path != "":
+		l.lfam = unix.AF_UNIX
+	case fd >= 0:
+		l.lfam = family(spec.Addr.Addr())
 	}
 }
 
@@ -256,13 +326,31 @@ func (l *Loop) armListener() {
 	if want {
 		ev = unix.EPOLLIN
 	}
-	unix.EpollCtl(l.ep, unix.EPOLL_CTL_MOD, l.lfd, &unix.EpollEvent{Events: ev, Fd: tokListener})
+	err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_MOD, l.lfd, &unix.EpollEvent{Events: ev, Fd: tokListener})
+	if err == unix.ENOENT {
+		// The listener fell out of the epoll set: put it back.
+		err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, l.lfd, &unix.EpollEvent{Events: ev, Fd: tokListener})
+		if err == nil {
+			l.log.Printf("listener %s was not watched any more; watching it again", l.lspec)
+		}
+	}
+	if err != nil {
+		// lArmed stays as it was, so the next pass of the loop (at
+		// most a second away) tries again.
+		l.logFull("listener %s: epoll_ctl: %v; clients wait until it can be watched again", l.lspec, err)
+		return
+	}
 	l.lArmed = want
 }
 
 // Run serves until Stop. It returns once every connection is closed.
 func (l *Loop) Run() error {
 	l.mu.Lock()
+	if l.stopped {
+		// Stop came first and closed everything.
+		l.mu.Unlock()
+		return nil
+	}
 	l.running = true
 	l.mu.Unlock()
 	defer close(l.done)
@@ -333,6 +421,7 @@ func (l *Loop) serve() error {
 }
 
 func (l *Loop) runQueue() (stop bool) {
+	// Resets the eventfd; EAGAIN (nothing to reset) is harmless.
 	var b [8]byte
 	unix.Read(l.wake, b[:])
 	l.mu.Lock()
@@ -363,8 +452,7 @@ func (l *Loop) Stop() {
 		return
 	}
 	l.mu.Unlock()
-	var one = [8]byte{1}
-	unix.Write(l.wake, one[:])
+	wakeUp(l.wake)
 	<-l.done
 }
 
@@ -409,20 +497,29 @@ func (l *Loop) ListenAddr() string {
 		if l.lfd < 0 {
 			return
 		}
-		sa, err := unix.Getsockname(l.lfd)
-		if err != nil {
-			return
-		}
-		switch a := sa.(type) {
-		case *unix.SockaddrInet4:
-			s = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
-		case *unix.SockaddrInet6:
-			s = netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)).String()
-		case *unix.SockaddrUnix:
-			s = a.Name
+		if l.lspec.Path != "" {
+			s = l.lspec.Path
+		} else if a := l.boundAddr(); a.IsValid() {
+			s = a.String()
 		}
 	})
 	return s
+}
+
+// boundAddr is the address an IP listener is bound to, or the zero
+// AddrPort. Loop goroutine only.
+func (l *Loop) boundAddr() netip.AddrPort {
+	sa, err := unix.Getsockname(l.lfd)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+	}
+	return netip.AddrPort{}
 }
 
 // Conn reports connection slot i (the connection command).

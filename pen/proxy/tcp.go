@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -83,54 +84,57 @@ func (c *conn) report() config.ConnState {
 	return st
 }
 
-// openListener binds the listener as Pen does: SO_REUSEADDR, SO_REUSEPORT
-// and SO_KEEPALIVE, backlog -q; a unix socket path is removed first.
+// openListener binds the listener as Pen does: SO_REUSEADDR (TCP only)
+// and SO_KEEPALIVE, backlog -q.
+//
+// It does not set SO_REUSEPORT, which Pen does: with it a second pen on
+// the same port starts and silently shares the clients with the first.
+// Without it the second one is refused with EADDRINUSE. For the same
+// reason UDP gets no SO_REUSEADDR (on Linux it lets two UDP sockets bind
+// one port), and a unix socket path is removed only when nothing answers
+// on it.
 func openListener(spec config.Listen, udp bool, backlog int, nodelay bool) (int, error) {
 	typ := unix.SOCK_STREAM
 	if udp {
 		typ = unix.SOCK_DGRAM
 	}
 	if spec.Path != "" {
-		os.Remove(spec.Path)
-		fd, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return -1, fmt.Errorf("socket: %w", err)
-		}
-		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: spec.Path}); err != nil {
-			unix.Close(fd)
-			return -1, fmt.Errorf("can't bind local address %s: %w", spec.Path, err)
-		}
-		if !udp {
-			if err := unix.Listen(fd, backlog); err != nil {
-				unix.Close(fd)
-				return -1, fmt.Errorf("listen %s: %w", spec.Path, err)
-			}
-		}
-		return fd, nil
+		return openUnixListener(spec.Path, typ, backlog)
 	}
 	fam := family(spec.Addr.Addr())
 	fd, err := unix.Socket(fam, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("socket: %w", err)
+		return -1, fmt.Errorf("listen %s: socket: %w", spec.Addr, err)
 	}
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	opts := []sockOpt{}
 	if !udp {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+		// Lets pen listen again at once on a port whose old
+		// connections linger in TIME_WAIT.
+		opts = append(opts, sockOpt{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"},
+			sockOpt{unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE"})
 		if nodelay {
-			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+			opts = append(opts, sockOpt{unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY"})
 		}
 	} else if spec.Addr.Addr().IsUnspecified() {
 		// Answer each UDP client from the address it wrote to.
 		if fam == unix.AF_INET {
-			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+			opts = append(opts, sockOpt{unix.IPPROTO_IP, unix.IP_PKTINFO, "IP_PKTINFO"})
 		} else {
-			unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
-			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+			opts = append(opts, sockOpt{unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO"},
+				sockOpt{unix.IPPROTO_IP, unix.IP_PKTINFO, "IP_PKTINFO"})
+		}
+	}
+	for _, o := range opts {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, 1); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("listen %s: setsockopt(%s): %w", spec.Addr, o.name, err)
 		}
 	}
 	if err := unix.Bind(fd, sockaddr(spec.Addr, fam)); err != nil {
 		unix.Close(fd)
+		if err == unix.EADDRINUSE {
+			return -1, fmt.Errorf("listen %s: %w (another process serves it)", spec.Addr, err)
+		}
 		return -1, fmt.Errorf("can't bind local address %s: %w", spec.Addr, err)
 	}
 	if !udp {
@@ -140,6 +144,68 @@ func openListener(spec config.Listen, udp bool, backlog int, nodelay bool) (int,
 		}
 	}
 	return fd, nil
+}
+
+type sockOpt struct {
+	level, opt int
+	name       string
+}
+
+// openUnixListener binds a unix socket at path. A socket left behind by a
+// pen that is gone is replaced; a live one, or anything that is not a
+// socket, is refused.
+func openUnixListener(path string, typ, backlog int) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("listen %s: socket: %w", path, err)
+	}
+	if err := clearUnixPath(path, typ); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("can't bind local address %s: %w", path, err)
+	}
+	if typ == unix.SOCK_STREAM {
+		if err := unix.Listen(fd, backlog); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("listen %s: %w", path, err)
+		}
+	}
+	return fd, nil
+}
+
+// clearUnixPath removes a stale socket at path so that it can be bound.
+func clearUnixPath(path string, typ int) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("listen %s: the path exists and is not a socket; remove it if it is not needed", path)
+	}
+	probe, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("listen %s: socket: %w", path, err)
+	}
+	err = unix.Connect(probe, &unix.SockaddrUnix{Name: path})
+	unix.Close(probe)
+	switch err {
+	case unix.ECONNREFUSED:
+		// Nobody listens there: a socket left behind.
+	case nil, unix.EAGAIN:
+		return fmt.Errorf("listen %s: %w (another process serves it)", path, unix.EADDRINUSE)
+	default:
+		return fmt.Errorf("listen %s: a socket is there and answers %v; remove it if it is not needed", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("listen %s: removing the old socket: %w", path, err)
+	}
+	return nil
 }
 
 func (l *Loop) readListener() {
@@ -284,6 +350,13 @@ func (l *Loop) connect(c *conn, tg balance.Target, ok bool) bool {
 		if err == nil {
 			return true
 		}
+		var le localError
+		if errors.As(err, &le) {
+			// Pen itself is short of something (descriptors, memory):
+			// the server is not to blame and another would fail alike.
+			l.logFull("can't connect client %s to server %d: %v", config.ClientName(c.peer.Addr()), tg.Index, le.err)
+			return false
+		}
 		l.log.Printf("blacklisting server %d because connect error %v", tg.Index, err)
 		c.sess.Failed()
 		tg, ok = c.sess.Next()
@@ -291,8 +364,14 @@ func (l *Loop) connect(c *conn, tg balance.Target, ok bool) bool {
 	return false
 }
 
+// localError is a failure of pen's own resources, not of the server.
+type localError struct{ err error }
+
+func (e localError) Error() string { return e.err.Error() }
+
 // dial opens the upstream socket and starts the connect. It returns an
-// error only when the connect failed at once.
+// error only when the connect failed at once; a localError when pen could
+// not even try.
 func (l *Loop) dial(c *conn, tg balance.Target) error {
 	s := tg.Cfg
 	var fam int
@@ -311,14 +390,17 @@ func (l *Loop) dial(c *conn, tg balance.Target) error {
 	}
 	fd, err := unix.Socket(fam, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("socket: %w", err)
+		return localError{fmt.Errorf("socket: %w", err)}
 	}
 	if fam != unix.AF_UNIX && typ == unix.SOCK_STREAM {
+		// The options the configuration asks for; on a fresh TCP socket
+		// they cannot fail short of a kernel without them, but if they
+		// do the connection still works, so say so and go on.
 		if l.set.NoDelay {
-			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+			l.setOpt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1, "TCP_NODELAY")
 		}
 		if l.set.Keepalive {
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+			l.setOpt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1, "SO_KEEPALIVE")
 		}
 	}
 	early := c.q[sideUp] != nil && typ == unix.SOCK_STREAM && fam != unix.AF_UNIX
@@ -327,6 +409,8 @@ func (l *Loop) dial(c *conn, tg balance.Target) error {
 		// handshake's last ACK ride on it instead of a packet of its own.
 		// Quick ACKs come back on after that first write (quickAgain),
 		// or the server's later segments would wait for delayed ACKs.
+		// TCP_QUICKACK is a hint: if the kernel refuses it, only that
+		// one ACK travels alone, so the result is not checked.
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
 		c.fl |= fEarly
 	}
@@ -334,13 +418,18 @@ func (l *Loop) dial(c *conn, tg balance.Target) error {
 		l.bindSource(c, fd, fam)
 	} else if typ == unix.SOCK_DGRAM {
 		// A unix datagram server can only answer a bound socket.
-		unix.Bind(fd, &unix.SockaddrUnix{})
+		if err := unix.Bind(fd, &unix.SockaddrUnix{}); err != nil {
+			unix.Close(fd)
+			return localError{fmt.Errorf("bind for a unix datagram server: %w", err)}
+		}
 	}
 	c.start = l.now
 	err = unix.Connect(fd, sa)
 	switch err {
 	case nil:
-		l.attachUp(c, fd)
+		if err := l.attachUp(c, fd); err != nil {
+			return err
+		}
 		l.connected(c)
 		return nil
 	case unix.EINPROGRESS:
@@ -359,7 +448,9 @@ func (l *Loop) dial(c *conn, tg balance.Target) error {
 				quickAgain(c, fd)
 			}
 		}
-		l.attachUp(c, fd)
+		if err := l.attachUp(c, fd); err != nil {
+			return err
+		}
 		c.state = stateInProgress
 		l.pending = append(l.pending, c.slot)
 		l.pendingN.Add(1)
@@ -403,12 +494,25 @@ func (l *Loop) bindSource(c *conn, fd, fam int) {
 	}
 }
 
-func (l *Loop) attachUp(c *conn, fd int) {
-	c.up = int32(fd)
-	l.setFD(fd, c.slot)
+// attachUp makes fd the connection's server socket and watches it. If it
+// cannot be watched, nothing would ever move on it: fd is closed and the
+// error (a localError) returned.
+func (l *Loop) attachUp(c *conn, fd int) error {
 	ev := uint32(unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET)
 	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: ev, Fd: c.slot, Pad: int32(c.gen<<1 | sideUp)}); err != nil {
-		l.log.Printf("epoll_ctl: %v", err)
+		unix.Close(fd)
+		return localError{fmt.Errorf("epoll_ctl(add server socket): %w", err)}
+	}
+	c.up = int32(fd)
+	l.setFD(fd, c.slot)
+	return nil
+}
+
+// setOpt sets a socket option that the configuration asks for and logs
+// when the kernel refuses it.
+func (l *Loop) setOpt(fd, level, opt, value int, name string) {
+	if err := unix.SetsockoptInt(fd, level, opt, value); err != nil {
+		l.logFull("setsockopt(%s): %v", name, err)
 	}
 }
 
@@ -443,6 +547,7 @@ func (l *Loop) connected(c *conn) {
 // the handshake's ACK.
 func quickAgain(c *conn, fd int) {
 	c.fl &^= fEarly
+	// A hint, as in dial: refused, later ACKs are merely delayed.
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
 }
 
