@@ -3,8 +3,11 @@ package webui
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -24,7 +27,7 @@ func (s *Server) apply(r *http.Request, x *session, lines []string) error {
 	if err != nil {
 		return lineErr(err)
 	}
-	if err := lockout(cur, next, clientAddr(r)); err != nil {
+	if err := lockout(cur, next, browserOf(r)); err != nil {
 		return err
 	}
 	if len(lines) == 1 {
@@ -55,21 +58,86 @@ type LockoutError struct{ Reason string }
 
 func (e *LockoutError) Error() string { return e.Reason }
 
-// lockout refuses a change that would cut off the browser making it: one
-// after which admin_acl no longer permits the browser's address, or that
-// turns off the admin listener or the password.
-func lockout(cur, next *config.Config, client netip.Addr) error {
-	if cur.Admin.Listen != "" && next.Admin.Listen == "" {
-		return &LockoutError{"Refused: this change turns off the admin listener (no admin_listen), and with it this page. Use penctl or the configuration file for that."}
+// browser is how the browser making a change reaches the admin UI.
+type browser struct {
+	client netip.Addr // its address; invalid for a unix socket
+	local  net.Addr   // the address it connected to (nil if unknown)
+	tls    bool
+}
+
+func browserOf(r *http.Request) browser {
+	b := browser{client: clientAddr(r), tls: r.TLS != nil}
+	b.local, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	return b
+}
+
+const usePenctl = " Use penctl or the configuration file for that."
+
+// lockout refuses a change that would cut off the browser making it:
+// turning off or moving the admin listener where this browser cannot
+// follow, admin_tls with a certificate the listener could not use (it
+// would stop serving) or turned off under an https page, a password
+// setting with which nobody could log in, or an admin_acl that no longer
+// permits the browser's address.
+func lockout(cur, next *config.Config, b browser) error {
+	ca, na := cur.Admin, next.Admin
+	if ca.Listen != "" && na.Listen == "" {
+		return &LockoutError{"Refused: this change turns off the admin listener (no admin_listen), and with it this page." + usePenctl}
 	}
-	if len(cur.Admin.PasswordFiles) > 0 && len(next.Admin.PasswordFiles) == 0 {
+	if na.Listen != ca.Listen {
+		if err := reachable(na.Listen, b); err != nil {
+			return err
+		}
+	}
+	if na.TLSCert != "" && (na.TLSCert != ca.TLSCert || na.TLSKey != ca.TLSKey) {
+		if err := certUsable(na.TLSCert, na.TLSKey); err != nil {
+			return &LockoutError{"Refused: the admin listener could not serve TLS, so this page would go off: " + err.Error() + "."}
+		}
+	}
+	if ca.TLSCert != "" && na.TLSCert == "" && b.tls {
+		return &LockoutError{"Refused: this change turns off TLS on the admin listener (no admin_tls): this https page would stop answering, " +
+			"and the password would cross the network in clear text." + usePenctl}
+	}
+	if len(ca.PasswordFiles) > 0 && len(na.PasswordFiles) == 0 {
 		return &LockoutError{"Refused: without admin_password_file nobody could log in to this page again."}
 	}
-	if adminAllowed(cur, client) && !adminAllowed(next, client) {
-		n := next.Admin.ACL
+	if !slices.Equal(ca.PasswordFiles, na.PasswordFiles) {
+		if _, err := readPassword(na.PasswordFiles); err != nil {
+			return &LockoutError{"Refused: with this admin_password_file nobody could log in to this page again: " + err.Error() + "."}
+		}
+	}
+	if adminAllowed(cur, b.client) && !adminAllowed(next, b.client) {
+		n := na.ACL
 		return &LockoutError{fmt.Sprintf("Refused: your browser connects from %s, and after this change admin_acl %d would not permit that address, "+
 			"so you would lock yourself out. Permit %s in ACL %d first (entries are checked in order; the first match decides), or choose another admin_acl.",
-			client, n, client, n)}
+			b.client, n, b.client, n)}
+	}
+	return nil
+}
+
+// reachable refuses an admin_listen spec that the browser could not
+// reach: a unix socket (no browser speaks to one), or an address other
+// than the one the browser connected to (a wildcard address includes it;
+// another port is fine, the browser follows by its address).
+func reachable(spec string, b browser) error {
+	p, err := config.ParseListen(spec, false, nil)
+	if err != nil {
+		return &LockoutError{"Refused: admin_listen " + spec + ": " + err.Error()}
+	}
+	if p.Path != "" {
+		return &LockoutError{"Refused: admin_listen " + spec + " is a unix socket, which no browser can reach, so this page would go off." + usePenctl}
+	}
+	ip := p.Addr.Addr().Unmap()
+	switch l := b.local.(type) {
+	case *net.TCPAddr:
+		if have := l.AddrPort().Addr().Unmap(); have != ip && !ip.IsUnspecified() {
+			return &LockoutError{fmt.Sprintf("Refused: your browser connects to this page at %s, and after this change the admin UI would listen only on %s, "+
+				"so you would lock yourself out. Listen on %s (or on all addresses, as with the port alone) instead.", have, ip, net.JoinHostPort(have.String(), strconv.Itoa(int(p.Addr.Port()))))}
+		}
+	case *net.UnixAddr:
+		return &LockoutError{"Refused: your browser reaches this page through the unix socket " + l.Name + ", which this change would close." + usePenctl}
+	default:
+		return &LockoutError{"Refused: the address your browser connects to is unknown, so moving the admin listener could lock you out." + usePenctl}
 	}
 	return nil
 }

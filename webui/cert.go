@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pen-lb/pen-appliance/pen/config"
 )
 
@@ -201,4 +203,62 @@ func (c *certStore) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return cert, nil
 	}
 	return cur, nil // keep serving the last good one
+}
+
+// certUsable reports why the admin listener could not serve TLS with
+// certFile and keyFile, or nil: existing files must hold a matching pair,
+// and missing ones must be creatable (EnsureCert generates them when the
+// listener opens). Errors name the files, never their contents.
+func certUsable(certFile, keyFile string) error {
+	if keyFile == "" {
+		keyFile = certFile
+	}
+	_, err := os.Stat(certFile)
+	switch {
+	case err == nil:
+		if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+			return fmt.Errorf("admin_tls %s %s: not a usable certificate and key: %w", certFile, keyFile, err)
+		}
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("admin_tls: %w", err)
+	}
+	if keyFile != certFile {
+		if data, err := os.ReadFile(keyFile); err == nil {
+			if _, err := parseKey(data); err != nil {
+				return fmt.Errorf("admin_tls: certificate %s is missing and key %s is unusable: %w", certFile, keyFile, err)
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("admin_tls: %w", err)
+		} else if err := creatable(keyFile); err != nil {
+			return err
+		}
+	}
+	return creatable(certFile)
+}
+
+// creatable reports why file could not be created, or nil: the nearest
+// directory above it that exists must be a directory pen may write to.
+func creatable(file string) error {
+	dir := filepath.Dir(file)
+	for {
+		fi, err := os.Stat(dir)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("admin_tls: %s cannot be created: %s is not a directory", file, dir)
+			}
+			if err := unix.Access(dir, unix.W_OK); err != nil {
+				return fmt.Errorf("admin_tls: %s cannot be created in %s: %w", file, dir, err)
+			}
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("admin_tls: %s cannot be created: %w", file, err)
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			return fmt.Errorf("admin_tls: %s cannot be created", file)
+		}
+		dir = up
+	}
 }

@@ -236,7 +236,7 @@ func (s *Server) applyFile(r *http.Request, x *session, name string, data []byte
 	if err != nil {
 		return nil, lineOf(err), fmt.Errorf("nothing was applied: %w", err)
 	}
-	if err := lockout(cur, next, clientAddr(r)); err != nil {
+	if err := lockout(cur, next, browserOf(r)); err != nil {
 		return nil, "", err
 	}
 	if _, err := s.in.ExecLines(name, data, config.FromWeb); err != nil {
