@@ -114,6 +114,9 @@ func (in *Interp) save(path string) error {
 	if err != nil {
 		return err
 	}
+	if fi, err := os.Stat(target); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("writing %s: not a regular file", path)
+	}
 	data := Render(in.cfg, in.proc, path, in.now())
 	if err := in.keepEdited(path, target); err != nil {
 		return err
@@ -137,6 +140,10 @@ func (in *Interp) save(path string) error {
 // by write FILE; only the first is kept (write FILE replaces what the
 // command names, as in Pen).
 func (in *Interp) keepEdited(path, target string) error {
+	known, ok := in.files.known[filepath.Clean(path)]
+	if !ok && (in.proc.ConfigFile == "" || !sameFile(path, in.proc.ConfigFile)) {
+		return nil
+	}
 	old, err := os.ReadFile(target)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -144,11 +151,7 @@ func (in *Interp) keepEdited(path, target string) error {
 	if err != nil {
 		return fmt.Errorf("reading %s before replacing it: %w", target, err)
 	}
-	known, ok := in.files.known[filepath.Clean(path)]
 	if ok && known == sha256.Sum256(old) {
-		return nil
-	}
-	if !ok && (in.proc.ConfigFile == "" || !sameFile(path, in.proc.ConfigFile)) {
 		return nil
 	}
 	kept, err := keepAside(target, old)
