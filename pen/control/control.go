@@ -201,17 +201,37 @@ func (s *Server) Spec() string { return s.spec }
 // Addr is the bound address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
+// Accept failures (EMFILE, ENFILE, ...) are retried after a pause that
+// doubles from acceptBackoffMin up to acceptBackoffMax and starts over
+// after an accept succeeds: retrying at once would spin on a failure that
+// lasts until descriptors are freed.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
 // Serve accepts control connections until Close.
 func (s *Server) Serve() {
+	var backoff time.Duration // the pause after the last failure; 0 after a success
+	failures := 0             // accept failures since the last success
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			s.log.Debugf(1, "accept: %v", err)
-			time.Sleep(10 * time.Millisecond)
+			// One line per burst of failures, not one per retry.
+			if failures == 0 {
+				s.log.Printf("control port: accept: %v; retrying with a growing pause of up to %v", err, acceptBackoffMax)
+			}
+			failures++
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			time.Sleep(backoff)
 			continue
+		}
+		if failures > 0 {
+			s.log.Printf("control port: accepting again after %d failed attempts", failures)
+			failures, backoff = 0, 0
 		}
 		// A peer control_acl denies is closed at once, as in Pen, and
 		// never holds a slot.

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -365,4 +367,76 @@ func TestSocketPathOwnedElsewhere(t *testing.T) {
 	if out, err := Request(stale, "blacklist", 3*time.Second); err != nil || string(out) != "30\n" {
 		t.Errorf("Request on the replaced socket = %q, %v", out, err)
 	}
+}
+
+// exhausted is a listener whose Accept fails with EMFILE while fail is set,
+// as a real one does when the process has no descriptors left.
+type exhausted struct {
+	net.Listener
+	fail     atomic.Bool
+	attempts atomic.Int64 // failed accepts
+}
+
+func (l *exhausted) Accept() (net.Conn, error) {
+	if l.fail.Load() {
+		l.attempts.Add(1)
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptBacksOff: while accept fails with EMFILE the control server
+// retries with a growing pause (it used to retry every 10 ms and log
+// each failure), logs once, and serves again once accept works.
+func TestAcceptBacksOff(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &exhausted{Listener: inner}
+	ln.fail.Store(true)
+	var logged lockedBuffer
+	s := newServer(ln, inner.Addr().String(), newInterp(), diag.New(&logged))
+	s.SetACL(nil)
+	go s.Serve()
+	defer s.Close()
+
+	const window = 1500 * time.Millisecond
+	time.Sleep(window)
+	// Pauses of 5, 10, 20, ... 640 ms, then 1 s: 9 or so attempts.
+	if n := ln.attempts.Load(); n < 2 || n > 12 {
+		t.Errorf("%d accept attempts in %v of EMFILE, want a handful (growing pauses)", n, window)
+	}
+	if n := strings.Count(logged.String(), "too many open files"); n != 1 {
+		t.Errorf("the EMFILE burst was logged %d times, want once:\n%s", n, logged.String())
+	}
+	ln.fail.Store(false)
+	start := time.Now()
+	if out, err := Request(inner.Addr().String(), "blacklist", 5*time.Second); err != nil || string(out) != "30\n" {
+		t.Fatalf("Request once accept works again = %q, %v", out, err)
+	}
+	if d := time.Since(start); d > acceptBackoffMax+500*time.Millisecond {
+		t.Errorf("the first command after the burst took %v, want at most about the longest pause (%v)", d, acceptBackoffMax)
+	}
+	if !strings.Contains(logged.String(), "accepting again after") {
+		t.Errorf("the end of the burst was not logged:\n%s", logged.String())
+	}
+}
+
+// lockedBuffer collects log output written by the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
