@@ -30,16 +30,37 @@ func (s *Server) apply(r *http.Request, x *session, lines []string) error {
 	if err := lockout(cur, next, browserOf(r)); err != nil {
 		return err
 	}
+	rejected := s.in.Rejected()
 	if len(lines) == 1 {
 		_, err = s.in.Exec(lines[0], config.FromWeb)
 	} else {
 		_, err = s.in.ExecLines("webui", data, config.FromWeb)
 	}
-	if err != nil {
+	f := Flash{Cmds: lines}
+	if err = s.saved(&f, err, rejected); err != nil {
 		return lineErr(err)
 	}
 	s.log.Printf("admin UI: %s applied: %s", clientName(clientAddr(r)), strings.Join(lines, "; "))
-	s.sessions.addFlash(x, Flash{Cmds: lines})
+	s.sessions.addFlash(x, f)
+	return nil
+}
+
+// saved notes in f what the user must know of a change that was
+// applied: that it was not saved (err is a *config.SaveError: the change
+// is in effect, the configuration file keeps its old text), and that the
+// configuration file had been edited and its text was kept beside it
+// (Interp.Rejected differs from rejected, its value before the change).
+// Any other error means nothing was applied; it is returned.
+func (s *Server) saved(f *Flash, err error, rejected string) error {
+	var se *config.SaveError
+	if errors.As(err, &se) {
+		f.Unsaved = fmt.Sprintf("writing %s: %v", se.Path, se.Err)
+	} else if err != nil {
+		return err
+	}
+	if now := s.in.Rejected(); now != "" && now != rejected {
+		f.Rejected = now
+	}
 	return nil
 }
 

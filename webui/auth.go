@@ -54,6 +54,12 @@ type session struct {
 type Flash struct {
 	Cmds []string
 	Note string
+	// Unsaved is why an applied change could not be saved to the
+	// configuration file, or "".
+	Unsaved string
+	// Rejected names the copy pen kept of a configuration file that had
+	// been edited on disk before the change replaced it, or "".
+	Rejected string
 }
 
 type sessions struct {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -156,6 +157,9 @@ type configData struct {
 	File      string
 	AutoWrite bool
 	BadLine   string // the upload's line that failed
+	// Rejected is the copy pen kept of the configuration file when it
+	// had been edited on disk before a change replaced it, or "".
+	Rejected string
 }
 
 func (s *Server) configFile() string {
@@ -169,6 +173,11 @@ func (s *Server) configView(w http.ResponseWriter, r *http.Request, x *session, 
 	d := configData{
 		Text: string(s.in.Render(s.configFile())), File: s.in.Process().ConfigFile,
 		AutoWrite: s.in.Config().AutoWrite, BadLine: bad,
+	}
+	if kept := s.in.Rejected(); kept != "" {
+		if _, err := os.Stat(kept); err == nil {
+			d.Rejected = kept
+		}
 	}
 	s.show(w, r, x, status, "config", "Configuration", f, d)
 }
@@ -208,19 +217,20 @@ func (s *Server) configUpload(w http.ResponseWriter, r *http.Request, x *session
 	if name == "." || name == "/" || strings.ContainsAny(name, "\r\n") {
 		name = "upload"
 	}
-	cmds, bad, err := s.applyFile(r, x, name, data)
+	fl, bad, err := s.applyFile(r, x, name, data)
 	if err != nil {
 		f.Errors["file"] = err.Error()
 		s.configView(w, r, x, http.StatusBadRequest, f, bad)
 		return
 	}
-	s.sessions.addFlash(x, Flash{Note: fmt.Sprintf("Applied %s: %d commands.", name, len(cmds)), Cmds: cmds})
+	fl.Note = fmt.Sprintf("Applied %s: %d commands.", name, len(fl.Cmds))
+	s.sessions.addFlash(x, fl)
 	http.Redirect(w, r, "/config", http.StatusSeeOther)
 }
 
 // applyFile is apply for an uploaded file: errors name the line, and bad
-// is that line's text.
-func (s *Server) applyFile(r *http.Request, x *session, name string, data []byte) (cmds []string, bad string, err error) {
+// is that line's text. The flash lists the commands applied.
+func (s *Server) applyFile(r *http.Request, x *session, name string, data []byte) (fl Flash, bad string, err error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	lines := strings.Split(string(data), "\n")
@@ -234,22 +244,24 @@ func (s *Server) applyFile(r *http.Request, x *session, name string, data []byte
 	cur := s.in.Config()
 	next, err := s.in.Preview(name, data)
 	if err != nil {
-		return nil, lineOf(err), fmt.Errorf("nothing was applied: %w", err)
+		return fl, lineOf(err), fmt.Errorf("nothing was applied: %w", err)
 	}
 	if err := lockout(cur, next, browserOf(r)); err != nil {
-		return nil, "", err
+		return fl, "", err
 	}
-	if _, err := s.in.ExecLines(name, data, config.FromWeb); err != nil {
-		return nil, lineOf(err), fmt.Errorf("nothing was applied: %w", err)
+	rejected := s.in.Rejected()
+	_, err = s.in.ExecLines(name, data, config.FromWeb)
+	if err := s.saved(&fl, err, rejected); err != nil {
+		return fl, lineOf(err), fmt.Errorf("nothing was applied: %w", err)
 	}
 	for _, l := range lines {
 		w := config.Split(l)
 		if len(w) > 0 && !strings.HasPrefix(w[0], "#") {
-			cmds = append(cmds, strings.Join(w, " "))
+			fl.Cmds = append(fl.Cmds, strings.Join(w, " "))
 		}
 	}
-	s.log.Printf("admin UI: %s applied %s (%d commands)", clientName(clientAddr(r)), name, len(cmds))
-	return cmds, "", nil
+	s.log.Printf("admin UI: %s applied %s (%d commands)", clientName(clientAddr(r)), name, len(fl.Cmds))
+	return fl, "", nil
 }
 
 func (s *Server) configWrite(w http.ResponseWriter, r *http.Request, x *session) {
