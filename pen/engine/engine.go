@@ -37,6 +37,10 @@ type Engine struct {
 	reqlog   *proxy.RequestLog
 	ctrl     *control.Server
 	noCtrl   string // why the control port may not be opened, or ""
+	// ctrlSpec is the control spec in effect: the one ctrl serves, or,
+	// with noCtrl, the one refused at start-up (which later changes may
+	// keep without being refused again).
+	ctrlSpec string
 	listenAt string // the listen spec in effect, with the UDP flag
 	quit     chan struct{}
 	quitOnce sync.Once
@@ -104,9 +108,12 @@ func (e *Engine) Apply(c *config.Config) error {
 		tlsCfg = nil
 	}
 	var ctrl *control.Server
-	ctrlChanged := (e.ctrl == nil && c.Control != "") || (e.ctrl != nil && e.ctrl.Spec() != c.Control)
+	ctrlChanged := c.Control != e.ctrlSpec
 	if ctrlChanged && c.Control != "" {
 		if e.noCtrl != "" {
+			// Refused at start-up: pen runs without a control port
+			// and says why. Later, only a change that asks for
+			// another control port is refused.
 			if prev == nil {
 				e.log.Printf("%s", e.noCtrl)
 			} else {
@@ -151,6 +158,7 @@ func (e *Engine) Apply(c *config.Config) error {
 			e.ctrl.Close()
 		}
 		e.ctrl = ctrl
+		e.ctrlSpec = c.Control
 	}
 	if e.ctrl != nil {
 		// The control server checks control_acl without the
