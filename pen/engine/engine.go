@@ -32,11 +32,11 @@ type Engine struct {
 	log *diag.Logger
 	ex  control.Executor
 
-	mu       sync.Mutex
-	cur      *config.Config
-	reqlog   *proxy.RequestLog
-	ctrl     *control.Server
-	noCtrl   string // why the control port may not be opened, or ""
+	mu     sync.Mutex
+	cur    *config.Config
+	reqlog *proxy.RequestLog
+	ctrl   *control.Server
+	noCtrl string // why the control port may not be opened, or ""
 	// ctrlSpec is the control spec in effect: the one ctrl serves, or,
 	// with noCtrl, the one refused at start-up (which later changes may
 	// keep without being refused again).
