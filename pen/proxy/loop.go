@@ -115,6 +115,7 @@ type Loop struct {
 	active, pendingN                               atomic.Int64
 	lastFullLog                                    int64
 	refusedTLS                                     refusedLog
+	fds                                            fdState
 
 	mu       sync.Mutex
 	queue    []func()
@@ -135,7 +136,7 @@ func New(tb *balance.Table, log *diag.Logger) (*Loop, error) {
 		unix.Close(ep)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	l := &Loop{ep: ep, wake: wake, tb: tb, log: log, lfd: -1, buf: make([]byte, bufSize),
+	l := &Loop{ep: ep, wake: wake, tb: tb, log: log, lfd: -1, buf: make([]byte, bufSize), fds: fdState{spare: spareFD(wake), maxClients: 1 << 30},
 		events: make([]unix.EpollEvent, maxEvents), flows: map[netip.AddrPort]int32{}, done: make(chan struct{}),
 		set: Settings{ConnMax: config.DefaultConnMax, PendingMax: config.DefaultPendingMax, MultiAccept: config.DefaultMultiAccept,
 			Timeout: config.DefaultTimeout * time.Second, UDPTimeout: 60 * time.Second}}
@@ -150,6 +151,10 @@ func New(tb *balance.Table, log *diag.Logger) (*Loop, error) {
 func (l *Loop) closeFDs() {
 	unix.Close(l.ep)
 	unix.Close(l.wake)
+	if l.fds.spare >= 0 {
+		unix.Close(l.fds.spare)
+		l.fds.spare = -1
+	}
 }
 
 // do runs f on the loop goroutine and waits for it. Before Run has started
@@ -222,6 +227,7 @@ func (l *Loop) Configure(s Settings, listen *config.Listen, backlog int) error {
 			l.lbacklog = backlog
 		}
 		l.growTable(s.ConnMax)
+		l.budgetClients()
 		l.armListener()
 	})
 	return err
@@ -318,7 +324,8 @@ func (l *Loop) armListener() {
 	if l.lfd < 0 {
 		return
 	}
-	want := l.set.UDP || len(l.pending) < l.set.PendingMax
+	paused, _ := l.paused(time.Now())
+	want := (l.set.UDP || len(l.pending) < l.set.PendingMax) && !paused
 	if want == l.lArmed {
 		return
 	}
@@ -384,6 +391,8 @@ func (l *Loop) serve() error {
 		wait := 1000
 		if len(l.ready) > 0 {
 			wait = 0
+		} else if paused, ms := l.paused(time.Now()); paused {
+			wait = min(wait, ms) // watch the listener again in time
 		}
 		n, err := unix.EpollWait(l.ep, l.events, wait)
 		if err != nil && err != unix.EINTR {

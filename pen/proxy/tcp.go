@@ -218,15 +218,18 @@ func (l *Loop) readListener() {
 			return
 		}
 		fd, peer, errno := sysAccept(l.lfd)
-		if errno != 0 {
-			if errno != unix.EAGAIN && errno != unix.ECONNABORTED && errno != unix.EINTR {
-				l.log.Debugf(1, "accept: %v", errno)
-				if errno == unix.EMFILE || errno == unix.ENFILE {
-					l.logFull("accept: %v", errno)
-				}
-			}
+		switch errno {
+		case 0:
+		case unix.EAGAIN, unix.ECONNABORTED, unix.EINTR:
+			return
+		case unix.EMFILE, unix.ENFILE:
+			l.outOfDescriptors(errno)
+			return
+		default:
+			l.logFull("accept: %v", errno)
 			return
 		}
+		l.accepting()
 		l.accepted.Add(1)
 		l.addClient(fd, peer)
 	}
@@ -262,6 +265,11 @@ func (l *Loop) newConn() *conn {
 
 // addClient places a newly accepted client (Pen's add_client).
 func (l *Loop) addClient(fd int, peer netip.AddrPort) {
+	if !l.roomForClient() {
+		l.refusedFull.Add(1)
+		unix.Close(fd)
+		return
+	}
 	c := l.newConn()
 	if c == nil {
 		l.refusedFull.Add(1)
@@ -354,7 +362,11 @@ func (l *Loop) connect(c *conn, tg balance.Target, ok bool) bool {
 		if errors.As(err, &le) {
 			// Pen itself is short of something (descriptors, memory):
 			// the server is not to blame and another would fail alike.
-			l.logFull("can't connect client %s to server %d: %v", config.ClientName(c.peer.Addr()), tg.Index, le.err)
+			if errors.Is(le.err, unix.EMFILE) || errors.Is(le.err, unix.ENFILE) {
+				l.outOfDescriptors(le.err)
+			} else {
+				l.logFull("can't connect client %s to server %d: %v", config.ClientName(c.peer.Addr()), tg.Index, le.err)
+			}
 			return false
 		}
 		l.log.Printf("blacklisting server %d because connect error %v", tg.Index, err)
@@ -891,8 +903,14 @@ func (l *Loop) sendFlags(c *conn, dir, dst int, data []byte, wflag uint32, more 
 func (l *Loop) copySplice(c *conn, dir, src, dst int, rflag, wflag uint32, eof uint8) (int, bool) {
 	p, err := l.getPipe()
 	if err != nil {
-		l.log.Printf("pipe: %v", err)
-		return 0, false
+		// Out of descriptors, most likely: copy through user space.
+		l.logFull("pipe: %v; copying without splice", err)
+		if dir == sideUp {
+			c.fl &^= fSpliceUp
+		} else {
+			c.fl &^= fSpliceDown
+		}
+		return l.copyBuffered(c, dir, src, dst, rflag, wflag, eof)
 	}
 	n, errno := sysSplice(src, p.w, pipeSize)
 	switch {

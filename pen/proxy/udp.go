@@ -122,7 +122,10 @@ func (l *Loop) toServer(c *conn, idx []int) {
 // newFlow makes the flow for a client, recycling the stalest flow when
 // the table is full (Pen's second-chance sweep).
 func (l *Loop) newFlow(peer netip.AddrPort, local netip.Addr) *conn {
-	c := l.newConn()
+	var c *conn
+	if l.roomForClient() {
+		c = l.newConn()
+	}
 	if c == nil {
 		c = l.recycleFlow()
 		if c == nil {
