@@ -195,7 +195,8 @@ func (f *tlsFront) abort() {
 // since the previous one. Every refusal is logged at debug level 1.
 // Safe for concurrent use.
 type refusedLog struct {
-	mu         sync.Mutex // guards last and suppressed
+	mu         sync.Mutex    // guards every field
+	every      time.Duration // 0: refusedLogEvery
 	last       time.Time
 	suppressed int
 }
@@ -208,7 +209,11 @@ func (r *refusedLog) log(log *diag.Logger, peer netip.AddrPort, err error) {
 	}
 	r.mu.Lock()
 	now := time.Now()
-	if !r.last.IsZero() && now.Sub(r.last) < refusedLogEvery {
+	every := r.every
+	if every == 0 {
+		every = refusedLogEvery
+	}
+	if !r.last.IsZero() && now.Sub(r.last) < every {
 		r.suppressed++
 		r.mu.Unlock()
 		return
@@ -218,7 +223,7 @@ func (r *refusedLog) log(log *diag.Logger, peer netip.AddrPort, err error) {
 	r.mu.Unlock()
 	msg := describeHandshakeError(err)
 	if n > 0 {
-		log.Printf("TLS handshake with %s refused: %s (and %d more refused in the last %v)", client, msg, n, refusedLogEvery)
+		log.Printf("TLS handshake with %s refused: %s (%d more refused since the last report)", client, msg, n)
 		return
 	}
 	log.Printf("TLS handshake with %s refused: %s", client, msg)

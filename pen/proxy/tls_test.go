@@ -87,3 +87,60 @@ func TestTLSTermination(t *testing.T) {
 	io.ReadAll(p)
 	p.Close()
 }
+
+// A refused handshake (here: a client without the certificate the server
+// requires) is logged at the default level, one line per interval with
+// the number refused in between.
+func TestTLSRefusedHandshakeLogged(t *testing.T) {
+	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+	cfg := testTLSConfig(t)
+	cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	cfg.ClientCAs = x509.NewCertPool()
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.TLS = cfg }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	r := &h.loop.refusedTLS
+	r.mu.Lock()
+	r.every = time.Hour
+	r.mu.Unlock()
+	refuse := func() {
+		t.Helper()
+		c, err := tls.Dial("tcp", h.addr, &tls.Config{InsecureSkipVerify: true})
+		if err == nil {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, "x")
+			_, err = c.Read(make([]byte, 1))
+			c.Close()
+		}
+		if err == nil {
+			t.Fatal("a client without a certificate was served")
+		}
+	}
+	const line = "TLS handshake with 127.0.0.1 refused: tls: client didn't provide a certificate"
+	for i := 0; i < 5; i++ {
+		refuse()
+	}
+	waitLog := func(want string) {
+		t.Helper()
+		for i := 0; !strings.Contains(h.logText(), want); i++ {
+			if i == 100 {
+				t.Fatalf("log has no %q:\n%s", want, h.logText())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitLog(line)
+	if n := strings.Count(h.logText(), "refused"); n != 1 {
+		t.Errorf("%d lines for 5 refused handshakes within the interval, want 1:\n%s", n, h.logText())
+	}
+	// The interval passes.
+	r.mu.Lock()
+	r.last = r.last.Add(-2 * time.Hour)
+	r.mu.Unlock()
+	refuse()
+	waitLog(line + " (4 more refused since the last report)")
+	for i := 0; h.loop.Stats().Active != 0; i++ {
+		if i == 100 {
+			t.Fatalf("refused handshakes hold %d slots", h.loop.Stats().Active)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
