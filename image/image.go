@@ -642,6 +642,9 @@ func writePerm(f *os.File, perm partition.Extent, config []byte) error {
 	if err != nil {
 		return err
 	}
+	if err := makeLostFound(fsys); err != nil {
+		return fmt.Errorf("lost+found: %w", err)
+	}
 	if err := fsys.Mkdir("pen"); err != nil {
 		return err
 	}
@@ -662,6 +665,20 @@ func writePerm(f *os.File, perm partition.Extent, config []byte) error {
 		return err
 	}
 	return fsys.Close()
+}
+
+// makeLostFound creates lost+found as mke2fs does, as the first inode
+// after the reserved ones, mode 0700. Without it, every e2fsck that may
+// write (as at boot) creates one and reports the file system as
+// modified. mke2fs also gives it a few blocks in advance; the ext4 writer
+// cannot size a directory, and e2fsck extends lost+found itself when it
+// needs the room.
+func makeLostFound(fsys *ext4.FileSystem) error {
+	const dir = "lost+found"
+	if err := fsys.Mkdir(dir); err != nil {
+		return err
+	}
+	return fsys.Chmod(dir, 0o700)
 }
 
 func gitVersion(dir string) string {
