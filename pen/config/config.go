@@ -7,11 +7,15 @@
 //
 // A Config is a value: every change is made on a copy, validated in full,
 // and only then handed to the running Engine, so a bad line never leaves a
-// half-applied configuration behind.
+// half-applied configuration behind. Successive configurations share the
+// server table and the access lists that a change left alone (a change
+// copies what it changes), so no Config handed out may be changed in
+// place.
 package config
 
 import (
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -266,6 +270,46 @@ func (c *Config) Clone() *Config {
 	}
 	n.TLS.Options = slices.Clone(c.TLS.Options)
 	return &n
+}
+
+// equal reports whether c and o are the same configuration. Tables that
+// share their storage are equal without a look at their entries: most
+// changes leave the server table and the access lists alone.
+func (c *Config) equal(o *Config) bool {
+	if !sameSlice(c.Servers, o.Servers) || !slices.Equal(c.TLS.Options, o.TLS.Options) ||
+		!slices.Equal(c.Admin.PasswordFiles, o.Admin.PasswordFiles) ||
+		!sameServer(c.Emergency, o.Emergency) || !sameServer(c.Abuse, o.Abuse) {
+		return false
+	}
+	for i := range c.ACLs {
+		if !sameSlice(c.ACLs[i], o.ACLs[i]) {
+			return false
+		}
+	}
+	// What is left is a few dozen scalars.
+	a, b := *c, *o
+	for _, x := range []*Config{&a, &b} {
+		x.Servers, x.ACLs, x.TLS.Options, x.Admin.PasswordFiles, x.Emergency, x.Abuse = nil, [acl.Lists]acl.List{}, nil, nil, nil, nil
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+// sameSlice compares two tables, at once when they share storage.
+func sameSlice[E comparable](a, b []E) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	return slices.Equal(a, b)
+}
+
+func sameServer(a, b *Server) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 // SetServer stores s in slot i, growing the table as Pen does.

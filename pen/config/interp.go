@@ -9,7 +9,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
-	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -186,6 +186,7 @@ func (in *Interp) Update(origin Origin, f func(c *Config) error) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	x := in.begin(origin)
+	x.cfg = in.cfg.Clone() // f may change any table in place
 	if err := f(x.cfg); err != nil {
 		return err
 	}
@@ -291,10 +292,65 @@ type txn struct {
 	depth  int
 	dry    bool     // validating only: no runtime actions, no files written
 	writes []string // files the write command saves after the commit
+
+	// Which of cfg's tables this transaction has copied and may change
+	// in place; the others are shared with the running configuration.
+	ownServers bool
+	ownACL     [acl.Lists]bool
 }
 
+// begin starts a transaction on a copy of the running configuration. The
+// copy shares the server table and the access lists with the running
+// configuration until a command changes them (see writableServers and
+// appendACL), so that a command costs the same with 20,000 servers as
+// with two.
 func (in *Interp) begin(origin Origin) *txn {
-	return &txn{in: in, cfg: in.cfg.Clone(), origin: origin}
+	c := *in.cfg
+	return &txn{in: in, cfg: &c, origin: origin}
+}
+
+// writableServers returns the transaction's server table, copying it the
+// first time: the running configuration's table is never changed in place.
+func (x *txn) writableServers() []Server {
+	if !x.ownServers {
+		x.cfg.Servers = slices.Clone(x.cfg.Servers)
+		x.ownServers = true
+	}
+	return x.cfg.Servers
+}
+
+// setServer stores s in slot i, growing the table as Pen does.
+func (x *txn) setServer(i int, s Server) {
+	c := x.cfg
+	c.Servers = x.writableServers()
+	if i >= len(c.Servers) {
+		c.Servers = slices.Grow(c.Servers, i+1-len(c.Servers))[:i+1]
+	}
+	c.Servers[i] = s
+}
+
+// deleteServer removes slot i; later slots move down. The shorter side of
+// the table moves, so that removing the first or the last slot, even
+// 20,000 times in one change, costs nothing per slot.
+func (x *txn) deleteServer(i int) {
+	s := x.writableServers()
+	if i < len(s)/2 {
+		copy(s[1:i+1], s[:i])
+		s[0] = Server{}
+		x.cfg.Servers = s[1:]
+		return
+	}
+	x.cfg.Servers = slices.Delete(s, i, i+1)
+}
+
+// appendACL adds e to access list n, copying the list the first time.
+func (x *txn) appendACL(n int, e acl.Entry) {
+	l := x.cfg.ACLs[n]
+	if !x.ownACL[n] {
+		l = slices.Clip(l) // the next append copies
+		x.ownACL[n] = true
+	}
+	x.cfg.ACLs[n] = append(l, e)
 }
 
 // commit makes the transaction's configuration the running one. When the
@@ -303,7 +359,7 @@ func (in *Interp) begin(origin Origin) *txn {
 // change. A write that fails in a transaction that changed nothing is a
 // plain error.
 func (in *Interp) commit(x *txn) (string, error) {
-	changed := !reflect.DeepEqual(x.cfg, in.cfg)
+	changed := !x.cfg.equal(in.cfg)
 	var saveErr error
 	if changed {
 		if in.eng != nil {
@@ -600,7 +656,7 @@ func (x *txn) runCmd(cmd string, args []string) error {
 		if len(c.ACLs[n]) >= MaxACLEntries {
 			return fmt.Errorf("acl: acl %d is full (%d entries)", n, MaxACLEntries)
 		}
-		c.ACLs[n] = append(c.ACLs[n], e)
+		x.appendACL(n, e)
 	case "ascii":
 		return x.flag(&c.ASCII, true, cmd, args)
 	case "blacklist":
@@ -1086,7 +1142,7 @@ func (x *txn) runCmd(cmd string, args []string) error {
 				return nil
 			}
 		}
-		c.TLS.Options = append(c.TLS.Options, s)
+		c.TLS.Options = append(slices.Clip(c.TLS.Options), s) // shared with the running configuration
 	case "ssl_sni_path":
 		s, err := oneArg(cmd, args)
 		if err != nil {
@@ -1127,7 +1183,7 @@ func (x *txn) runNo(what string, args []string) error {
 		if n < 0 || n >= len(c.Servers) {
 			return fmt.Errorf("no server: server %d does not exist", n)
 		}
-		c.Servers = append(c.Servers[:n:n], c.Servers[n+1:]...)
+		x.deleteServer(n)
 		return nil
 	}
 	if err := noArgs("no "+what, args); err != nil {
@@ -1363,7 +1419,7 @@ func (x *txn) server(args []string) error {
 			return fmt.Errorf("server %d: unknown setting %q (acl, address, port, max, hard, blacklist, weight, prio)", n, k)
 		}
 	}
-	c.SetServer(n, s)
+	x.setServer(n, s)
 	if bl != nil {
 		d := time.Duration(*bl) * time.Second
 		x.later(func(e Engine) {
