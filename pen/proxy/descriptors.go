@@ -130,11 +130,15 @@ func (l *Loop) accepting() {
 
 // paused reports whether the listener waits out a shortage of descriptors,
 // and for how many milliseconds more.
-func (l *Loop) paused(now time.Time) (bool, int) {
-	if l.fds.pause == 0 || !now.Before(l.fds.resumeAt) {
+func (l *Loop) paused() (bool, int) {
+	if l.fds.pause == 0 {
+		return false, 0 // the usual case: no clock read
+	}
+	left := time.Until(l.fds.resumeAt)
+	if left <= 0 {
 		return false, 0
 	}
-	return true, int(l.fds.resumeAt.Sub(now)/time.Millisecond) + 1
+	return true, int(left/time.Millisecond) + 1
 }
 
 // logNoFDs logs one line per noFDsLogEvery (last holds the time of the

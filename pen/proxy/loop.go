@@ -8,7 +8,17 @@
 // A connection holds no buffer while it is idle: data is read into one
 // scratch buffer and written straight on, and only what the other side
 // cannot take at once is kept. Plain TCP streams move bulk data with
-// splice(2) through pooled pipes, so it never enters user space.
+// splice(2) through pooled pipes, so it never enters user space. TLS
+// clients are decrypted by a goroutine each and then served by the same
+// loop, through a socket pair.
+//
+// The files follow the path of a connection: listen.go binds the
+// listener and accepts clients (descriptors.go: when descriptors run
+// short), conn.go is a connection's life from its slot to its close
+// (tls.go: the TLS front; udp.go and mmsg.go: UDP flows; idlers.go),
+// relay.go moves the bytes (queue.go: what waits to be written), and
+// reqlog.go writes the request log. loop.go is the loop itself and its
+// API.
 package proxy
 
 import (
@@ -78,50 +88,67 @@ const (
 )
 
 // Loop is the event loop. Create it with New, start it with Run.
+//
+// Ownership. The loop goroutine owns everything in the first group: only
+// code running on it (serve, and closures posted with do) reads or writes
+// those fields, so they need no lock. Before Run starts and after it ends,
+// do runs closures on the caller's goroutine under mu instead, which keeps
+// the rule. Other goroutines use the exported methods, which post to the
+// loop. The counters in the second group are atomic: the loop writes them,
+// Stats reads them from anywhere. The third group is guarded by mu. A TLS
+// front (tls.go) owns its client's socket and reaches the loop only by do.
 type Loop struct {
-	ep   int
-	wake int
+	// Set by New, never changed.
+	ep   int // the epoll instance
+	wake int // eventfd that makes epoll_wait return for posted closures
 	tb   *balance.Table
 	log  *diag.Logger
 
-	set      Settings
-	lfd      int
-	lspec    config.Listen
-	lArmed   bool
-	lbacklog int
+	// The loop goroutine's.
+	set      Settings      // the configuration in effect (Configure replaces it)
+	lfd      int           // the listener, -1 if none
+	lspec    config.Listen // what lfd is bound to, as configured
+	lArmed   bool          // the listener is watched for clients
+	lbacklog int           // lfd's listen backlog, to bind it again
+	lfam     int           // lfd's address family
 
-	conns   []*conn
-	free    []int32
-	used    int
-	last    int
-	byFD    []int32 // fd -> slot+1
-	pending []int32 // slots with a connect in progress
-	ready   []int32 // slots with work left over
-	buf     []byte
-	pipes   []pipe
-	events  []unix.EpollEvent
-	now     int64
+	conns   []*conn                  // the connection table; a slot's conn is reused
+	free    []int32                  // free slots, lowest last
+	used    int                      // slots in use
+	last    int                      // the slot used last (Pen reports it)
+	byFD    []int32                  // fd -> slot+1, for the socket command
+	pending []int32                  // slots with a connect in progress
+	ready   []int32                  // slots with work left over
+	now     int64                    // unix seconds at the top of this pass
 	flows   map[netip.AddrPort]int32 // UDP client -> slot
 	udpDst  bool                     // the UDP listener needs the local address of each datagram
-	idlers  int
-	hand    int    // UDP: second-chance sweep position
-	ub      *batch // UDP datagram buffers
-	lfam    int    // the listener's address family
-	outBuf  []byte
-	rwFree  []*httpstream.Rewriter
-	logConn *conn
+	hand    int                      // UDP: second-chance sweep position
+	idlers  int                      // idler connections open
+	fds     fdState                  // descriptor budget and EMFILE back-off
 
+	buf     []byte                 // scratch buffer every read goes through
+	outBuf  []byte                 // scratch buffer for rewritten client data
+	events  []unix.EpollEvent      // epoll_wait's results
+	pipes   []pipe                 // idle pipes for splice
+	ub      *batch                 // UDP datagram buffers
+	rwFree  []*httpstream.Rewriter // idle X-Forwarded-For rewriters
+	logConn *conn                  // whose data the rewriter is reading (for the request log)
+
+	lastFullLog int64 // unix seconds of logFull's last line
+
+	// Atomic: written by the loop, read by Stats from any goroutine.
 	accepted, refusedFull, refusedNone, refusedACL atomic.Uint64
 	active, pendingN                               atomic.Int64
-	lastFullLog                                    int64
-	refusedTLS                                     refusedLog
-	fds                                            fdState
 
+	// Safe for concurrent use on its own (TLS fronts log refusals).
+	refusedTLS refusedLog
+
+	// Guarded by mu: the hand-over of closures and the loop's life.
 	mu       sync.Mutex
-	queue    []func()
-	running  bool
-	stopped  bool
-	finished bool
+	queue    []func() // closures posted by do, run by the loop
+	running  bool     // Run has started
+	stopped  bool     // Stop was called
+	finished bool     // Run has ended (or never will)
 	done     chan struct{}
 }
 
@@ -190,6 +217,14 @@ func wakeUp(fd int) {
 	unix.Write(fd, one[:])
 }
 
+// logFull logs a refusal at most once a second.
+func (l *Loop) logFull(format string, args ...any) {
+	if l.now != l.lastFullLog {
+		l.lastFullLog = l.now
+		l.log.Printf(format, args...)
+	}
+}
+
 // Configure applies s and, when listen is not nil, replaces the listener
 // with one bound to it (a nil listen keeps the current one). The new
 // listener is bound before anything changes, so a bind error leaves the
@@ -233,78 +268,6 @@ func (l *Loop) Configure(s Settings, listen *config.Listen, backlog int) error {
 	return err
 }
 
-// reopenListener binds listen when the address is taken, perhaps by this
-// loop's own listener (a new address on the same port, which only one
-// socket may hold). The current listener is closed first; if listen still
-// cannot be bound, the old address is bound again, so that the loop
-// serves where it served before.
-func (l *Loop) reopenListener(listen config.Listen, s Settings, backlog int) (int, error) {
-	var old config.Listen
-	var oldUDP, oldNoDelay, had bool
-	var oldBacklog int
-	l.do(func() {
-		had, old, oldUDP, oldNoDelay, oldBacklog = l.lfd >= 0, l.lspec, l.set.UDP, l.set.NoDelay, l.lbacklog
-		if old.Path == "" {
-			old.Addr = l.boundAddr() // the port it got, if it asked for 0
-		}
-		samePort := old.Path == "" && listen.Path == "" && old.Addr.Port() == listen.Addr.Port() && oldUDP == s.UDP
-		if !had || !(samePort || old.Path != "" && old.Path == listen.Path) {
-			had = false
-			return
-		}
-		l.swapListener(-1, config.Listen{})
-	})
-	fd, err := openListener(listen, s.UDP, backlog, s.NoDelay)
-	if !had || err == nil {
-		return fd, err
-	}
-	back, berr := openListener(old, oldUDP, oldBacklog, oldNoDelay)
-	if berr == nil {
-		l.do(func() {
-			if eerr := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, back, &unix.EpollEvent{Events: 0, Fd: tokListener}); eerr != nil {
-				unix.Close(back)
-				berr = eerr
-				return
-			}
-			l.swapListener(back, old)
-			l.armListener()
-		})
-	}
-	if berr != nil {
-		l.log.Printf("listener %s closed to make room for %s, and it cannot be opened again: %v", old, listen, berr)
-	}
-	return -1, err
-}
-
-// CloseListener closes the listener (no listen address configured).
-func (l *Loop) CloseListener() {
-	l.do(func() { l.swapListener(-1, config.Listen{}) })
-}
-
-// swapListener makes fd (already added to epoll, unarmed) the listener,
-// or closes the listener when fd is -1.
-func (l *Loop) swapListener(fd int, spec config.Listen) {
-	if l.lfd >= 0 {
-		// Closing the descriptor removes it from epoll as well; the
-		// explicit removal only makes that immediate, so its result
-		// does not matter.
-		unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, l.lfd, nil)
-		unix.Close(l.lfd)
-		// UDP flows answer through the listener: they end with it.
-		for _, slot := range l.flowSlots() {
-			l.closeConn(l.conns[slot])
-		}
-	}
-	l.lfd, l.lspec, l.lArmed = fd, spec, false
-	l.udpDst = fd >= 0 && l.set.UDP && spec.Path == "" && spec.Addr.Addr().IsUnspecified()
-	switch {
-	case spec.Path != "":
-		l.lfam = unix.AF_UNIX
-	case fd >= 0:
-		l.lfam = family(spec.Addr.Addr())
-	}
-}
-
 func (l *Loop) growTable(n int) {
 	for len(l.conns) < n {
 		l.conns = append(l.conns, nil)
@@ -316,38 +279,6 @@ func (l *Loop) growTable(n int) {
 			l.free = append(l.free, int32(i))
 		}
 	}
-}
-
-// armListener listens for clients while the tables have room (Pen's
-// arm_listenfd; also pauses while pending_max connects are in progress).
-func (l *Loop) armListener() {
-	if l.lfd < 0 {
-		return
-	}
-	paused, _ := l.paused(time.Now())
-	want := (l.set.UDP || len(l.pending) < l.set.PendingMax) && !paused
-	if want == l.lArmed {
-		return
-	}
-	var ev uint32
-	if want {
-		ev = unix.EPOLLIN
-	}
-	err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_MOD, l.lfd, &unix.EpollEvent{Events: ev, Fd: tokListener})
-	if err == unix.ENOENT {
-		// The listener fell out of the epoll set: put it back.
-		err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, l.lfd, &unix.EpollEvent{Events: ev, Fd: tokListener})
-		if err == nil {
-			l.log.Printf("listener %s was not watched any more; watching it again", l.lspec)
-		}
-	}
-	if err != nil {
-		// lArmed stays as it was, so the next pass of the loop (at
-		// most a second away) tries again.
-		l.logFull("listener %s: epoll_ctl: %v; clients wait until it can be watched again", l.lspec, err)
-		return
-	}
-	l.lArmed = want
 }
 
 // Run serves until Stop. It returns once every connection is closed.
@@ -391,7 +322,7 @@ func (l *Loop) serve() error {
 		wait := 1000
 		if len(l.ready) > 0 {
 			wait = 0
-		} else if paused, ms := l.paused(time.Now()); paused {
+		} else if paused, ms := l.paused(); paused {
 			wait = min(wait, ms) // watch the listener again in time
 		}
 		n, err := unix.EpollWait(l.ep, l.events, wait)
@@ -497,38 +428,6 @@ func (l *Loop) Stats() Stats {
 		RefusedACL:      l.refusedACL.Load(),
 		Pending:         int(l.pendingN.Load()),
 	}
-}
-
-// ListenAddr is the bound listener address (useful with port 0 in tests).
-func (l *Loop) ListenAddr() string {
-	var s string
-	l.do(func() {
-		if l.lfd < 0 {
-			return
-		}
-		if l.lspec.Path != "" {
-			s = l.lspec.Path
-		} else if a := l.boundAddr(); a.IsValid() {
-			s = a.String()
-		}
-	})
-	return s
-}
-
-// boundAddr is the address an IP listener is bound to, or the zero
-// AddrPort. Loop goroutine only.
-func (l *Loop) boundAddr() netip.AddrPort {
-	sa, err := unix.Getsockname(l.lfd)
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
-	}
-	return netip.AddrPort{}
 }
 
 // Conn reports connection slot i (the connection command).

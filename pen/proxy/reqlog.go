@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/httpstream"
 )
 
 // RequestLog is Pen's request log (-l): to a file, one line per request,
@@ -111,4 +112,44 @@ func (l *RequestLog) Close() {
 		l.udp.Close()
 		l.udp = nil
 	}
+}
+
+func (l *Loop) requestLine(line []byte) {
+	c := l.logConn
+	if c == nil || l.set.Log == nil {
+		return
+	}
+	c.logged = true
+	l.set.Log.Request(c.peer.Addr(), time.Unix(l.now, 0), l.serverAddr(c), line)
+}
+
+func (l *Loop) serverAddr(c *conn) string {
+	if c.sess == nil {
+		return "0.0.0.0"
+	}
+	return c.sess.ServerHost()
+}
+
+// logChunk logs the first line of data for a connection that is not
+// HTTP, once per connection (Pen logs every chunk of every connection).
+func (l *Loop) logChunk(c *conn, data []byte) {
+	if c.logged || l.set.Log == nil {
+		return
+	}
+	c.logged = true
+	l.set.Log.Request(c.peer.Addr(), time.Unix(l.now, 0), l.serverAddr(c), firstLine(data))
+}
+
+func firstLine(p []byte) []byte {
+	out := make([]byte, 0, httpstream.LogLineMax)
+	for _, c := range p {
+		if c == '\r' || c == '\n' || len(out) == httpstream.LogLineMax {
+			break
+		}
+		if c < 0x20 || c > 0x7e {
+			c = '.'
+		}
+		out = append(out, c)
+	}
+	return out
 }
