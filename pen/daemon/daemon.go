@@ -43,13 +43,12 @@ type Daemon struct {
 	ready    *os.File // background child: report readiness here
 	early    []func(*Daemon) error
 	hooks    []func(*Daemon) error
-	started  chan struct{}
 	stopHook func()
 }
 
 // New returns a Daemon writing to the process's standard output and error.
 func New() *Daemon {
-	return &Daemon{Stdout: os.Stdout, Stderr: os.Stderr, started: make(chan struct{})}
+	return &Daemon{Stdout: os.Stdout, Stderr: os.Stderr}
 }
 
 // AfterStart registers f to run once pen serves; an error from f stops
@@ -71,9 +70,6 @@ func (d *Daemon) Engine() *engine.Engine { return d.eng }
 // Log is the diagnostics logger (after start).
 func (d *Daemon) Log() *diag.Logger { return d.log }
 
-// Started is closed once pen serves.
-func (d *Daemon) Started() <-chan struct{} { return d.started }
-
 // Main runs pen with the command-line arguments args (without the program
 // name) and returns the exit status.
 func (d *Daemon) Main(args []string) int {
@@ -88,6 +84,12 @@ func (d *Daemon) Main(args []string) int {
 	switch {
 	case err == nil:
 		return 0
+	case errors.Is(err, errHelp):
+		Usage(d.Stdout)
+		return 0
+	case errors.Is(err, errVersion):
+		fmt.Fprintf(d.Stdout, "pen %s (compatible with Pen %s)\n", version.Version, version.Pen)
+		return 0
 	case errors.As(err, &ue):
 		if ue.Msg != "" {
 			fmt.Fprintf(d.Stderr, "pen: %s\n", ue.Msg)
@@ -99,6 +101,20 @@ func (d *Daemon) Main(args []string) int {
 	}
 	d.fail(err)
 	return 1
+}
+
+// hasServers reports whether c gives clients anywhere to go: a server slot
+// in use, or an emergency server.
+func hasServers(c *config.Config) bool {
+	if c.Emergency != nil && !c.Emergency.Unused() {
+		return true
+	}
+	for _, s := range c.Servers {
+		if !s.Unused() {
+			return true
+		}
+	}
+	return false
 }
 
 type exitCode int
@@ -148,14 +164,13 @@ func (d *Daemon) run(args []string) error {
 	}
 	d.in.SetProcess(d.proc)
 	if d.cfgFile != "" {
-		if _, err := os.Stat(d.cfgFile); err != nil {
-			d.log.Printf("Can't read config file '%s'", d.cfgFile)
-		} else {
-			out, err := d.in.ExecFile(d.cfgFile, config.FromFile)
-			io.WriteString(d.Stdout, out)
-			if err != nil {
-				return err
-			}
+		// Pen logs a missing file and runs without it; pen refuses to
+		// start, since it would run without the user's servers (and
+		// autowrite would later replace the file with that state).
+		out, err := d.in.ExecFile(d.cfgFile, config.FromFile)
+		io.WriteString(d.Stdout, out)
+		if err != nil {
+			return err
 		}
 	}
 	if d.in.Config().Listen == "" && len(operands) < 1 {
@@ -163,6 +178,9 @@ func (d *Daemon) run(args []string) error {
 	}
 	if err := d.positional(operands); err != nil {
 		return err
+	}
+	if !hasServers(d.in.Config()) {
+		d.log.Printf("warning: no servers are configured; clients will be refused until one is added (server N address A port P)")
 	}
 	if !d.proc.Foreground && d.ready == nil {
 		return d.background(args)
@@ -468,7 +486,6 @@ func (d *Daemon) serve() error {
 		d.ready.Close()
 		d.ready = nil
 	}
-	close(d.started)
 	err = eng.Run()
 	if d.stopHook != nil {
 		d.stopHook()

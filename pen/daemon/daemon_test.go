@@ -24,6 +24,10 @@ func TestGetopt(t *testing.T) {
 		{"-z", "", "", "invalid option -- 'z'"},
 		{"-x", "", "", "option requires an argument -- 'x'"},
 		{"- 80", "", "- 80", ""},
+		{"--help", "", "", "--help"},
+		{"--version -f 80", "", "", "--version"},
+		{"--bogus", "", "", "unrecognized option '--bogus'"},
+		{"-h 80", "h:", "80", ""},
 	} {
 		opts, ops, err := getopt(strings.Fields(tc.args))
 		if tc.err != "" {
@@ -167,5 +171,44 @@ func TestMainUsageAndErrors(t *testing.T) {
 	}
 	if code, _, errs = run("-f", "[::1", "127.0.0.1:80"); code != 1 || errs == "" {
 		t.Errorf("bad listen: %d %q", code, errs)
+	}
+}
+
+// TestUsageMatchesOptions: the usage text describes every option getopt
+// accepts, and no option it does not.
+func TestUsageMatchesOptions(t *testing.T) {
+	var b bytes.Buffer
+	Usage(&b)
+	text := b.String()
+	described := map[byte]bool{}
+	for _, line := range strings.Split(text, "\n") {
+		// Option lines: two spaces, a dash, the letter, then space or tab.
+		if len(line) > 4 && strings.HasPrefix(line, "  -") && line[3] != '-' && (line[4] == ' ' || line[4] == '\t') {
+			c := line[3]
+			if strings.IndexByte(optString, c) < 0 || c == ':' {
+				t.Errorf("usage describes -%c, which getopt does not accept: %q", c, line)
+			}
+			described[c] = true
+		}
+	}
+	for i := 0; i < len(optString); i++ {
+		c := optString[i]
+		if c == ':' || described[c] {
+			continue
+		}
+		if !strings.Contains(text, fmt.Sprintf("-%c", c)) {
+			t.Errorf("getopt accepts -%c, which the usage text does not mention", c)
+		}
+	}
+	for _, want := range []string{"--help", "--version", "admin_listen", "autowrite", "no server N"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the usage text does not mention %s", want)
+		}
+	}
+	// Options pen has but that do nothing must not be offered as features.
+	for _, gone := range []string{"use poll()", "use kqueue", "without save server"} {
+		if strings.Contains(text, gone) {
+			t.Errorf("the usage text still offers %q", gone)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -20,6 +21,12 @@ type UsageError struct{ Msg string }
 
 func (e *UsageError) Error() string { return e.Msg }
 
+// Long options pen adds; Pen has none. They must come first or alone.
+var (
+	errHelp    = errors.New("--help")
+	errVersion = errors.New("--version")
+)
+
 // getopt parses args (without the program name) as glibc's getopt does by
 // default: options and operands may be mixed, operands keep their order,
 // "--" ends the options, "-" is an operand, flags group ("-fd"), and an
@@ -36,6 +43,14 @@ func getopt(args []string) ([]opt, []string, error) {
 		if len(a) < 2 || a[0] != '-' {
 			operands = append(operands, a)
 			continue
+		}
+		switch {
+		case a == "--help":
+			return nil, nil, errHelp
+		case a == "--version":
+			return nil, nil, errVersion
+		case strings.HasPrefix(a, "--"):
+			return nil, nil, &UsageError{fmt.Sprintf("unrecognized option '%s'", a)}
 		}
 		for j := 1; j < len(a); j++ {
 			c := a[j]

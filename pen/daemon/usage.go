@@ -7,26 +7,25 @@ import (
 	"github.com/pen-lb/pen-appliance/pen/config"
 )
 
-// Usage writes Pen's usage text.
+// Usage writes pen's usage text: Pen's, without the options pen does not
+// have, with those it adds and the commands it adds.
 func Usage(w io.Writer) {
 	fmt.Fprintf(w, `usage:
   pen [-C addr:port] [-X] [-b sec] [-c N] [-e host[:port]] \
-	  [-t sec] [-x N] [-w dir] [-UHPWadfhrs] \
+	  [-t sec] [-x N] [-w file] [-UHWadfhrs] \
           [-o option] \
 	  [-E certfile] [-K keyfile] \
 	  [-G cacertfile] [-A cacertdir] \
 	  [-Z] [-R] [-L protocol] \
 	  [host:]port h1[:p1[:maxc1[:hard1[:weight1[:prio1]]]]] [h2[:p2[:maxc2[:hard2[:weight2[:prio2]]]]]] ...
+  pen --help | --version
 
   -B host:port abuse server for naughty clients
-  -C port   control port
+  -C port   control port (addr:port, or a path for a unix socket)
   -T sec    tracking time in seconds (0 = forever) [%d]
   -H	add X-Forwarded-For header in http requests
   -U	use udp protocol support
-  -N	use hash for initial server selection without save server
   -O option	use option in penctl format
-  -P	use poll() rather than select()
-  -Q    use kqueue to manage events (BSD)
   -W    use weight for server selection
   -X	enable 'exit' command for control port
   -a	debugging dumps in ascii format
@@ -37,8 +36,10 @@ func Usage(w io.Writer) {
   -f	stay in foregound
   -h	use hash for initial server selection
   -j dir    run in chroot
-  -F file   name of configuration file
-  -l file   logging on
+  -F file   name of configuration file (must exist)
+  -l file   logging on (file, or host:port for penlogd)
+  -m N      accept up to N connections per wake-up [%d]
+  -q N      listen queue length [%d]
   -r	bypass client tracking in server selection
   -s	stubborn selection, i.e. don't fail over
   -t sec    connect timeout in seconds [%d]
@@ -51,12 +52,33 @@ func Usage(w io.Writer) {
   -K keyfile    use the given key in PEM format (may be contained in cert)
   -G cacertfile file containing the CA's certificate
   -A cacertdir  directory containing CA certificates in hashed format
-  -Z	    use SSL compatibility mode
+  -Z	    accepted for Pen's command lines; changes nothing
   -R	    require valid peer certificate
-  -L protocol   ssl23 (default), ssl2, ssl3 or tls1
+  -L protocol   tls1 also accepts TLS 1.0 and 1.1; ssl23 (default), ssl2
+                and ssl3 accept TLS 1.2 and up
+  --help    print this text
+  --version print pen's version
+
+Accepted and ignored, as in Pen: -D, -n, -P, -Q, -S (obsolete) and -i
+(Windows only); -N prints this text.
+
+Commands pen adds to Pen's (for -O, -F files and penctl; see
+docs/COMPATIBILITY.md and docs/ADMIN.md):
+  udp, no udp                  UDP mode (-U)
+  emergency_server SPEC        the emergency server (-e); no emergency_server
+  abuse_server SPEC            the abuse server (-B); no abuse_server
+  no server N                  remove server slot N
+  control ADDR, no control     open, move or close the control port
+  no listen, no source, no dsr_if
+  multi_accept N, listen_queue N
+  ssl_cert FILE, ssl_key FILE, ssl_ca_file FILE, ssl_ca_dir DIR,
+  ssl_protocol P, ssl_compat, ssl_require_client_cert   (-E -K -G -A -L -Z -R)
+  admin_listen, admin_redirect, admin_tls, admin_acl, admin_password_file
+                               the admin web UI and /metrics
+  autowrite                    write every change back to the -F file
 
 example:
   pen smtp mailhost1:smtp mailhost2:25 mailhost3
 
-`, 0, config.DefaultBlacklist, config.DefaultClientsMax, config.DefaultTimeout, config.DefaultConnMax)
+`, 0, config.DefaultBlacklist, config.DefaultClientsMax, config.DefaultMultiAccept, config.DefaultListenQueue, config.DefaultTimeout, config.DefaultConnMax)
 }

@@ -1,0 +1,113 @@
+package acceptance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runBinary runs bin with args and returns its output and exit status.
+func runBinary(t *testing.T, bin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %s did not finish within 10s", filepath.Base(bin), strings.Join(args, " "))
+	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("running %s: %v", bin, err)
+	}
+	return o.String(), e.String(), cmd.ProcessState.ExitCode()
+}
+
+// TestHelpAndVersion: pen and penctl answer --help with their usage on
+// standard output and --version with the version, both with status 0
+// (pen used to print "invalid option -- '-'").
+func TestHelpAndVersion(t *testing.T) {
+	begin(t, 30*time.Second)
+	for _, c := range []struct {
+		bin, arg, want string
+	}{
+		{penBin, "--help", "usage:\n  pen "},
+		{penBin, "--version", "pen "},
+		{penctlBin, "--help", "usage: penctl "},
+		{penctlBin, "--version", "penctl "},
+	} {
+		out, errOut, code := runBinary(t, c.bin, c.arg)
+		if code != 0 || !strings.HasPrefix(out, c.want) || errOut != "" {
+			t.Errorf("%s %s: exit %d, stdout %q, stderr %q; want 0 and stdout starting %q", filepath.Base(c.bin), c.arg, code, firstLine(out), errOut, c.want)
+		}
+	}
+	out, _, _ := runBinary(t, penBin, "--help")
+	for _, want := range []string{"--version", "admin_listen", "autowrite", "-m N", "-q N"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("pen --help does not mention %s", want)
+		}
+	}
+	if strings.Contains(out, "use poll()") || strings.Contains(out, "kqueue") {
+		t.Errorf("pen --help still offers -P or -Q, which pen does not have")
+	}
+	if out, errOut, code := runBinary(t, penBin, "--bogus"); code != 0 || !strings.Contains(errOut, "unrecognized option '--bogus'") || !strings.HasPrefix(out, "usage:") {
+		t.Errorf("pen --bogus: exit %d, stderr %q; want Pen's way: the reason, the usage and 0", code, errOut)
+	}
+}
+
+// TestHashOptionKept: -h still means hash, as in Pen, not help.
+func TestHashOptionKept(t *testing.T) {
+	begin(t, 30*time.Second)
+	b := startHTTPBackend(t, "100", "127.0.0.1")
+	port := freePort(t, "tcp")
+	p := startPen(t, penOpts{Control: true, TCP: port}, "-h", lst(port), b.spec())
+	p.expectCtl("mode", "hash no roundrobin no stubborn no weight no prio\n")
+}
+
+// TestMissingConfigFileRefused: a -F file that does not exist stops pen at
+// start-up with a clear message (it used to be logged, and pen ran
+// without the servers the file should have given).
+func TestMissingConfigFileRefused(t *testing.T) {
+	begin(t, 30*time.Second)
+	dir := sharedDir(t)
+	missing := filepath.Join(dir, "pen.cfg")
+	port := freePort(t, "tcp")
+	for _, fg := range [][]string{{"-f"}, nil} {
+		_, errOut, code := runBinary(t, penBin, append(fg, "-F", missing, lst(port))...)
+		if code != 1 || !strings.Contains(errOut, "can't read config file '"+missing+"'") {
+			t.Errorf("pen %s -F %s: exit %d, stderr %q; want 1 and the file named", strings.Join(fg, " "), missing, code, errOut)
+		}
+		if listeningTCP(port) {
+			t.Fatalf("pen listens on %d although its -F file is missing", port)
+		}
+	}
+	if fileExists(missing) {
+		t.Errorf("pen created %s", missing)
+	}
+}
+
+// TestNoServersWarned: pen started without servers says so.
+func TestNoServersWarned(t *testing.T) {
+	begin(t, 30*time.Second)
+	port := freePort(t, "tcp")
+	p := startPen(t, penOpts{TCP: port}, lst(port))
+	if !waitFor(3*time.Second, func() bool { return strings.Contains(p.stderr.String(), "warning: no servers are configured") }) {
+		t.Errorf("pen without servers did not warn; stderr:\n%s", p.stderr.String())
+	}
+	b := startHTTPBackend(t, "100", "127.0.0.1")
+	port2 := freePort(t, "tcp")
+	q := startPen(t, penOpts{TCP: port2, Name: "pen with a server"}, lst(port2), b.spec())
+	expectGet(t, "pen with a server", ip1, lst(port2), "100")
+	if strings.Contains(q.stderr.String(), "no servers") {
+		t.Errorf("pen with a server warned about having none: %s", q.stderr.String())
+	}
+}
+
+func firstLine(s string) string { l, _, _ := strings.Cut(s, "\n"); return l }
