@@ -63,7 +63,7 @@ func (s engineState) Serving() bool {
 		return false
 	default:
 	}
-	return s.e.Loop.ListenAddr() != ""
+	return s.e.ListenAddr() != ""
 }
 
 // Options configure a Server.

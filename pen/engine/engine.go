@@ -20,14 +20,11 @@ import (
 	"github.com/pen-lb/pen-appliance/pen/tlsterm"
 )
 
-// UDPFlowTimeout is how long an idle UDP flow lives when idle_timeout is
-// not set.
-const UDPFlowTimeout = 30 * time.Second
-
-// Engine is a running pen.
+// Engine is a running pen. Its balancer table and data path are its own;
+// readers (metrics, the admin UI) use the read methods below.
 type Engine struct {
-	Table *balance.Table
-	Loop  *proxy.Loop
+	table *balance.Table
+	loop  *proxy.Loop
 
 	log *diag.Logger
 	ex  control.Executor
@@ -55,7 +52,7 @@ func New(log *diag.Logger, ex control.Executor) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{Table: tb, Loop: loop, log: log, ex: ex, quit: make(chan struct{})}, nil
+	return &Engine{table: tb, loop: loop, log: log, ex: ex, quit: make(chan struct{})}, nil
 }
 
 // RefuseControl keeps the control port closed and logs why (Pen will not
@@ -128,20 +125,20 @@ func (e *Engine) Apply(c *config.Config) error {
 			}
 		}
 	}
-	e.Table.Configure(c)
+	e.table.Configure(c)
 	s := settings(c, reqlog, tlsCfg)
-	if err := e.Loop.Configure(s, listen, c.ListenQueue); err != nil {
+	if err := e.loop.Configure(s, listen, c.ListenQueue); err != nil {
 		if ctrl != nil {
 			ctrl.Close()
 		}
 		closeLog(reqlog, e.reqlog)
 		if prev != nil {
-			e.Table.Configure(prev)
+			e.table.Configure(prev)
 		}
 		return err
 	}
 	if c.Listen == "" && e.listenAt != "" {
-		e.Loop.CloseListener()
+		e.loop.CloseListener()
 		key = ""
 	}
 	if c.Listen != "" || e.listenAt != "" {
@@ -180,7 +177,7 @@ func closeLog(newLog, cur *proxy.RequestLog) {
 }
 
 func settings(c *config.Config, reqlog *proxy.RequestLog, tlsCfg *tls.Config) proxy.Settings {
-	udpTimeout := UDPFlowTimeout
+	udpTimeout := proxy.UDPFlowTimeout
 	if c.IdleTimeout > 0 {
 		udpTimeout = time.Duration(c.IdleTimeout) * time.Second
 	}
@@ -211,7 +208,7 @@ func settings(c *config.Config, reqlog *proxy.RequestLog, tlsCfg *tls.Config) pr
 // Run serves until Quit or Stop.
 func (e *Engine) Run() error {
 	errc := make(chan error, 1)
-	go func() { errc <- e.Loop.Run() }()
+	go func() { errc <- e.loop.Run() }()
 	select {
 	case <-e.quit:
 		e.Stop()
@@ -223,7 +220,7 @@ func (e *Engine) Run() error {
 
 // Stop closes every listener and connection.
 func (e *Engine) Stop() {
-	e.Loop.Stop()
+	e.loop.Stop()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.ctrl != nil {
@@ -264,14 +261,34 @@ func (e *Engine) ControlAddr() string {
 
 // The config.Engine interface.
 
-func (e *Engine) Servers() []config.ServerState    { return e.Table.ServerStates() }
-func (e *Engine) Blacklist(i int, d time.Duration) { e.Table.Blacklist(i, d) }
-func (e *Engine) Clients() []config.ClientState    { return e.Table.ClientStates() }
-func (e *Engine) Conns() config.ConnTable          { return e.Loop.Conns() }
-func (e *Engine) Conn(i int) config.ConnState      { return e.Loop.Conn(i) }
-func (e *Engine) CloseConn(i int)                  { e.Loop.CloseConn(i) }
-func (e *Engine) SocketConn(fd int) int            { return e.Loop.SocketConn(fd) }
-func (e *Engine) IdlersActive() int                { return e.Loop.Idlers() }
-func (e *Engine) Current() int                     { return e.Table.Current() }
+func (e *Engine) Servers() []config.ServerState    { return e.table.ServerStates() }
+func (e *Engine) Blacklist(i int, d time.Duration) { e.table.Blacklist(i, d) }
+func (e *Engine) Clients() []config.ClientState    { return e.table.ClientStates() }
+func (e *Engine) Conns() config.ConnTable          { return e.loop.Conns() }
+func (e *Engine) Conn(i int) config.ConnState      { return e.loop.Conn(i) }
+func (e *Engine) CloseConn(i int)                  { e.loop.CloseConn(i) }
+func (e *Engine) SocketConn(fd int) int            { return e.loop.SocketConn(fd) }
+func (e *Engine) IdlersActive() int                { return e.loop.Idlers() }
+func (e *Engine) Current() int                     { return e.table.Current() }
 
 var _ config.Engine = (*Engine)(nil)
+
+// Read access for metrics and the admin UI.
+
+// SpecialStates reports the emergency and abuse servers (nil if unset).
+func (e *Engine) SpecialStates() (emergency, abuse *config.ServerState) {
+	return e.table.SpecialStates()
+}
+
+// TrackedClients is the number of used client table slots.
+func (e *Engine) TrackedClients() int { return e.table.TrackedClients() }
+
+// ACLDenied is how many clients access list n has refused.
+func (e *Engine) ACLDenied(n int) uint64 { return e.table.ACLDenied(n) }
+
+// Stats are the data path's counters.
+func (e *Engine) Stats() proxy.Stats { return e.loop.Stats() }
+
+// ListenAddr is the address the listener is bound to, or "" when there is
+// none.
+func (e *Engine) ListenAddr() string { return e.loop.ListenAddr() }

@@ -49,18 +49,8 @@ type Config interface {
 	ChangesBy() map[config.Origin]uint64
 }
 
-// EngineSource reads e.
-func EngineSource(e *engine.Engine) Source { return engineSource{e} }
-
-type engineSource struct{ e *engine.Engine }
-
-func (s engineSource) Servers() []config.ServerState { return s.e.Servers() }
-func (s engineSource) SpecialStates() (*config.ServerState, *config.ServerState) {
-	return s.e.Table.SpecialStates()
-}
-func (s engineSource) TrackedClients() int    { return s.e.Table.TrackedClients() }
-func (s engineSource) ACLDenied(n int) uint64 { return s.e.Table.ACLDenied(n) }
-func (s engineSource) Stats() proxy.Stats     { return s.e.Loop.Stats() }
+// EngineSource reads e; the engine has the read methods Source needs.
+func EngineSource(e *engine.Engine) Source { return e }
 
 // Origins are the configuration sources pen_config_changes_total always
 // reports, so that rates work from the first scrape.

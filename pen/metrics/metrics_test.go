@@ -16,32 +16,8 @@ import (
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/diag"
 	"github.com/pen-lb/pen-appliance/pen/engine"
+	"github.com/pen-lb/pen-appliance/pen/testenv"
 )
-
-// echoServer accepts connections on 127.0.0.1 and sends back what it
-// reads until the client half-closes.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -124,9 +100,9 @@ func refused(t *testing.T, addr string) {
 func settle(t *testing.T, eng *engine.Engine) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for eng.Loop.Stats().Active != 0 || eng.Loop.Stats().Pending != 0 {
+	for eng.Stats().Active != 0 || eng.Stats().Pending != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("connections still open: %+v", eng.Loop.Stats())
+			t.Fatalf("connections still open: %+v", eng.Stats())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -166,7 +142,7 @@ func value(t dto.MetricType, m *dto.Metric) float64 {
 }
 
 func TestCountersFollowTraffic(t *testing.T) {
-	backend := echoServer(t)
+	backend := testenv.EchoServer(t)
 	host, port, _ := net.SplitHostPort(backend)
 	in, eng, listen := startPen(t,
 		"server 0 address "+host+" port "+port,

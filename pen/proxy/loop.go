@@ -39,6 +39,10 @@ import (
 	"github.com/pen-lb/pen-appliance/pen/httpstream"
 )
 
+// UDPFlowTimeout is how long an idle UDP flow lives when idle_timeout is
+// 0 (Pen's flows never expire; see docs/COMPATIBILITY.md).
+const UDPFlowTimeout = 30 * time.Second
+
 // Settings is what the data path needs from the configuration.
 type Settings struct {
 	UDP         bool
@@ -166,7 +170,7 @@ func New(tb *balance.Table, log *diag.Logger) (*Loop, error) {
 	l := &Loop{ep: ep, wake: wake, tb: tb, log: log, lfd: -1, buf: make([]byte, bufSize), fds: fdState{spare: spareFD(wake), maxClients: 1 << 30},
 		events: make([]unix.EpollEvent, maxEvents), flows: map[netip.AddrPort]int32{}, done: make(chan struct{}),
 		set: Settings{ConnMax: config.DefaultConnMax, PendingMax: config.DefaultPendingMax, MultiAccept: config.DefaultMultiAccept,
-			Timeout: config.DefaultTimeout * time.Second, UDPTimeout: 60 * time.Second}}
+			Timeout: config.DefaultTimeout * time.Second, UDPTimeout: UDPFlowTimeout}}
 	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: tokWake}); err != nil {
 		l.closeFDs()
 		return nil, fmt.Errorf("epoll_ctl(wake): %w", err)
