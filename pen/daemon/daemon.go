@@ -28,6 +28,10 @@ import (
 // background tells its parent that it is serving (or why it is not).
 const readyEnv = "PEN_READY_FD"
 
+// minListenQueue is Pen's floor for -q: smaller values are raised to it,
+// with Pen's message.
+const minListenQueue = 50
+
 // Daemon is one run of pen.
 type Daemon struct {
 	Stdout, Stderr io.Writer
@@ -319,9 +323,9 @@ func (d *Daemon) numeric(c byte, n int) error {
 			}
 			cf.MultiAccept = n
 		case 'q':
-			if n < 50 {
-				fmt.Fprint(d.Stderr, "listen_queue bumped to 50\n")
-				n = 50
+			if n < minListenQueue {
+				fmt.Fprintf(d.Stderr, "listen_queue bumped to %d\n", minListenQueue)
+				n = minListenQueue
 			}
 			cf.ListenQueue = n
 		case 't':
@@ -408,6 +412,7 @@ func (d *Daemon) background(args []string) error {
 		return err
 	}
 	cmd := exec.Command(exe, args...)
+	// ExtraFiles[0] is the child's descriptor 3 (after stdin, stdout, stderr).
 	cmd.Env = append(os.Environ(), readyEnv+"=3")
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
