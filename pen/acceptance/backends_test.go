@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/pen-lb/pen-appliance/pen/testenv"
 )
 
 // The two client addresses of Pen's testsuite.
@@ -240,36 +242,7 @@ type echoBackend struct {
 
 func startEchoBackend(t *testing.T) *echoBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return &echoBackend{port: ln.Addr().(*net.TCPAddr).Port}
+	return &echoBackend{port: testenv.Port(testenv.TCPServer(t, "tcp", "127.0.0.1:0", testenv.Echo))}
 }
 
 func (b *echoBackend) spec() string { return hostPort("127.0.0.1", b.port) }
@@ -296,34 +269,20 @@ type fixedBackend struct {
 
 func startFixedBackend(t *testing.T, reply string) *fixedBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
+	ln := testenv.TCPServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		var got []byte
+		buf := make([]byte, 4096)
+		for !bytes.Contains(got, []byte("\r\n\r\n")) {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				var got []byte
-				buf := make([]byte, 4096)
-				for !bytes.Contains(got, []byte("\r\n\r\n")) {
-					n, err := c.Read(buf)
-					got = append(got, buf[:n]...)
-					if err != nil {
-						return
-					}
-				}
-				io.WriteString(c, reply)
-			}()
 		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return &fixedBackend{port: ln.Addr().(*net.TCPAddr).Port, reply: reply}
+		io.WriteString(c, reply)
+	})
+	return &fixedBackend{port: testenv.Port(ln), reply: reply}
 }
 
 func (b *fixedBackend) spec() string { return hostPort("127.0.0.1", b.port) }
