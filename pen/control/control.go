@@ -109,8 +109,10 @@ type Server struct {
 	mu            sync.Mutex
 	reading       map[net.Conn]struct{}
 	closed        bool
-	refused       int       // connections refused since refusedLogged
-	refusedLogged time.Time // when refusals were last logged
+	refused       int           // connections refused since refusedLogged
+	refusedLogged time.Time     // when refusals were last logged
+	running       int           // handlers running
+	idle          chan struct{} // closed when running drops to 0 (Wait)
 }
 
 // Listen opens the control listener named by spec (Pen's -C syntax:
@@ -246,8 +248,9 @@ func (s *Server) Serve() {
 			s.refuse(c)
 			continue
 		}
+		s.count(1)
 		go func() {
-			defer func() { <-s.sem }()
+			defer func() { <-s.sem; s.count(-1) }()
 			s.handle(c)
 		}()
 	}
@@ -322,6 +325,42 @@ func (s *Server) Close() error {
 	clear(s.reading)
 	s.mu.Unlock()
 	return s.ln.Close()
+}
+
+// Wait waits up to d for the commands that are running to send their
+// replies. Whoever stops pen calls it after Close, without holding a lock
+// that a command needs, so that the reply to `exit` reaches its client
+// before the process ends.
+func (s *Server) Wait(d time.Duration) bool {
+	s.mu.Lock()
+	if s.running == 0 {
+		s.mu.Unlock()
+		return true
+	}
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+	}
+	idle := s.idle
+	s.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-idle:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// count counts a handler in (+1) or out (-1).
+func (s *Server) count(delta int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.running += delta
+	if s.running == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
 }
 
 // startReading registers c as waiting for its command line; it reports

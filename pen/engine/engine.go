@@ -218,18 +218,26 @@ func (e *Engine) Run() error {
 	}
 }
 
+// stopGrace bounds how long Stop waits for control commands to send their
+// replies.
+const stopGrace = 2 * time.Second
+
 // Stop closes every listener and connection.
 func (e *Engine) Stop() {
 	e.loop.Stop()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.ctrl != nil {
-		e.ctrl.Close()
-		e.ctrl = nil
-	}
+	ctrl := e.ctrl
+	e.ctrl = nil
 	if e.reqlog != nil {
 		e.reqlog.Close()
 		e.reqlog = nil
+	}
+	e.mu.Unlock()
+	if ctrl != nil {
+		// Not under e.mu: a running command may need it (through
+		// the interpreter's Apply) before it can answer.
+		ctrl.Close()
+		ctrl.Wait(stopGrace)
 	}
 }
 

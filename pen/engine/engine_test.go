@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/control"
 	"github.com/pen-lb/pen-appliance/pen/diag"
 	"github.com/pen-lb/pen-appliance/pen/testenv"
 )
@@ -210,5 +211,50 @@ func TestRefusedControlPortRefusesOnlyControl(t *testing.T) {
 	}
 	if err := eng.Apply(other); err == nil || err.Error() != why {
 		t.Errorf("Apply asking for the control port again: %v, want %q", err, why)
+	}
+}
+
+// TestExitAnsweredBeforeStop: `exit` through the control socket gets its
+// reply before Run returns (and the process ends): stopping waits for the
+// command's handler, which no longer waits under a lock.
+func TestExitAnsweredBeforeStop(t *testing.T) {
+	dir := t.TempDir()
+	log := diag.Discard()
+	in := config.New(config.Default(), config.Process{ExitEnabled: true}, log)
+	eng, err := New(log, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := filepath.Join(dir, "pen.ctl")
+	if err := in.Update(config.FromFlag, func(c *config.Config) error {
+		c.Listen = filepath.Join(dir, "listen.sock")
+		c.Control = ctl
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.SetEngine(eng); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- eng.Run() }()
+
+	c, err := net.Dial("unix", ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "exit"+control.StatusRequest+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after exit")
+	}
+	// The answer is complete by now: a short deadline suffices.
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if b, err := io.ReadAll(c); err != nil || string(b) != control.StatusOK+"\n" {
+		t.Errorf("the answer to exit once Run returned: %q (%v), want %q", b, err, control.StatusOK+"\n")
 	}
 }
