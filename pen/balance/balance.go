@@ -35,15 +35,18 @@ const (
 // Server is the running state of one server slot. It lives as long as
 // the slot keeps its identity, across configuration changes.
 //
-// Ownership: Index, Cfg, conns and status belong to the Table and are
-// read and written only under Table.mu (Configure rewrites Index and Cfg
-// in place while connections use the server). The data path never reads
-// them: it gets a copy of the configuration in Target and through Conn.
-// The byte and event counters are atomic: the data path adds to them
-// without the lock, reports read them.
+// Ownership: Index, Cfg, pub, conns and status belong to the Table and
+// are read and written only under Table.mu (Configure rewrites Index and
+// Cfg in place while connections use the server). The data path never
+// reads them: it gets a copy of the configuration in Target, and a Conn
+// keeps pub, a copy that is never written once made (Configure makes a new
+// one), so its owner may read it without the lock. The byte and event
+// counters are atomic: the data path adds to them without the lock,
+// reports read them.
 type Server struct {
 	Index int // slot, or EmergencyServer / AbuseServer; under Table.mu
 	Cfg   config.Server
+	pub   *config.Server // a copy of Cfg, never written; replaced with Cfg
 
 	conns    int   // connections now, under Table.mu
 	status   int64 // Pen's status: unix time of the last failure, 0 if none; under Table.mu
@@ -157,7 +160,7 @@ func (t *Table) Configure(c *config.Config) {
 		if s == nil {
 			s = &Server{}
 		}
-		s.Index, s.Cfg = i, cs
+		s.set(i, cs)
 		servers[i] = s
 	}
 	if len(servers) != len(t.servers) {
@@ -196,8 +199,14 @@ func special(cur *Server, cs *config.Server, idx int) *Server {
 	if cur == nil || (cur.Cfg.ID() != cs.ID()) {
 		cur = &Server{}
 	}
-	cur.Index, cur.Cfg = idx, *cs
+	cur.set(idx, *cs)
 	return cur
+}
+
+// set gives the server its slot and configuration. Under Table.mu.
+func (s *Server) set(index int, cfg config.Server) {
+	pub := cfg
+	s.Index, s.Cfg, s.pub = index, cfg, &pub
 }
 
 func (t *Table) growClients(n int) {

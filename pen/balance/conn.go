@@ -14,19 +14,19 @@ import (
 // serves the connection (the proxy's loop); its methods must not be
 // called concurrently. Fields that the table also reads or writes (the
 // server's conns and status, the client slot's server) change only under
-// Table.mu; target and cfg change only in the owner's calls, so Sent and
-// Received read them without the lock.
+// Table.mu; target and cfg change only in the owner's calls, so Sent,
+// Received and ServerHost read them without the lock.
 type Conn struct {
 	t         *Table
 	client    int // client table slot; -1 for an idler
 	cl        *client
 	addr      netip.AddrPort
 	initial   int
-	cur       int           // Pen's conns[].server: the server tried last
-	target    *Server       // the server this connection counts against
-	cfg       config.Server // target's configuration when it was chosen
-	emergency bool          // the emergency server has been tried
-	done      bool          // nothing left to try
+	cur       int            // Pen's conns[].server: the server tried last
+	target    *Server        // the server this connection counts against
+	cfg       *config.Server // target's configuration when it was chosen (never written)
+	emergency bool           // the emergency server has been tried
+	done      bool           // nothing left to try
 	reason    Reason
 }
 
@@ -91,7 +91,7 @@ func (c *Conn) First() (Target, bool) {
 	}
 	c.cur = c.initial
 	if t.try(c, c.initial) {
-		return Target{c.cur, c.cfg}, true
+		return Target{c.cur, *c.cfg}, true
 	}
 	return c.failover()
 }
@@ -220,7 +220,7 @@ func (t *Table) try(c *Conn, i int) bool {
 		return false
 	}
 	s.conns++
-	c.target, c.cfg = s, s.Cfg
+	c.target, c.cfg = s, s.pub
 	c.cur = i
 	if c.cl != nil {
 		c.cl.server = i
@@ -243,7 +243,7 @@ func (c *Conn) failover() (Target, bool) {
 			next := (c.cur + 1) % n
 			c.cur = next
 			if t.try(c, next) {
-				return Target{next, c.cfg}, true
+				return Target{next, *c.cfg}, true
 			}
 			if next == c.initial%n {
 				break
@@ -254,7 +254,7 @@ func (c *Conn) failover() (Target, bool) {
 		c.emergency = true
 		c.cur = EmergencyServer
 		if t.try(c, EmergencyServer) {
-			return Target{EmergencyServer, c.cfg}, true
+			return Target{EmergencyServer, *c.cfg}, true
 		}
 	}
 	return c.give()
