@@ -104,8 +104,9 @@ type Server struct {
 
 	// mu guards the fields below. reading holds the connections that
 	// have not yet sent their command line: Close closes them, since they
-	// have asked for nothing yet. Connections running a command are not
-	// tracked; they finish on their own within Deadline.
+	// have asked for nothing yet. Connections running a command are only
+	// counted (running): Close leaves them to finish, Wait waits for
+	// them.
 	mu            sync.Mutex
 	reading       map[net.Conn]struct{}
 	closed        bool
