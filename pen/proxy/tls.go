@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -73,6 +74,10 @@ type tlsFront struct {
 	peer  netip.AddrPort
 	tc    *tls.Conn // the client; the front's
 	plain *fileConn // the front's end of the pair
+
+	// closed is set by the loop (closeFromLoop) when it has closed the
+	// slot; the front reads it when a read of the client fails.
+	closed atomic.Bool
 }
 
 // startTLS gives the accepted client fd to a new front. The loop keeps
@@ -114,11 +119,14 @@ func (f *tlsFront) conn() *conn {
 	return c
 }
 
-// closeFromLoop is called by the loop when it closes the slot. The server's
-// last bytes may still be in the pair: the front delivers them within
-// drainTimeout. What the client sends now has nowhere to go, so its read
-// ends at once.
+// closeFromLoop is called by the loop when it closes the slot (both sides
+// are done, tcp_fastclose, idle timeout, close N, Stop). The server's last
+// bytes may still be in the pair: the front delivers them within
+// drainTimeout. What the client sends now has nowhere to go, so the read
+// of the client ends at once. The deadlines are safe to set from the
+// loop goroutine while the front reads and writes.
 func (f *tlsFront) closeFromLoop() {
+	f.closed.Store(true)
 	now := time.Now()
 	f.tc.SetReadDeadline(now)
 	f.tc.SetWriteDeadline(now.Add(drainTimeout))
@@ -129,6 +137,9 @@ func (f *tlsFront) serve() {
 	defer f.plain.Close()
 	defer f.tc.Close()
 	if err := f.tc.Handshake(); err != nil {
+		if f.closed.Load() {
+			return // pen closed it; the client refused nothing
+		}
 		l.refusedTLS.log(l.log, f.peer, err)
 		l.do(func() {
 			if c := f.conn(); c != nil {
@@ -152,36 +163,39 @@ func (f *tlsFront) serve() {
 	go func() {
 		defer close(done)
 		// The server's answers go to the client encrypted.
-		if f.copy(f.tc, f.plain) {
+		if f.copy(f.tc, f.plain, false) {
 			f.tc.CloseWrite() // close_notify: the server is done
 		}
 	}()
-	if f.copy(f.plain, f.tc) {
+	if f.copy(f.plain, f.tc, true) {
 		f.plain.CloseWrite() // the loop reads EOF and shuts the server's side
 	}
 	<-done
 }
 
 // copy moves bytes from src to dst until src ends. It reports whether src
-// ended cleanly (EOF); on an error both connections close, which ends the
-// other direction too.
-func (f *tlsFront) copy(dst io.Writer, src io.Reader) bool {
+// ended cleanly (EOF). On an error both connections close, which ends the
+// other direction too; except when the client's side fails because the
+// loop has closed the slot: then the other direction still delivers what
+// the server sent before.
+func (f *tlsFront) copy(dst io.Writer, src io.Reader, fromClient bool) bool {
 	buf := make([]byte, bufSize)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
-				f.abort()
-				return false
+				err = werr
 			}
 		}
-		if err == io.EOF {
+		switch {
+		case err == io.EOF:
 			return true
-		}
-		if err != nil {
+		case err == nil:
+			continue
+		case !(fromClient && f.closed.Load()):
 			f.abort()
-			return false
 		}
+		return false
 	}
 }
 

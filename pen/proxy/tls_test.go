@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +130,18 @@ func TestTLSRefusedHandshakeLogged(t *testing.T) {
 		}
 	}
 	waitLog(line)
+	// A front logs its refusal before it gives its slot back: once no
+	// slot is in use, all five are counted.
+	waitIdle := func() {
+		t.Helper()
+		for i := 0; h.loop.Stats().Active != 0; i++ {
+			if i == 100 {
+				t.Fatalf("refused handshakes hold %d slots", h.loop.Stats().Active)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitIdle()
 	if n := strings.Count(h.logText(), "refused"); n != 1 {
 		t.Errorf("%d lines for 5 refused handshakes within the interval, want 1:\n%s", n, h.logText())
 	}
@@ -137,10 +151,93 @@ func TestTLSRefusedHandshakeLogged(t *testing.T) {
 	r.mu.Unlock()
 	refuse()
 	waitLog(line + " (4 more refused since the last report)")
-	for i := 0; h.loop.Stats().Active != 0; i++ {
-		if i == 100 {
-			t.Fatalf("refused handshakes hold %d slots", h.loop.Stats().Active)
+	waitIdle()
+}
+
+func dialTLS(t *testing.T, h *harness) *tls.Conn {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", h.addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
+// A TLS client that is done sending (close_notify) still gets the whole
+// answer, as a plain client that half-closes does.
+func TestTLSHalfClose(t *testing.T) {
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		fmt.Fprintf(c, "got %d bytes", len(b))
+	})
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.TLS = testTLSConfig(t) }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	c := dialTLS(t, h)
+	defer c.Close()
+	c.Write(bytes.Repeat([]byte("x"), 100000))
+	c.CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "got 100000 bytes" {
+		t.Errorf("got %q, %v", got, err)
+	}
+}
+
+// With tcp_fastclose up, pen closes the slot as soon as the server is
+// done; a TLS client still gets every byte the server sent.
+func TestTLSFastCloseDelivers(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) { c.Write(body) })
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.TLS = testTLSConfig(t) },
+		fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)), "tcp_fastclose up")
+	for i := 0; i < 5; i++ {
+		c := dialTLS(t, h)
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || !bytes.Equal(got, body) {
+			t.Errorf("client %d: %d of %d bytes, %v", i, len(got), len(body), err)
 		}
-		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// close N ends a TLS connection at once, and is not taken for a refused
+// handshake.
+func TestTLSCloseCommand(t *testing.T) {
+	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.TLS = testTLSConfig(t) }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	c := dialTLS(t, h)
+	defer c.Close()
+	io.WriteString(c, "x")
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	conns := h.loop.Conns().Conns
+	if len(conns) != 1 {
+		t.Fatalf("connection table: %+v", conns)
+	}
+	h.loop.CloseConn(conns[0].Slot)
+	begin := time.Now()
+	if n, err := c.Read(make([]byte, 1)); err == nil || time.Since(begin) > 3*time.Second {
+		t.Errorf("after close: read %d bytes, %v, after %v", n, err, time.Since(begin))
+	}
+	// A client still in its handshake is closed quietly too.
+	raw, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	for i := 0; len(h.loop.Conns().Conns) == 0; i++ {
+		if i == 100 {
+			t.Fatal("the client has no slot")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.loop.CloseConn(h.loop.Conns().Conns[0].Slot)
+	raw.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := raw.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+		t.Errorf("client in its handshake after close: read %d bytes, %v", n, err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if strings.Contains(h.logText(), "refused") {
+		t.Errorf("close N logged as a refused handshake:\n%s", h.logText())
 	}
 }
