@@ -141,7 +141,8 @@ func (l *Loop) serveClient(c *conn) {
 	fd := int(c.down)
 	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{
 		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: c.slot, Pad: int32(c.gen << 1)}); err != nil {
-		l.log.Printf("epoll_ctl: %v", err)
+		// Never watched, the client would never be served.
+		l.logFull("epoll_ctl(add client socket): %v; closing the client", err)
 		l.closeConn(c)
 		return
 	}

@@ -42,6 +42,7 @@ const (
 // fdState is the loop's accounting of descriptors. Loop goroutine only.
 type fdState struct {
 	maxClients int           // clients the open files limit leaves room for
+	warned     [2]int        // maxClients and conn_max when the log last said maxClients was lower
 	limit      int           // the open files limit when maxClients was computed
 	spare      int           // a descriptor given up to refuse a client on EMFILE; -1 if none
 	pause      time.Duration // the listener's current pause; 0 while accepting normally
@@ -71,7 +72,10 @@ func (l *Loop) budgetClients() {
 	}
 	l.fds.limit = int(rl.Cur)
 	l.fds.maxClients = max((l.fds.limit-fdReserve)/perClient(l.set), 1)
-	if l.fds.maxClients < l.set.ConnMax {
+	// Said once per change, not at every change of configuration.
+	warn := [2]int{l.fds.maxClients, l.set.ConnMax}
+	if l.fds.maxClients < l.set.ConnMax && warn != l.fds.warned {
+		l.fds.warned = warn
 		l.log.Printf("the open files limit (%d) leaves room for %d clients at a time, fewer than conn_max (%d)",
 			l.fds.limit, l.fds.maxClients, l.set.ConnMax)
 	}
