@@ -8,14 +8,14 @@ import (
 
 // Running out of descriptors. Every client costs descriptors: two for a
 // TCP client (its socket and its server's), four for a TLS client (the
-// socket pair to its front as well), one for a UDP flow. Pen accepted
-// clients until accept failed with EMFILE, and then, since the waiting
-// client kept the listener readable, tried again at once, forever: a core
-// at full load doing nothing. Worse, a client accepted with the last
-// descriptor could not get a server socket, and the server was blamed
-// (blacklisted) for it.
+// socket pair to its front as well), one for a UDP flow. A loop that
+// accepts until accept fails with EMFILE finds the listener still
+// readable (the waiting client is still there) and tries again at once,
+// forever: a core at full load doing nothing. Worse, a client accepted
+// with the last descriptor cannot get a server socket, and the server
+// would be blamed (blacklisted) for it.
 //
-// Now the loop accepts only as many clients as the open files limit
+// So the loop accepts only as many clients as the open files limit
 // leaves room for (maxClients), keeping fdReserve descriptors for the
 // rest of the process. When the process runs out anyway (other parts of
 // it use descriptors too, or the system-wide table is full), the loop
