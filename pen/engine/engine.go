@@ -42,6 +42,8 @@ type Engine struct {
 	quit     chan struct{}
 	quitOnce sync.Once
 	tlsCfg   *tls.Config
+	// rt installs the policy routing of transparent mode.
+	rt routing
 }
 
 // New makes an engine. ex executes control socket commands (the
@@ -52,7 +54,7 @@ func New(log *diag.Logger, ex control.Executor) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{table: tb, loop: loop, log: log, ex: ex, quit: make(chan struct{})}, nil
+	return &Engine{table: tb, loop: loop, log: log, ex: ex, quit: make(chan struct{}), rt: routing{open: openRouter}}, nil
 }
 
 // RefuseControl keeps the control port closed and logs why (Pen will not
@@ -127,6 +129,9 @@ func (e *Engine) Apply(c *config.Config) error {
 	}
 	e.table.Configure(c)
 	s := settings(c, reqlog, tlsCfg)
+	// Connections leave from clients' addresses only when the routing
+	// brings the servers' replies back to pen.
+	s.Transparent = e.rt.apply(c, e.log.Printf)
 	if err := e.loop.Configure(s, listen, c.ListenQueue); err != nil {
 		if ctrl != nil {
 			ctrl.Close()
@@ -134,6 +139,7 @@ func (e *Engine) Apply(c *config.Config) error {
 		closeLog(reqlog, e.reqlog)
 		if prev != nil {
 			e.table.Configure(prev)
+			e.rt.apply(prev, e.log.Printf)
 		}
 		return err
 	}
@@ -232,6 +238,7 @@ func (e *Engine) Stop() {
 		e.reqlog.Close()
 		e.reqlog = nil
 	}
+	e.rt.stop(e.log.Printf)
 	e.mu.Unlock()
 	if ctrl != nil {
 		// Not under e.mu: a running command may need it (through
