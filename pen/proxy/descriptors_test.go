@@ -74,8 +74,8 @@ func fdChild(backend string) int {
 	var hogged []int
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
-		switch sc.Text() {
-		case "hog":
+		switch cmd := sc.Text(); cmd {
+		case "hog", "hog all but one":
 			for {
 				fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 				if err != nil {
@@ -83,7 +83,13 @@ func fdChild(backend string) int {
 				}
 				hogged = append(hogged, fd)
 			}
+			if cmd == "hog all but one" {
+				unix.Close(hogged[len(hogged)-1])
+				hogged = hogged[:len(hogged)-1]
+			}
 			fmt.Printf("hogged %d\n", len(hogged))
+		case "failures":
+			fmt.Println(tb.ServerStates()[0].Failures)
 		case "active":
 			fmt.Println(loop.Stats().Active)
 		case "free":
@@ -132,7 +138,8 @@ func (l *lockedBuf) String() string {
 // files limit leaves room for, each of them served, and refuses the rest
 // at once; when the process runs out of descriptors all the same, pen
 // does not spin on accept (it used to take a whole core) and serves again
-// once descriptors are free.
+// once descriptors are free; a client that gets no server socket for want
+// of descriptors does not get the server blacklisted.
 func TestDescriptorsRunOut(t *testing.T) {
 	backend := tcpServer(t, "tcp", "127.0.0.1:0", echo).Addr().String()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -277,5 +284,30 @@ func TestDescriptorsRunOut(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "accepting clients again") {
 		t.Errorf("the end of the shortage is not in the log")
+	}
+
+	// One descriptor left: the client is accepted, its server socket
+	// cannot be had. The client is refused; the server is not to blame.
+	io.WriteString(stdin, "hog all but one\n")
+	if s := line(); !strings.HasPrefix(s, "hogged ") {
+		t.Fatalf("child: %q", s)
+	}
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "x")
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Errorf("a client without a server socket read %d bytes", n)
+	}
+	c.Close()
+	io.WriteString(stdin, "failures\n")
+	if s := line(); s != "0" {
+		t.Errorf("the server was blamed %s times for pen's want of descriptors", s)
+	}
+	io.WriteString(stdin, "free\n")
+	if s := line(); s != "freed" {
+		t.Fatalf("child: %q", s)
 	}
 }
