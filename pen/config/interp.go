@@ -370,7 +370,7 @@ func (in *Interp) commit(x *txn) (string, error) {
 		in.cfg = x.cfg
 		in.log.SetLevel(x.cfg.Debug)
 		in.countChange(x.origin)
-		if f := in.proc.ConfigFile; x.cfg.AutoWrite && f != "" && x.origin != FromFile && x.origin != FromSignal &&
+		if f := in.proc.ConfigFile; x.cfg.AutoWrite && f != "" && autowrites(x.origin) &&
 			in.checkMayWrite(f) == nil { // before the -F file is read (start-up), there is nothing to save yet
 			if err := in.save(f); err != nil {
 				in.log.Printf("autowrite: %v", err)
@@ -399,6 +399,12 @@ func (in *Interp) commit(x *txn) (string, error) {
 	}
 	return x.out.String(), saveErr
 }
+
+// autowrites reports whether autowrite saves changes from origin: those
+// made while pen runs, through the control socket and the admin UI. The
+// command line is given again at every start, and the -F file is what
+// would be written.
+func autowrites(o Origin) bool { return o == FromControl || o == FromWeb }
 
 // runData runs the lines of an upload or of -O/-o text; errors name the
 // source and the line.

@@ -16,7 +16,10 @@ import (
 // Saving the configuration file.
 //
 // The write command and autowrite replace the -F file with the running
-// configuration in write's layout (see Render). What autowrite rewrites:
+// configuration in write's layout (see Render). Autowrite saves the
+// changes made through the control socket and the admin UI, not those of
+// the command line (-O, flags), which is given again at every start, nor
+// those of reading the -F file itself. What autowrite rewrites:
 // the whole file. Comments, blank lines and the order of the lines are
 // not kept, and an include line is not kept either: the settings the
 // included file made are written into the -F file itself. Keep settings

@@ -182,8 +182,12 @@ func TestSaveErrorReported(t *testing.T) {
 	check("Exec", reply, err, "12\n")
 	reply, err = in.ExecLines("upload", []byte("tracking 4\ntimeout 8\n"), FromWeb)
 	check("ExecLines", reply, err, "4\n8\n")
-	err = in.Update(FromFlag, func(c *Config) error { c.Hash = true; return nil })
+	err = in.Update(FromControl, func(c *Config) error { c.Hash = true; return nil })
 	check("Update", "", err, "")
+	// The command line is not saved: it is given again at every start.
+	if err := in.Update(FromFlag, func(c *Config) error { c.Stubborn = true; return nil }); err != nil {
+		t.Errorf("Update from the command line: %v", err)
+	}
 	if c := in.Config(); c.Blacklist != 12 || c.Tracking != 4 || c.Timeout != 8 || !c.Hash {
 		t.Errorf("the changes were not applied: %+v", c)
 	}
