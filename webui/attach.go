@@ -16,11 +16,12 @@ import (
 // is bound as the user pen then runs as.
 func Attach(d *daemon.Daemon) {
 	d.BeforeDrop(func(d *daemon.Daemon) error {
+		snap := NewSnapshot(d.Interp())
 		reg := prometheus.NewRegistry()
-		if err := metrics.Register(reg, metrics.EngineSource(d.Engine()), d.Interp()); err != nil {
+		if err := metrics.Register(reg, metrics.EngineSource(d.Engine()), snap); err != nil {
 			return err
 		}
-		s := New(Options{Interp: d.Interp(), State: EngineState(d.Engine()), Log: d.Log(), Gatherer: reg})
+		s := New(Options{Interp: d.Interp(), State: EngineState(d.Engine()), Log: d.Log(), Gatherer: reg, Config: snap})
 		s.Start()
 		d.OnStop(s.Close)
 		return nil

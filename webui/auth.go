@@ -311,7 +311,7 @@ func (s *Server) checkPassword(stored, given string) bool {
 // verify checks a password from client, with backoff; msg explains a
 // refusal.
 func (s *Server) verify(client netip.Addr, given string) (ok bool, msg string, status int) {
-	stored, err := readPassword(s.in.Config().Admin.PasswordFiles)
+	stored, err := readPassword(s.snap.Config().Admin.PasswordFiles)
 	if err != nil {
 		s.log.Printf("admin UI: %v", err)
 		return false, "Login is not possible: " + err.Error() + ".", http.StatusServiceUnavailable
@@ -401,9 +401,10 @@ func (s *Server) form(limit int64, h http.HandlerFunc) http.HandlerFunc {
 }
 
 // action wraps a POST handler that changes something: it needs a login
-// and the session's CSRF token.
+// and the session's CSRF token. The login is checked before the body is
+// read, so that only a logged-in browser can make the UI read an upload.
 func (s *Server) action(limit int64, h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
-	return s.form(limit, func(w http.ResponseWriter, r *http.Request) {
+	parsed := s.form(limit, func(w http.ResponseWriter, r *http.Request) {
 		x := s.session(r)
 		if x == nil {
 			http.Error(w, "Not logged in (or the session expired): log in again.", http.StatusUnauthorized)
@@ -415,6 +416,13 @@ func (s *Server) action(limit int64, h func(http.ResponseWriter, *http.Request, 
 		}
 		h(w, r, x)
 	})
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.session(r) == nil {
+			http.Error(w, "Not logged in (or the session expired): log in again.", http.StatusUnauthorized)
+			return
+		}
+		parsed(w, r)
+	}
 }
 
 // safeNext accepts only a clean path on this site as the page after
@@ -456,7 +464,7 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int,
 	tok := token()
 	setCookie(w, r, loginCookie, tok, 3600)
 	v := loginView{Next: safeNext(r.FormValue("next")), Token: tok, Error: msg}
-	if _, err := readPassword(s.in.Config().Admin.PasswordFiles); err != nil {
+	if _, err := readPassword(s.snap.Config().Admin.PasswordFiles); err != nil {
 		v.NoPassword = err.Error()
 	}
 	w.Header().Set("Cache-Control", "no-store")

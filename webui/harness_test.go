@@ -119,11 +119,13 @@ func newHarness(t *testing.T, o harnessOpt) *harness {
 		eng.Quit()
 		<-done
 	})
+	// As Attach does.
+	snap := NewSnapshot(h.in)
 	reg := prometheus.NewRegistry()
-	if err := metrics.Register(reg, metrics.EngineSource(eng), h.in); err != nil {
+	if err := metrics.Register(reg, metrics.EngineSource(eng), snap); err != nil {
 		t.Fatal(err)
 	}
-	h.s = New(Options{Interp: h.in, State: EngineState(eng), Gatherer: reg})
+	h.s = New(Options{Interp: h.in, State: EngineState(eng), Gatherer: reg, Config: snap})
 	h.s.lst.bind = placeholderBind
 	h.s.SetClock(h.clock.now)
 	h.s.logins = newLimiter(time.Second, time.Minute)

@@ -71,8 +71,12 @@ type Options struct {
 	Interp *config.Interp
 	State  State
 	Log    *diag.Logger
-	// Gatherer serves /metrics; nil leaves /metrics out.
+	// Gatherer serves /metrics; nil leaves /metrics out. Its collector
+	// should read the configuration from Config, so that /metrics answers
+	// while a change is being applied (see Snapshot).
 	Gatherer prometheus.Gatherer
+	// Config follows Interp's configuration; nil makes one.
+	Config *Snapshot
 }
 
 // Limits and timings.
@@ -81,13 +85,16 @@ const (
 	SessionLifetime = 12 * time.Hour   // and every session ends after this
 	maxSessions     = 64
 	maxForm         = 64 << 10 // body of an ordinary form
-	maxUpload       = 1 << 20  // an uploaded configuration file
+	// An uploaded configuration file may be as large as any configuration
+	// file pen reads, so that what write saved uploads back.
+	maxUpload = config.MaxConfigSize
 )
 
 // Server is the admin UI. It is an http.Handler (for tests); Start makes
 // it serve on the listeners the configuration names.
 type Server struct {
 	in      *config.Interp
+	snap    *Snapshot // what must not wait for a change in progress reads the configuration here
 	state   State
 	log     *diag.Logger
 	metrics http.Handler
@@ -113,8 +120,13 @@ func New(o Options) *Server {
 		log = diag.Discard()
 	}
 	host, _ := os.Hostname()
+	snap := o.Config
+	if snap == nil {
+		snap = NewSnapshot(o.Interp)
+	}
 	s := &Server{
 		in:       o.Interp,
+		snap:     snap,
 		state:    o.State,
 		log:      log,
 		host:     host,
@@ -127,7 +139,7 @@ func New(o Options) *Server {
 	if o.Gatherer != nil {
 		s.metrics = promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{ErrorLog: promLog{log}})
 	}
-	s.sampler = NewSampler(o.Interp, o.State, SampleInterval, SampleWindow)
+	s.sampler = NewSampler(snap, o.State, SampleInterval, SampleWindow)
 	s.lst = newListeners(s)
 	s.handler = s.routes()
 	return s
@@ -198,7 +210,7 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
 		h.Set("Cross-Origin-Resource-Policy", "same-origin")
-		if !adminAllowed(s.in.Config(), clientAddr(r)) {
+		if !adminAllowed(s.snap.Config(), clientAddr(r)) {
 			http.Error(w, "Forbidden: admin_acl does not permit "+clientAddr(r).String(), http.StatusForbidden)
 			return
 		}
