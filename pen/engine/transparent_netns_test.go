@@ -429,7 +429,7 @@ func TestTransparentRefused(t *testing.T) {
 	waitRules(t, g.pen, nil)
 	p.stop(syscall.SIGTERM)
 	out := p.out.String()
-	const msg = "transparent: adding route local 0.0.0.0/0 dev lo table 736: pen may not change the routing: it needs CAP_NET_ADMIN (operation not permitted); pen goes on without transparency"
+	const msg = "transparent: adding rule from 198.18.2.2 ipproto tcp sport 80: pen may not change the routing: it needs CAP_NET_ADMIN (operation not permitted); pen goes on without transparency"
 	if strings.Count(out, msg) != 1 {
 		t.Errorf("pen's output should say once %q; it is:\n%s", msg, out)
 	}

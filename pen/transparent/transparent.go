@@ -126,21 +126,27 @@ func (r *Router) Sync(servers []Server) error {
 		fams[familyOf(a)] = true
 	}
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-		if fams[fam] {
-			if err := r.probe(fam); err != nil {
-				return err
-			}
+		if !fams[fam] {
+			continue
+		}
+		if err := r.probe(fam); err != nil {
+			return err
+		}
+		// Without policy routing for the family, a kernel puts a
+		// route for any table into the main table, where "local
+		// 0.0.0.0/0" would swallow every packet the host forwards or
+		// sends: nothing is touched unless the kernel has rules.
+		if _, err := r.h.RuleList(fam); err != nil {
+			return r.explain("listing "+famName(fam)+" rules", fam, err)
 		}
 	}
 	have, err := r.rules()
 	if err != nil {
 		return err
 	}
-	// Routes first: a rule that points at a table without routes is
-	// passed over, one that points at the local route is live at once.
-	if err := r.syncRoutes(fams); err != nil {
-		return err
-	}
+	// Rules first, routes after: a rule pointing at a table without
+	// routes is passed over, so nothing changes until the table is
+	// filled, and nothing is added to a table when rules are refused.
 	seen := map[ruleKey]bool{}
 	for _, ru := range have {
 		k, ok := ruleKeyOf(ru)
@@ -164,7 +170,7 @@ func (r *Router) Sync(servers []Server) error {
 			return r.explain("adding rule "+r.describe(k), familyOf(k.addr), err)
 		}
 	}
-	return nil
+	return r.syncRoutes(fams)
 }
 
 // Cleanup removes every rule and route of pen's table and priority.
