@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -51,8 +52,9 @@ func (h *harness) reconfigure(lines ...string) {
 }
 
 // TestReconfigureUnderTraffic changes servers, weights, modes, ACLs,
-// blacklists and the loop's settings while TCP, TLS and UDP clients talk
-// through real loops, and closes TLS connections while they move data.
+// blacklists and the loop's settings, reads the tables and reopens the
+// request log while TCP, TLS and UDP clients talk through real loops, and
+// closes TLS connections while they move data.
 // Every request must be answered: every server a client can reach keeps
 // running. Run under -race, it also proves that the data path and the
 // configuration share no state without a rule for it.
@@ -204,8 +206,13 @@ func TestReconfigureUnderTraffic(t *testing.T) {
 				h.reconfigure("no prio")
 			case 7:
 				h.loop.Conns()
+				h.loop.SocketConn(changes)
+				h.loop.Idlers()
 				h.tb.ServerStates()
 				h.tb.ClientStates()
+				if err := reqlog.Reopen(); err != nil { // SIGHUP
+					t.Error(err)
+				}
 			}
 		}
 		// close N on every TLS connection, and the connection table.
@@ -221,6 +228,15 @@ func TestReconfigureUnderTraffic(t *testing.T) {
 	victimsDone.Wait()
 	if want := int64(3 * clients * conns * rounds); answered.Load() != want {
 		t.Errorf("%d requests answered, want %d", answered.Load(), want)
+	}
+	reqlog.Flush()
+	logged, _ := os.ReadFile(logPath)
+	for _, l := range strings.Split(strings.TrimSpace(string(logged)), "\n") {
+		// client time server request: every server is a real one.
+		if f := strings.Fields(l); len(f) < 4 || f[0] != "127.0.0.1" || f[2] != "127.0.0.1" {
+			t.Errorf("request log line %q", l)
+			break
+		}
 	}
 	if changes < 8 || closed == 0 {
 		t.Errorf("only %d configuration changes and %d closed TLS connections during the traffic", changes, closed)
