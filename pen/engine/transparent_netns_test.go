@@ -9,8 +9,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -432,5 +440,94 @@ func TestTransparentRefused(t *testing.T) {
 	const msg = "transparent: adding rule from 198.18.2.2 ipproto tcp sport 80: pen may not change the routing: it needs CAP_NET_ADMIN (operation not permitted); pen goes on without transparency"
 	if strings.Count(out, msg) != 1 {
 		t.Errorf("pen's output should say once %q; it is:\n%s", msg, out)
+	}
+}
+
+// TLS-terminated connections leave from the client's address too.
+func TestTransparentTLS(t *testing.T) {
+	g := newGateway(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeCert(t, certFile, keyFile)
+	p := startPen(t, g.pen, nil, "-r", "-O", "transparent", "-E", certFile, "-K", keyFile,
+		"198.18.1.1:443", "198.18.2.2:80", "198.18.2.3:80")
+	g.client.WaitTCP("198.18.1.1:443")
+	waitRules(t, g.pen, []string{rule("198.18.2.2", 80), rule("198.18.2.3", 80), route4})
+	seen := map[string]int{}
+	for _, keep := range []bool{true, false} {
+		c := httpClient(g.client, keep)
+		c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+		for range 4 {
+			a, err := get(c, "https://198.18.1.1/")
+			if err != nil {
+				t.Fatalf("GET over TLS (keep-alive %v): %v", keep, err)
+			}
+			seen[a]++
+		}
+		c.CloseIdleConnections()
+	}
+	for a, n := range seen {
+		if !strings.HasSuffix(a, " 198.18.1.2") {
+			t.Errorf("%d answers %q: the backend did not see the client's address 198.18.1.2", n, a)
+		}
+	}
+	t.Logf("answers: %v", seen)
+	p.stop(syscall.SIGTERM)
+	waitRules(t, g.pen, nil)
+}
+
+// source ADDR binds the connections to servers to ADDR, with and without
+// transparent (which it overrides, as in Pen: no rules are needed then).
+func TestSourceWithAndWithoutTransparent(t *testing.T) {
+	g := newGateway(t)
+	g.pen.IP("addr", "add", "198.18.2.100/24", "dev", "br0")
+	for _, opts := range [][]string{
+		{"-O", "source 198.18.2.100"},
+		{"-O", "source 198.18.2.100", "-O", "transparent"},
+	} {
+		args := append(append([]string{"-r"}, opts...), "198.18.1.1:80", "198.18.2.2:80", "198.18.2.3:80")
+		p := startPen(t, g.pen, nil, args...)
+		g.client.WaitTCP("198.18.1.1:80")
+		seen := answers(t, g.client, "http://198.18.1.1/", 4)
+		for a, n := range seen {
+			if !strings.HasSuffix(a, " 198.18.2.100") {
+				t.Errorf("pen %v: %d answers %q; want the backend to see the source address 198.18.2.100", opts, n, a)
+			}
+		}
+		if len(seen) != 2 {
+			t.Errorf("pen %v: answers %v; want both backends", opts, seen)
+		}
+		waitRules(t, g.pen, nil)
+		p.stop(syscall.SIGTERM)
+	}
+}
+
+// writeCert writes a self-signed certificate for 198.18.1.1 and its key.
+func writeCert(t *testing.T, certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "198.18.1.1"},
+		IPAddresses:  []net.IP{net.ParseIP("198.18.1.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
