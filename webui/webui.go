@@ -16,13 +16,16 @@
 // script are embedded (assets/), and the Content-Security-Policy allows no
 // inline script or style.
 //
-// Security: a session cookie (HttpOnly, SameSite=Strict, Secure under TLS)
-// after a password login, compared in constant time or with bcrypt; a CSRF
-// token on every state-changing request, which must be a POST; failed
-// logins back off per client address, so one client guessing cannot lock
-// out the others; sessions expire when idle and after a fixed lifetime; a
-// change that would lock out the browser making it (admin_acl and its
-// list, turning the listener or the password off) is refused.
+// Security (docs/ADMIN.md, "Security model", says it for users): a session
+// cookie (HttpOnly, SameSite=Strict, Secure under TLS) after a password
+// login, compared in constant time or with bcrypt; a CSRF token on every
+// state-changing request, which must be a POST; one login guess per
+// client address per back-off window, counted before the password is
+// checked, so one client guessing cannot lock out the others; sessions
+// expire when idle and after a fixed lifetime; a change that would lock
+// out the browser making it is refused (see lockout); commands that name
+// files are refused for origin config.FromWeb by package config; at most
+// MaxConns connections, with timeouts (see connLimit).
 package webui
 
 import (
