@@ -30,6 +30,9 @@ func (s *Server) apply(r *http.Request, x *session, lines []string) error {
 	if err := lockout(cur, next, browserOf(r)); err != nil {
 		return err
 	}
+	if err := stopsPen(data); err != nil {
+		return err
+	}
 	rejected := s.in.Rejected()
 	if len(lines) == 1 {
 		_, err = s.in.Exec(lines[0], config.FromWeb)
@@ -132,6 +135,17 @@ func lockout(cur, next *config.Config, b browser) error {
 		return &LockoutError{fmt.Sprintf("Refused: your browser connects from %s, and after this change admin_acl %d would not permit that address, "+
 			"so you would lock yourself out. Permit %s in ACL %d first (entries are checked in order; the first match decides), or choose another admin_acl.",
 			b.client, n, b.client, n)}
+	}
+	return nil
+}
+
+// stopsPen refuses exit, which (with -X) stops pen and with it the admin
+// UI: the change's preview cannot show that, as exit changes no setting.
+func stopsPen(data []byte) error {
+	for _, line := range strings.Split(string(data), "\n") {
+		if w := config.Split(line); len(w) > 0 && w[0] == "exit" {
+			return &LockoutError{"Refused: exit stops pen, and with it this page." + usePenctl}
+		}
 	}
 	return nil
 }

@@ -158,3 +158,30 @@ func writeFile(t *testing.T, name, data string) string {
 	}
 	return name
 }
+
+// TestExitRefused: with exit enabled (-X), an upload with exit is refused
+// (it would stop pen and the admin UI), and pen keeps running.
+func TestExitRefused(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	p := h.in.Process()
+	p.ExitEnabled = true
+	h.in.SetProcess(p)
+	h.login()
+	for _, file := range []string{"exit\n", "blacklist 9\n  exit  \n", "exit\r\n"} {
+		r := h.upload("stop.cfg", file)
+		if r.code != http.StatusBadRequest || !strings.Contains(r.body, "exit stops pen") {
+			t.Errorf("upload %q: HTTP %d", file, r.code)
+		}
+	}
+	select {
+	case <-h.eng.Done():
+		t.Fatal("pen stopped")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if h.webChanges() != 0 || h.in.Config().Blacklist == 9 {
+		t.Error("a refused upload changed the configuration")
+	}
+	if r := h.get("/healthz"); r.code != http.StatusOK {
+		t.Errorf("/healthz: HTTP %d", r.code)
+	}
+}

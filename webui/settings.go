@@ -249,6 +249,9 @@ func (s *Server) applyFile(r *http.Request, x *session, name string, data []byte
 	if err := lockout(cur, next, browserOf(r)); err != nil {
 		return fl, "", err
 	}
+	if err := stopsPen(data); err != nil {
+		return fl, "", err
+	}
 	rejected := s.in.Rejected()
 	_, err = s.in.ExecLines(name, data, config.FromWeb)
 	if err := s.saved(&fl, err, rejected); err != nil {
