@@ -81,3 +81,19 @@ func TestEditedFileKeptSaysSo(t *testing.T) {
 	contains(t, "page after the change", h.get("/servers").body, "pen kept that text in <span class=\"mono\">"+kept+"</span>")
 	contains(t, "configuration page", h.get("/config").body, "pen kept that text in <span class=\"mono\">"+kept+"</span>")
 }
+
+// TestWriteFailureSaysSo: the Write button when the file cannot be written
+// answers with the reason, as not saved.
+func TestWriteFailureSaysSo(t *testing.T) {
+	h, cfgFile := autowriteHarness(t)
+	etc := filepath.Dir(cfgFile)
+	if err := os.RemoveAll(etc); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, etc, "a file where the directory was\n")
+	r := h.post("/config/write", nil)
+	if r.code != http.StatusBadRequest {
+		t.Fatalf("write: HTTP %d", r.code)
+	}
+	contains(t, "write page", r.body, "<strong>Not saved.</strong> write: not saved to "+cfgFile+": ")
+}
