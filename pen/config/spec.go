@@ -251,3 +251,37 @@ func ParseListen(spec string, udp bool, r Resolver) (Listen, error) {
 	}
 	return Listen{Addr: netip.AddrPortFrom(h.IP, uint16(p))}, nil
 }
+
+// checkLogTarget accepts a file name, or host:port for logging over UDP
+// (Pen's rule: a ':' in a name that does not start with '/').
+func checkLogTarget(s string) error {
+	if !strings.Contains(s, ":") || strings.HasPrefix(s, "/") {
+		return nil
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i == 0 {
+		return fmt.Errorf("log: bogus host in %q", s)
+	}
+	p, err := strconv.Atoi(s[i+1:])
+	if err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("log: bogus port in %q", s)
+	}
+	return nil
+}
+
+// ParseDSRListen parses the listen spec of DSR mode: IPv4[:port], port 0
+// or none meaning every port.
+func ParseDSRListen(spec string) (netip.AddrPort, error) {
+	host, port, found := strings.Cut(spec, ":")
+	a, err := netip.ParseAddr(host)
+	if err != nil || !a.Is4() {
+		return netip.AddrPort{}, fmt.Errorf("direct server return needs an IPv4 address, got %q", host)
+	}
+	p := 0
+	if found {
+		if p, err = strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return netip.AddrPort{}, fmt.Errorf("bad port %q", port)
+		}
+	}
+	return netip.AddrPortFrom(a, uint16(p)), nil
+}

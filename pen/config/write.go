@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/pen-lb/pen-appliance/internal/atomicfile"
@@ -212,6 +213,35 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 	}
 	renderAdmin(pr, c)
 	return b.Bytes()
+}
+
+// renderAdmin writes the admin settings for write.
+func renderAdmin(pr func(string, ...any), c *Config) {
+	a := c.Admin
+	if a.Listen != "" {
+		pr("admin_listen %s\n", a.Listen)
+	} else {
+		pr("no admin_listen\n")
+	}
+	if a.Redirect != "" {
+		pr("admin_redirect %s\n", a.Redirect)
+	}
+	if a.TLSCert != "" {
+		if a.TLSKey != "" && a.TLSKey != a.TLSCert {
+			pr("admin_tls %s %s\n", a.TLSCert, a.TLSKey)
+		} else {
+			pr("admin_tls %s\n", a.TLSCert)
+		}
+	}
+	pr("admin_acl %d\n", a.ACL)
+	if len(a.PasswordFiles) > 0 {
+		pr("admin_password_file %s\n", strings.Join(a.PasswordFiles, " "))
+	}
+	if c.AutoWrite {
+		pr("autowrite\n")
+	} else {
+		pr("no autowrite\n")
+	}
 }
 
 // Write saves the current configuration to file (the write command).

@@ -1,19 +1,8 @@
-// Package config implements Pen's command language: the penctl commands
-// that configure pen from -O, from a -F file, from the control socket and
-// from the admin UI. It parses and validates commands, applies them to a
-// Config, answers with Pen's exact replies, and writes a configuration file
-// in the layout of Pen's write command followed by the settings Pen itself
-// does not save.
-//
-// A Config is a value: every change is made on a copy, validated in full,
-// and only then handed to the running Engine, so a bad line never leaves a
-// half-applied configuration behind. Successive configurations share the
-// server table and the access lists that a change left alone (a change
-// copies what it changes), so no Config handed out may be changed in
-// place.
 package config
 
 import (
+	"fmt"
+	"math"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -237,6 +226,21 @@ type Config struct {
 	AutoWrite   bool // write every accepted change back to the -F file
 }
 
+// Admin holds the settings of the admin UI and /metrics listener, and
+// autowrite. Pen has none of these; they follow its style.
+type Admin struct {
+	Listen   string // admin_listen: listen spec; "" = off
+	Redirect string // admin_redirect: plain HTTP listener that redirects to Listen
+	TLSCert  string // admin_tls CERT [KEY]
+	TLSKey   string
+	ACL      int // admin_acl: -1 = everyone
+	// admin_password_file FILE [FILE...]: the password is read from the
+	// first of these files that exists (plain text, like gokrazy's
+	// gokr-pw.txt, or a bcrypt hash); a new password is written to the
+	// first one.
+	PasswordFiles []string
+}
+
 // Default returns Pen's defaults.
 func Default() *Config {
 	return &Config{
@@ -329,4 +333,58 @@ func (c *Config) Mode() string {
 		return "no "
 	}
 	return no(c.Hash) + "hash " + no(c.RoundRobin) + "roundrobin " + no(c.Stubborn) + "stubborn " + no(c.Weight) + "weight " + no(c.Prio) + "prio\n"
+}
+
+// MaxInt is the largest number a command takes: Pen's numbers are C ints,
+// and a configuration pen writes must mean the same to Pen.
+const MaxInt = math.MaxInt32
+
+// Bounds of the client and connection tables and of the idle upstream
+// connections held, which are allocated to these sizes.
+const (
+	maxTable  = 1 << 20
+	maxIdlers = 10000
+)
+
+// MaxSeconds is the longest time a command takes, about 68 years; times
+// are seconds, and the longest one times time.Second must fit a
+// time.Duration (blacklist 9223372037 overflowed it and blacklisted
+// nothing).
+const MaxSeconds = MaxInt
+
+// checkInt refuses n outside lo..hi; unit follows the number in the error.
+func checkInt(what string, n, lo, hi int, unit string) error {
+	if n < lo || n > hi {
+		return fmt.Errorf("%s: %d%s out of range (%d..%d)", what, n, unit, lo, hi)
+	}
+	return nil
+}
+
+// checkNumbers refuses numbers out of the range the commands accept, for
+// settings made directly (Update: the command-line flags).
+func (c *Config) checkNumbers() error {
+	for _, v := range []struct {
+		name   string
+		n      int
+		lo, hi int
+		unit   string
+	}{
+		{"blacklist", c.Blacklist, 0, MaxSeconds, " seconds"},
+		{"timeout", c.Timeout, 1, MaxSeconds, " seconds"},
+		{"tracking", c.Tracking, 0, MaxSeconds, " seconds"},
+		{"idle_timeout", c.IdleTimeout, 0, MaxSeconds, " seconds"},
+		{"ssl_client_renegotiation_interval", c.TLS.Renegotiate, 0, MaxSeconds, " seconds"},
+		{"debug", c.Debug, 0, MaxInt, ""},
+		{"clients_max", c.ClientsMax, 1, maxTable, ""},
+		{"conn_max", c.ConnMax, 1, maxTable, ""},
+		{"pending_max", c.PendingMax, 1, MaxInt, ""},
+		{"multi_accept", c.MultiAccept, 1, MaxInt, ""},
+		{"listen_queue", c.ListenQueue, 1, MaxInt, ""},
+		{"idlers", c.Idlers, 0, maxIdlers, ""},
+	} {
+		if err := checkInt(v.name, v.n, v.lo, v.hi, v.unit); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,0 +1,221 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Balancing, timing and table sizes, and the settings switched on and off.
+var settingsCommands = map[string]*command{
+	"abort_on_error": onOff(func(c *Config) *bool { return &c.AbortOnErr }),
+	"ascii":          onOff(func(c *Config) *bool { return &c.ASCII }),
+	"dummy":          onOff(func(c *Config) *bool { return &c.Dummy }),
+	"hash":           onOff(func(c *Config) *bool { return &c.Hash }),
+	"http":           onOff(func(c *Config) *bool { return &c.HTTP }),
+	"keepalive":      onOff(func(c *Config) *bool { return &c.Keepalive }),
+	"peek":           onOff(func(c *Config) *bool { return &c.Peek }),
+	"prio":           onOff(func(c *Config) *bool { return &c.Prio }),
+	"roundrobin":     onOff(func(c *Config) *bool { return &c.RoundRobin }),
+	"stubborn":       onOff(func(c *Config) *bool { return &c.Stubborn }),
+	"tcp_nodelay":    onOff(func(c *Config) *bool { return &c.NoDelay }),
+	"transparent":    onOff(func(c *Config) *bool { return &c.Transparent }),
+	"weight":         onOff(func(c *Config) *bool { return &c.Weight }),
+
+	"blacklist":     {run: cmdBlacklist},
+	"timeout":       {run: cmdTimeout},
+	"tracking":      {run: cmdTracking},
+	"idle_timeout":  {run: cmdIdleTimeout},
+	"clients_max":   {run: cmdTableSize},
+	"conn_max":      {run: cmdTableSize},
+	"pending_max":   {run: cmdPendingMax},
+	"multi_accept":  {run: cmdMultiAccept},
+	"listen_queue":  {run: cmdListenQueue},
+	"idlers":        {run: cmdIdlers},
+	"tcp_fastclose": {run: cmdFastClose},
+	// Pen chooses its event mechanism with these; pen always uses epoll,
+	// so they are accepted and change nothing.
+	"epoll":  {run: cmdEventMechanism},
+	"kqueue": {run: cmdEventMechanism},
+	"poll":   {run: cmdEventMechanism},
+	"select": {run: cmdEventMechanism},
+}
+
+func cmdBlacklist(x *txn, cmd string, args []string) error {
+	c := x.cfg
+	n, set, err := optInt(cmd, args)
+	if err != nil {
+		return err
+	}
+	if set {
+		if n < 0 {
+			return errors.New("blacklist: time must not be negative")
+		}
+		if err := checkSeconds(cmd, n); err != nil {
+			return err
+		}
+		c.Blacklist = n
+	}
+	x.printf("%d\n", c.Blacklist)
+	return nil
+}
+
+func cmdTimeout(x *txn, cmd string, args []string) error {
+	c := x.cfg
+	n, set, err := optInt(cmd, args)
+	if err != nil {
+		return err
+	}
+	if set {
+		if n < 1 {
+			return errors.New("timeout: must be at least 1 second")
+		}
+		if err := checkSeconds(cmd, n); err != nil {
+			return err
+		}
+		c.Timeout = n
+	}
+	x.printf("%d\n", c.Timeout)
+	return nil
+}
+
+func cmdTracking(x *txn, cmd string, args []string) error {
+	c := x.cfg
+	n, set, err := optInt(cmd, args)
+	if err != nil {
+		return err
+	}
+	if set {
+		if n < 0 {
+			return errors.New("tracking: time must not be negative")
+		}
+		if err := checkSeconds(cmd, n); err != nil {
+			return err
+		}
+		c.Tracking = n
+	}
+	x.printf("%d\n", c.Tracking)
+	return nil
+}
+
+func cmdIdleTimeout(x *txn, cmd string, args []string) error {
+	c := x.cfg
+	n, set, err := optInt(cmd, args)
+	if err != nil {
+		return err
+	}
+	if set {
+		n = max(n, 0) // as Pen does
+		if err := checkSeconds(cmd, n); err != nil {
+			return err
+		}
+		c.IdleTimeout = n
+	}
+	x.printf("Idle timeout: %d seconds\n", c.IdleTimeout)
+	return nil
+}
+
+// cmdTableSize is clients_max and conn_max.
+func cmdTableSize(x *txn, cmd string, args []string) error {
+	c := x.cfg
+	p, what := &c.ClientsMax, "client"
+	if cmd == "conn_max" {
+		p, what = &c.ConnMax, "connection"
+	}
+	n, set, err := optInt(cmd, args)
+	if err != nil {
+		return err
+	}
+	if set {
+		if n < 1 || n > maxTable {
+			return fmt.Errorf("%s: %s table size %d out of range (1..%d)", cmd, what, n, maxTable)
+		}
+		if n > *p { // the tables only grow, as in Pen
+			*p = n
+		}
+	}
+	x.printf("%d\n", *p)
+	return nil
+}
+
+func cmdPendingMax(x *txn, cmd string, args []string) error {
+	c := x.cfg
+	n, _, err := optInt(cmd, args)
+	if err != nil {
+		return err
+	}
+	if len(args) > 0 {
+		if err := checkInt(cmd, n, math.MinInt32, MaxInt, ""); err != nil {
+			return err
+		}
+		c.PendingMax = n
+	}
+	if c.PendingMax <= 0 {
+		c.PendingMax = 1
+	}
+	return nil
+}
+
+func cmdMultiAccept(x *txn, cmd string, args []string) error {
+	n, _, err := optInt(cmd, args)
+	if err != nil || len(args) == 0 {
+		return errors.New("multi_accept: expected a number")
+	}
+	if err := checkInt(cmd, n, math.MinInt32, MaxInt, ""); err != nil {
+		return err
+	}
+	x.cfg.MultiAccept = max(n, 1)
+	return nil
+}
+
+func cmdListenQueue(x *txn, cmd string, args []string) error {
+	n, _, err := optInt(cmd, args)
+	if err != nil || len(args) == 0 {
+		return errors.New("listen_queue: expected a number")
+	}
+	if err := checkInt(cmd, n, math.MinInt32, MaxInt, ""); err != nil {
+		return err
+	}
+	x.cfg.ListenQueue = max(n, 50)
+	return nil
+}
+
+func cmdIdlers(x *txn, cmd string, args []string) error {
+	c := x.cfg
+	n, set, err := optInt(cmd, args)
+	if err != nil {
+		return err
+	}
+	if set {
+		if n < 0 || n > maxIdlers {
+			return fmt.Errorf("idlers: %d out of range (0..%d)", n, maxIdlers)
+		}
+		c.Idlers = n
+	}
+	have := 0
+	if x.in.eng != nil {
+		have = x.in.eng.IdlersActive()
+	}
+	x.printf("Idlers: %d/%d\n", have, c.Idlers)
+	return nil
+}
+
+func cmdFastClose(x *txn, _ string, args []string) error {
+	if len(args) == 0 {
+		x.printf("do_cmd: ignoring tcp_fastclose without argument\n")
+		return nil
+	}
+	switch args[0] {
+	case "both":
+		x.cfg.FastClose = FastCloseBoth
+	case "up":
+		x.cfg.FastClose = FastCloseUp
+	case "down":
+		x.cfg.FastClose = FastCloseDown
+	default:
+		x.cfg.FastClose = FastCloseOff
+	}
+	return nil
+}
+
+func cmdEventMechanism(_ *txn, cmd string, args []string) error { return noArgs(cmd, args) }
