@@ -13,8 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // waitFor polls cond for up to 10 s.
@@ -336,4 +339,73 @@ func TestIdleConnTimeout(t *testing.T) {
 		}
 	}
 	waitFor(t, "the closed connections to be forgotten", func() bool { return h.s.lst.lim.count() == 0 })
+}
+
+// countingListener counts Accept calls, failed ones included.
+type countingListener struct {
+	net.Listener
+	calls *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	l.calls.Add(1)
+	return l.Listener.Accept()
+}
+
+// TestAcceptBacksOff runs the admin listener out of descriptors (EMFILE):
+// it tries again after a pause, not at once in a loop, and serves again
+// when descriptors are free.
+func TestAcceptBacksOff(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	var calls atomic.Int64
+	h.s.lst.bind = func(spec string) (net.Listener, error) {
+		ln, err := placeholderBind(spec)
+		if err != nil {
+			return nil, err
+		}
+		return countingListener{ln, &calls}, nil
+	}
+	h.s.Start()
+	defer h.s.Close()
+	addr := h.s.AdminAddr()
+
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	restore := func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &old) }
+	defer restore()
+	// Room for the test's own connection, none for the server's side
+	// (openFDs counts the descriptor it reads the list with, which is
+	// closed again).
+	tight := unix.Rlimit{Cur: uint64(openFDs(t)), Max: old.Max}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &tight); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		restore()
+		t.Fatalf("dial with one descriptor left: %v", err)
+	}
+	defer c.Close()
+	before := calls.Load()
+	time.Sleep(2 * time.Second)
+	n := calls.Load() - before
+	restore()
+	// net/http waits 5 ms after the first failure, doubling up to 1 s:
+	// about 10 calls in 2 s. A loop that tried again at once would make
+	// hundreds of thousands.
+	if n < 2 || n > 30 {
+		t.Errorf("%d accept calls in 2 s out of descriptors, want a few (a pause between them)", n)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	r, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("after descriptors are free again: %v", err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusOK {
+		t.Errorf("after descriptors are free again: HTTP %d", r.StatusCode)
+	}
 }
