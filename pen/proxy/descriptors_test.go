@@ -215,17 +215,23 @@ func TestDescriptorsRunOut(t *testing.T) {
 	}
 	clients = nil
 
-	// The process runs out of descriptors while clients wait (once pen
-	// has closed the connections above).
-	for i := 0; ; i++ {
-		io.WriteString(stdin, "active\n")
-		if s := line(); s == "0" {
-			break
-		} else if i == 100 {
-			t.Fatalf("%s connections still open", s)
+	// Until pen has closed the connections of the clients that left, it
+	// holds their descriptors; the steps below count descriptors.
+	idle := func() {
+		t.Helper()
+		for i := 0; ; i++ {
+			io.WriteString(stdin, "active\n")
+			if s := line(); s == "0" {
+				return
+			} else if i == 100 {
+				t.Fatalf("%s connections still open", s)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
+
+	// The process runs out of descriptors while clients wait.
+	idle()
 	io.WriteString(stdin, "hog\n")
 	if s := line(); !strings.HasPrefix(s, "hogged ") {
 		t.Fatalf("child: %q", s)
@@ -288,6 +294,7 @@ func TestDescriptorsRunOut(t *testing.T) {
 
 	// One descriptor left: the client is accepted, its server socket
 	// cannot be had. The client is refused; the server is not to blame.
+	idle()
 	io.WriteString(stdin, "hog all but one\n")
 	if s := line(); !strings.HasPrefix(s, "hogged ") {
 		t.Fatalf("child: %q", s)
