@@ -30,9 +30,9 @@ type connLimit struct {
 	mu       sync.Mutex // guards open, perAddr and the fields of every limitedConn marked so
 	open     map[*limitedConn]struct{}
 	perAddr  map[netip.Addr]int // open connections per client address (invalid: unix socket)
-	accepted uint64             // connections admitted, for tests
-	evicted  uint64             // idle connections closed to make room
-	refused  uint64             // connections closed at once, all being busy
+	// Connections admitted, and closed at once because all were busy:
+	// together, every connection accepted (tests wait for them).
+	accepted, refused uint64
 }
 
 func newConnLimit(max int) *connLimit {
@@ -78,7 +78,6 @@ func (l *connLimit) admit(c net.Conn) *limitedConn {
 			return nil
 		}
 		l.forgetLocked(victim)
-		l.evicted++
 	}
 	l.open[lc] = struct{}{}
 	l.perAddr[lc.addr]++
