@@ -285,8 +285,9 @@ func (in *Interp) commit(x *txn) (string, error) {
 		in.cfg = x.cfg
 		in.log.SetLevel(x.cfg.Debug)
 		in.countChange(x.origin)
-		if f := in.proc.ConfigFile; x.cfg.AutoWrite && f != "" && autowrites(x.origin) &&
-			in.checkMayWrite(f) == nil { // before the -F file is read (start-up), there is nothing to save yet
+		// save refuses an -F file that pen has not read: one that
+		// appeared after start-up, say; a HUP reads it.
+		if f := in.proc.ConfigFile; x.cfg.AutoWrite && f != "" && autowrites(x.origin) {
 			if err := in.save(f); err != nil {
 				in.log.Printf("autowrite: %v", err)
 				saveErr = &SaveError{Path: f, Err: err}

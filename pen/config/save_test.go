@@ -31,7 +31,9 @@ func TestNotWrittenBeforeRead(t *testing.T) {
 	if _, err := in.Exec("autowrite", FromFlag); err != nil {
 		t.Fatalf("autowrite before the file is read: %v", err)
 	}
-	exec(t, in, "blacklist 5")
+	if _, err := in.Exec("blacklist 5", FromFlag); err != nil {
+		t.Fatal(err)
+	}
 	for _, line := range []string{"write", "write " + file, "write " + dir + "/./pen.cfg"} {
 		if _, err := in.Exec(line, FromFlag); err == nil || !strings.Contains(err.Error(), "has not been read yet") {
 			t.Errorf("%q before the file is read: %v", line, err)
@@ -52,6 +54,22 @@ func TestNotWrittenBeforeRead(t *testing.T) {
 	}
 	if _, err := os.Stat(file + ".rejected"); err == nil {
 		t.Error("a file pen read and wrote itself was kept as rejected")
+	}
+	// A change made at run time while the -F file is unread (it appeared
+	// after start-up) is applied and not saved, and says why.
+	in3 := newTest(t)
+	in3.SetProcess(Process{ConfigFile: file})
+	if err := in3.Update(FromFlag, func(c *Config) error { c.AutoWrite = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	before := readString(t, file)
+	_, err := in3.Exec("blacklist 8", FromControl)
+	var se *SaveError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "has not been read yet") || in3.Config().Blacklist != 8 {
+		t.Errorf("change with an unread -F file: %v", err)
+	}
+	if readString(t, file) != before {
+		t.Error("the unread -F file was written")
 	}
 	// A -F file that does not exist holds nothing to lose: the first
 	// change creates it.
