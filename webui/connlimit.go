@@ -27,9 +27,9 @@ const MaxConns = 64
 type connLimit struct {
 	max int
 
-	mu       sync.Mutex // guards open, perAddr and the fields of every limitedConn marked so
-	open     map[*limitedConn]struct{}
-	perAddr  map[netip.Addr]int // open connections per client address (invalid: unix socket)
+	mu      sync.Mutex // guards open, perAddr and the fields of every limitedConn marked so
+	open    map[*limitedConn]struct{}
+	perAddr map[netip.Addr]int // open connections per client address (invalid: unix socket)
 	// Connections admitted, and closed at once because all were busy:
 	// together, every connection accepted (tests wait for them).
 	accepted, refused uint64
