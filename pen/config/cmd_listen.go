@@ -92,7 +92,7 @@ func cmdSource(x *txn, cmd string, args []string) error {
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
-		h, herr := resolveHost(x.in.resolve, s)
+		h, herr := ResolveHost(x.in.resolve, s)
 		if herr != nil || h.IsUnix() {
 			return fmt.Errorf("unable to set source address to '%s'", s)
 		}

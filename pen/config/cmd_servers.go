@@ -62,14 +62,14 @@ func cmdServer(x *txn, _ string, args []string) error {
 	if n < len(c.Servers) {
 		s = c.Servers[n]
 	}
-	if s.id == 0 {
-		s.id = newServerID()
+	if s.ID() == 0 { // a slot keeps its identity while it is edited
+		s = s.WithID()
 	}
 	var bl *int
 	for i := 0; i < len(kv); i += 2 {
 		k, v := kv[i], kv[i+1]
 		if k == "address" {
-			h, err := resolveHost(x.in.resolve, v)
+			h, err := ResolveHost(x.in.resolve, v)
 			if err != nil {
 				return fmt.Errorf("server %d: %w", n, err)
 			}
@@ -191,9 +191,9 @@ func cmdSpecialServer(x *txn, cmd string, args []string) error {
 		p = &c.Abuse
 	}
 	if *p != nil {
-		s.id = (*p).id
+		s = s.WithIDOf(**p)
 	} else {
-		s.id = newServerID()
+		s = s.WithID()
 	}
 	*p = &s
 	return nil

@@ -127,8 +127,8 @@ func cmdTableSize(x *txn, cmd string, args []string) error {
 		return err
 	}
 	if set {
-		if n < 1 || n > maxTable {
-			return fmt.Errorf("%s: %s table size %d out of range (1..%d)", cmd, what, n, maxTable)
+		if n < 1 || n > MaxTable {
+			return fmt.Errorf("%s: %s table size %d out of range (1..%d)", cmd, what, n, MaxTable)
 		}
 		if n > *p { // the tables only grow, as in Pen
 			*p = n
@@ -187,8 +187,8 @@ func cmdIdlers(x *txn, cmd string, args []string) error {
 		return err
 	}
 	if set {
-		if n < 0 || n > maxIdlers {
-			return fmt.Errorf("idlers: %d out of range (0..%d)", n, maxIdlers)
+		if n < 0 || n > MaxIdlers {
+			return fmt.Errorf("idlers: %d out of range (0..%d)", n, MaxIdlers)
 		}
 		c.Idlers = n
 	}

@@ -178,7 +178,7 @@ func (in *Interp) Update(origin Origin, f func(c *Config) error) error {
 	if err := f(x.cfg); err != nil {
 		return err
 	}
-	if err := x.cfg.checkNumbers(); err != nil {
+	if err := x.cfg.CheckNumbers(); err != nil {
 		return err
 	}
 	_, err := in.commit(x)
@@ -274,7 +274,7 @@ func (in *Interp) Check(name string, data []byte) error {
 // change. A write that fails in a transaction that changed nothing is a
 // plain error.
 func (in *Interp) commit(x *txn) (string, error) {
-	changed := !x.cfg.equal(in.cfg)
+	changed := !x.cfg.Equal(in.cfg)
 	var saveErr error
 	if changed {
 		if in.eng != nil {

@@ -120,6 +120,17 @@ func (s Server) WithID() Server {
 	return s
 }
 
+// WithIDOf returns s with the identity of the slot old held, or a fresh
+// one when old is an empty slot: the server that takes a slot's place
+// keeps its counters.
+func (s Server) WithIDOf(old Server) Server {
+	if old.id == 0 {
+		return s.WithID()
+	}
+	s.id = old.id
+	return s
+}
+
 // Unused reports whether the slot holds no server: never set, address
 // 0.0.0.0 (Pen's way of removing a server), or port 0.
 func (s Server) Unused() bool {
@@ -276,10 +287,10 @@ func (c *Config) Clone() *Config {
 	return &n
 }
 
-// equal reports whether c and o are the same configuration. Tables that
+// Equal reports whether c and o are the same configuration. Tables that
 // share their storage are equal without a look at their entries: most
 // changes leave the server table and the access lists alone.
-func (c *Config) equal(o *Config) bool {
+func (c *Config) Equal(o *Config) bool {
 	if !sameSlice(c.Servers, o.Servers) || !slices.Equal(c.TLS.Options, o.TLS.Options) ||
 		!slices.Equal(c.Admin.PasswordFiles, o.Admin.PasswordFiles) ||
 		!sameServer(c.Emergency, o.Emergency) || !sameServer(c.Abuse, o.Abuse) {
@@ -342,8 +353,8 @@ const MaxInt = math.MaxInt32
 // Bounds of the client and connection tables and of the idle upstream
 // connections held, which are allocated to these sizes.
 const (
-	maxTable  = 1 << 20
-	maxIdlers = 10000
+	MaxTable  = 1 << 20
+	MaxIdlers = 10000
 )
 
 // MaxSeconds is the longest time a command takes, about 68 years; times
@@ -360,9 +371,9 @@ func checkInt(what string, n, lo, hi int, unit string) error {
 	return nil
 }
 
-// checkNumbers refuses numbers out of the range the commands accept, for
+// CheckNumbers refuses numbers out of the range the commands accept, for
 // settings made directly (Update: the command-line flags).
-func (c *Config) checkNumbers() error {
+func (c *Config) CheckNumbers() error {
 	for _, v := range []struct {
 		name   string
 		n      int
@@ -375,12 +386,12 @@ func (c *Config) checkNumbers() error {
 		{"idle_timeout", c.IdleTimeout, 0, MaxSeconds, " seconds"},
 		{"ssl_client_renegotiation_interval", c.TLS.Renegotiate, 0, MaxSeconds, " seconds"},
 		{"debug", c.Debug, 0, MaxInt, ""},
-		{"clients_max", c.ClientsMax, 1, maxTable, ""},
-		{"conn_max", c.ConnMax, 1, maxTable, ""},
+		{"clients_max", c.ClientsMax, 1, MaxTable, ""},
+		{"conn_max", c.ConnMax, 1, MaxTable, ""},
 		{"pending_max", c.PendingMax, 1, MaxInt, ""},
 		{"multi_accept", c.MultiAccept, 1, MaxInt, ""},
 		{"listen_queue", c.ListenQueue, 1, MaxInt, ""},
-		{"idlers", c.Idlers, 0, maxIdlers, ""},
+		{"idlers", c.Idlers, 0, MaxIdlers, ""},
 	} {
 		if err := checkInt(v.name, v.n, v.lo, v.hi, v.unit); err != nil {
 			return err

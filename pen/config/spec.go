@@ -31,10 +31,10 @@ func DefaultResolver(ctx context.Context, host string) (netip.Addr, error) {
 	return ips[0].Unmap(), nil
 }
 
-// resolveHost turns Pen's address syntax into a Host: a name containing '/'
+// ResolveHost turns Pen's address syntax into a Host: a name containing '/'
 // is a unix socket path, a literal IP is used as it is, anything else is
 // looked up.
-func resolveHost(r Resolver, name string) (Host, error) {
+func ResolveHost(r Resolver, name string) (Host, error) {
 	if strings.Contains(name, "/") {
 		if len(name) > 107 {
 			return Host{}, fmt.Errorf("unix socket path %q is longer than 107 bytes", name)
@@ -144,7 +144,7 @@ func ParseServer(spec string, defaultPort int, udp bool, r Resolver) (Server, er
 	if len(rest) > 5 {
 		return Server{}, fmt.Errorf("server %q: too many fields (host:port:max:hard:weight:prio)", spec)
 	}
-	h, err := resolveHost(r, host)
+	h, err := ResolveHost(r, host)
 	if err != nil {
 		return Server{}, fmt.Errorf("server %q: %w", spec, err)
 	}
@@ -245,7 +245,7 @@ func ParseListen(spec string, udp bool, r Resolver) (Listen, error) {
 	if p < 1 {
 		return Listen{}, fmt.Errorf("listen %q: port %d out of range", spec, p)
 	}
-	h, err := resolveHost(r, host)
+	h, err := ResolveHost(r, host)
 	if err != nil || h.IsUnix() {
 		return Listen{}, fmt.Errorf("listen %q: can't convert address '%s'", spec, host)
 	}
