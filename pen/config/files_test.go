@@ -264,3 +264,20 @@ func TestNumbersInRange(t *testing.T) {
 		t.Errorf("entry past MaxACLEntries: %v", err)
 	}
 }
+
+// Names from the command line in write's comment line cannot start a
+// command in the written file.
+func TestWrittenCommentLine(t *testing.T) {
+	in := newTest(t)
+	in.SetProcess(Process{ConfigFile: "/tmp/a\nexit\x00.cfg", PidFile: "/run/p\rid", User: "no\xffbody", Chroot: "/j\x85"})
+	out := string(in.Render("/tmp/a\nexit\x00.cfg"))
+	first, _, _ := strings.Cut(out, "\n")
+	second, _, _ := strings.Cut(out[len(first)+1:], "\n")
+	if !strings.HasPrefix(second, "# pen ") || !strings.Contains(second, "-F '/tmp/a?exit?.cfg'") ||
+		!strings.Contains(second, "-p '/run/p?id'") || !strings.Contains(second, "-u 'no?body'") || !strings.Contains(second, "-j '/j?'") {
+		t.Errorf("comment line %q", second)
+	}
+	if strings.Contains(out, "\nexit") {
+		t.Error("a name from the command line started a command in the written file")
+	}
+}

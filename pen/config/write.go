@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pen-lb/pen-appliance/internal/atomicfile"
 )
@@ -39,13 +40,13 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 		pr(" -B %s", c.Abuse.Spec())
 	}
 	if p.Chroot != "" {
-		pr(" -j '%s'", p.Chroot)
+		pr(" -j '%s'", printable(p.Chroot))
 	}
 	if p.PidFile != "" {
-		pr(" -p '%s'", p.PidFile)
+		pr(" -p '%s'", printable(p.PidFile))
 	}
 	if p.User != "" {
-		pr(" -u '%s'", p.User)
+		pr(" -u '%s'", printable(p.User))
 	}
 	if c.ConnMax != DefaultConnMax {
 		pr(" -x %d", c.ConnMax)
@@ -54,7 +55,7 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 	if ctrl == "" {
 		ctrl = "(null)"
 	}
-	pr(" -F '%s' -C %s %s\n", file, ctrl, c.Listen)
+	pr(" -F '%s' -C %s %s\n", printable(file), ctrl, c.Listen)
 	for i := range c.ACLs {
 		pr("no acl %d\n", i)
 		for _, e := range c.ACLs[i] {
@@ -242,6 +243,22 @@ func renderAdmin(pr func(string, ...any), c *Config) {
 	} else {
 		pr("no autowrite\n")
 	}
+}
+
+// printable replaces control characters and bytes that are not UTF-8 in a
+// name from the command line with '?' for the comment line: a newline
+// there would start a command in the written file. (Commands cannot hold
+// them; see checkWords.)
+func printable(s string) string {
+	if _, ok := controlChar(s); ok {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || (r >= 0x7f && r < 0xa0) || r == utf8.RuneError {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
 }
 
 // Write saves the current configuration to file (the write command).
