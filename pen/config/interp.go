@@ -169,7 +169,8 @@ func (in *Interp) Changes() uint64 {
 
 // Update applies f to a copy of the configuration and commits it, for the
 // start-up code that sets what the command line gives. f may refuse by
-// returning an error; nothing changes then.
+// returning an error; nothing changes then. A *SaveError means the change
+// was applied but autowrite could not save it.
 func (in *Interp) Update(origin Origin, f func(c *Config) error) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -186,7 +187,9 @@ func (in *Interp) Update(origin Origin, f func(c *Config) error) error {
 }
 
 // Exec runs one command line and returns its reply. On error nothing has
-// changed; the error text is what the client should be told.
+// changed, except with a *SaveError: then the change was applied, the
+// reply comes with it, and the file was not saved. The error text is what
+// the client should be told.
 func (in *Interp) Exec(line string, origin Origin) (string, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -199,7 +202,8 @@ func (in *Interp) Exec(line string, origin Origin) (string, error) {
 
 // ExecLines runs the lines of a configuration (a file or an upload) as one
 // change: every line is checked first, and if any fails nothing changes
-// and the error names the source and line.
+// and the error names the source and line (*LineError). A *SaveError
+// means the change was applied but not saved, as for Exec.
 func (in *Interp) ExecLines(name string, data []byte, origin Origin) (string, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
