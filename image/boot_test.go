@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/pen-lb/pen-appliance/image/internal/partition"
-	"github.com/pen-lb/pen-appliance/pen/testenv"
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
 // The boot tests start each image in qemu (software emulation), with user

@@ -19,7 +19,7 @@ import (
 	"github.com/pen-lb/pen-appliance/boards"
 	"github.com/pen-lb/pen-appliance/image/internal/fat"
 	"github.com/pen-lb/pen-appliance/image/internal/partition"
-	"github.com/pen-lb/pen-appliance/pen/testenv"
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
 func TestParseSize(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/pen-lb/pen-appliance/image/internal/partition"
-	"github.com/pen-lb/pen-appliance/pen/testenv"
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
 // TestPermFileSystem: the /perm file system is one e2fsck accepts as it

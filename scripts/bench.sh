@@ -79,7 +79,7 @@ if [ "${BENCH_DNS_BACKEND:-dnsmasq}" = penbench ]; then dnsmasq_bin=; fi
 [ -x "$pen" ] || die "$pen not found; run make build"
 
 log "building $penbench"
-go build -o "$penbench" ./pen/bench/cmd/penbench
+go build -o "$penbench" ./pen/internal/bench/cmd/penbench
 
 # 10,000 proxied connections take 20,000 descriptors in the proxy. Raise
 # the soft limit as far as the hard limit allows (raising the hard limit

@@ -12,7 +12,7 @@ import (
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/control"
 	"github.com/pen-lb/pen-appliance/pen/diag"
-	"github.com/pen-lb/pen-appliance/pen/testenv"
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
 // namedServer is a TCP server on 127.0.0.1 that answers every connection

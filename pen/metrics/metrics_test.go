@@ -16,7 +16,7 @@ import (
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/diag"
 	"github.com/pen-lb/pen-appliance/pen/engine"
-	"github.com/pen-lb/pen-appliance/pen/testenv"
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
 func freePort(t *testing.T) int {

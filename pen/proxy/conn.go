@@ -8,9 +8,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pen-lb/pen-appliance/pen/balance"
+	"github.com/pen-lb/pen-appliance/pen/internal/balance"
 	"github.com/pen-lb/pen-appliance/pen/config"
-	"github.com/pen-lb/pen-appliance/pen/httpstream"
+	"github.com/pen-lb/pen-appliance/pen/internal/httpstream"
 )
 
 // A connection's life: a slot in the table, a client placed on a server

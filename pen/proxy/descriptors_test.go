@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pen-lb/pen-appliance/pen/balance"
+	"github.com/pen-lb/pen-appliance/pen/internal/balance"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/diag"
 )

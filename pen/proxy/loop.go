@@ -33,10 +33,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pen-lb/pen-appliance/pen/balance"
+	"github.com/pen-lb/pen-appliance/pen/internal/balance"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/diag"
-	"github.com/pen-lb/pen-appliance/pen/httpstream"
+	"github.com/pen-lb/pen-appliance/pen/internal/httpstream"
 )
 
 // UDPFlowTimeout is how long an idle UDP flow lives when idle_timeout is

@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pen-lb/pen-appliance/pen/httpstream"
+	"github.com/pen-lb/pen-appliance/pen/internal/httpstream"
 )
 
 // The byte relay: moving data between a connection's two sockets, through

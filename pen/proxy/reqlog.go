@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/pen-lb/pen-appliance/pen/config"
-	"github.com/pen-lb/pen-appliance/pen/httpstream"
+	"github.com/pen-lb/pen-appliance/pen/internal/httpstream"
 )
 
 // RequestLog is Pen's request log (-l): to a file, one line per request,

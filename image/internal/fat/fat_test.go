@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pen-lb/pen-appliance/pen/testenv"
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
 // bootFiles is a boot partition like the images carry: a large kernel,

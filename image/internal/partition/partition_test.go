@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pen-lb/pen-appliance/pen/testenv"
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
 func TestLayout(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pen-lb/pen-appliance/pen/testenv"
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
 type entry struct {

@@ -6,7 +6,7 @@ package main
 import (
 	"os"
 
-	"github.com/pen-lb/pen-appliance/pen/demo"
+	"github.com/pen-lb/pen-appliance/pen/internal/demo"
 )
 
 func main() {

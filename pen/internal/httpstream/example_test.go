@@ -3,7 +3,7 @@ package httpstream_test
 import (
 	"fmt"
 
-	"github.com/pen-lb/pen-appliance/pen/httpstream"
+	"github.com/pen-lb/pen-appliance/pen/internal/httpstream"
 )
 
 // A proxy runs each read from the client through the Rewriter and forwards

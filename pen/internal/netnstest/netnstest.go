@@ -25,7 +25,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/pen-lb/pen-appliance/pen/testenv"
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
 var seq atomic.Int64

@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pen-lb/pen-appliance/pen/testenv"
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
 // Nginx runs nginx in h with one HTTP server per listen address (as nginx

@@ -14,7 +14,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/pen-lb/pen-appliance/pen/bench"
+	"github.com/pen-lb/pen-appliance/pen/internal/bench"
 )
 
 func main() {
