@@ -141,3 +141,20 @@ func TestNoServerKeepsOrder(t *testing.T) {
 		t.Errorf("ports after removals: %v", got)
 	}
 }
+
+// A command line longer than a file's line can be is refused, so that
+// write never produces a line it cannot read back.
+func TestLongLineRefused(t *testing.T) {
+	in := newTest(t)
+	line := "ssl_ciphers " + strings.Repeat("HIGH:", MaxLineSize/5)
+	if _, err := in.Exec(line, FromWeb); err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("a %d-byte line: %v", len(line), err)
+	}
+	if in.Config().TLS.Ciphers != "" {
+		t.Error("the long line was applied")
+	}
+	exec(t, in, line[:MaxLineSize])
+	if _, err := newTest(t).ExecLines("x", in.Render("x"), FromFile); err != nil {
+		t.Errorf("the longest line does not read back: %v", err)
+	}
+}

@@ -54,7 +54,7 @@ var errNotCommand = errors.New("not a pen command (the line is not shown)")
 
 func (x *txn) runLines(name string, data []byte, fromDisk bool) error {
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 4096), MaxLineSize)
+	sc.Buffer(make([]byte, 4096), MaxLineSize+len("\r\n")) // the line and its end
 	n := 0
 	for sc.Scan() {
 		n++
@@ -98,6 +98,11 @@ func (x *txn) later(f func(Engine)) {
 }
 
 func (x *txn) run(line string) error {
+	if len(line) > MaxLineSize {
+		// A file's lines are cut at this length when read back; write
+		// must not produce a longer one.
+		return fmt.Errorf("command line longer than %d bytes: refused", MaxLineSize)
+	}
 	w := Split(line)
 	if len(w) == 0 || strings.HasPrefix(w[0], "#") {
 		return nil
