@@ -440,6 +440,12 @@ func (d *Daemon) background(args []string) error {
 // runs until told to stop.
 func (d *Daemon) serve() error {
 	signal.Ignore(syscall.SIGPIPE)
+	// Catch the signals before anything else starts: a HUP that arrives
+	// while the listeners open would otherwise end the process (Go's
+	// default action). It waits in the channel until the engine runs.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	eng, err := engine.New(d.log, d.in)
 	if err != nil {
 		return err
@@ -482,9 +488,6 @@ func (d *Daemon) serve() error {
 			return err
 		}
 	}
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	go d.signals(sigs)
 	if d.ready != nil {
 		fmt.Fprintln(d.ready, "ok")
