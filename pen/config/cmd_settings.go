@@ -33,6 +33,11 @@ var settingsCommands = map[string]*command{
 	"listen_queue":  {run: cmdListenQueue},
 	"idlers":        {run: cmdIdlers},
 	"tcp_fastclose": {run: cmdFastClose},
+
+	// Where transparent mode's policy routing goes (docs/TRANSPARENT.md).
+	"transparent_table":    {run: cmdTransparentRouting},
+	"transparent_priority": {run: cmdTransparentRouting},
+
 	// Pen chooses its event mechanism with these; pen always uses epoll,
 	// so they are accepted and change nothing.
 	"epoll":  {run: cmdEventMechanism},
@@ -219,3 +224,45 @@ func cmdFastClose(x *txn, _ string, args []string) error {
 }
 
 func cmdEventMechanism(_ *txn, cmd string, args []string) error { return noArgs(cmd, args) }
+
+// cmdTransparentRouting is transparent_table and transparent_priority:
+// where transparent mode's policy routing goes. Without an argument it
+// answers the value in effect.
+func cmdTransparentRouting(x *txn, cmd string, args []string) error {
+	c := x.cfg
+	p, def := &c.TransparentTable, DefaultTransparentTable
+	if cmd == "transparent_priority" {
+		p, def = &c.TransparentPriority, DefaultTransparentPriority
+	}
+	n, set, err := optInt(cmd, args)
+	if err != nil {
+		return err
+	}
+	if set {
+		if err := checkTransparentRouting(cmd, n); err != nil {
+			return err
+		}
+		*p = n
+	}
+	if *p == 0 {
+		*p = def
+	}
+	x.printf("%d\n", *p)
+	return nil
+}
+
+// checkTransparentRouting refuses a table the kernel keeps for itself
+// (252 to 255) and a priority that is not between the local table's rule
+// (0) and the main table's (32766).
+func checkTransparentRouting(cmd string, n int) error {
+	if cmd == "transparent_priority" {
+		return checkInt(cmd, n, 1, MaxTransparentPriority, "")
+	}
+	if err := checkInt(cmd, n, 1, MaxInt, ""); err != nil {
+		return err
+	}
+	if n >= 252 && n <= 255 {
+		return fmt.Errorf("%s: %d is one of the kernel's own tables (252..255)", cmd, n)
+	}
+	return nil
+}

@@ -25,6 +25,17 @@ const (
 	DefaultRenegotiate = 3600
 )
 
+// The routing table and rule priority of transparent mode's policy
+// routing (transparent_table, transparent_priority; see
+// docs/TRANSPARENT.md): clear of the kernel's tables (252 to 255), of the
+// table 100 that set-up guides use, and between the local table's rule (0)
+// and the main table's (32766).
+const (
+	DefaultTransparentTable    = 736
+	DefaultTransparentPriority = 7360
+	MaxTransparentPriority     = 32765
+)
+
 // Limits of the configuration, so that every file write can produce is
 // one that pen can read back.
 const (
@@ -235,6 +246,10 @@ type Config struct {
 	TLS         TLS
 	Admin       Admin
 	AutoWrite   bool // write every accepted change back to the -F file
+
+	// Where transparent mode's policy routing goes; 0 is the default.
+	TransparentTable    int
+	TransparentPriority int
 }
 
 // Admin holds the settings of the admin UI and /metrics listener, and
@@ -265,6 +280,9 @@ func Default() *Config {
 		ListenQueue: DefaultListenQueue,
 		TLS:         TLS{Protocol: "ssl23", Renegotiate: DefaultRenegotiate},
 		Admin:       Admin{ACL: -1},
+
+		TransparentTable:    DefaultTransparentTable,
+		TransparentPriority: DefaultTransparentPriority,
 	}
 }
 
@@ -392,6 +410,8 @@ func (c *Config) CheckNumbers() error {
 		{"multi_accept", c.MultiAccept, 1, MaxInt, ""},
 		{"listen_queue", c.ListenQueue, 1, MaxInt, ""},
 		{"idlers", c.Idlers, 0, MaxIdlers, ""},
+		{"transparent_table", c.TransparentTable, 0, MaxInt, ""},
+		{"transparent_priority", c.TransparentPriority, 0, MaxTransparentPriority, ""},
 	} {
 		if err := checkInt(v.name, v.n, v.lo, v.hi, v.unit); err != nil {
 			return err

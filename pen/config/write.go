@@ -157,6 +157,12 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 	pr("idlers %d\n", c.Idlers)
 	onoff(c.Keepalive, "keepalive")
 	onoff(c.Transparent, "transparent")
+	if c.TransparentTable != 0 && c.TransparentTable != DefaultTransparentTable {
+		pr("transparent_table %d\n", c.TransparentTable)
+	}
+	if c.TransparentPriority != 0 && c.TransparentPriority != DefaultTransparentPriority {
+		pr("transparent_priority %d\n", c.TransparentPriority)
+	}
 	if c.Source.IsValid() {
 		pr("source %s\n", c.Source)
 	} else {

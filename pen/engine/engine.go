@@ -12,12 +12,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pen-lb/pen-appliance/pen/internal/balance"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/control"
 	"github.com/pen-lb/pen-appliance/pen/diag"
-	"github.com/pen-lb/pen-appliance/pen/proxy"
+	"github.com/pen-lb/pen-appliance/pen/internal/balance"
 	"github.com/pen-lb/pen-appliance/pen/internal/tlsterm"
+	"github.com/pen-lb/pen-appliance/pen/proxy"
 )
 
 // Engine is a running pen. Its balancer table and data path are its own;

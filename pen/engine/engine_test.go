@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/control"
 	"github.com/pen-lb/pen-appliance/pen/diag"
-	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
 // namedServer is a TCP server on 127.0.0.1 that answers every connection

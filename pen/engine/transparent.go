@@ -36,9 +36,17 @@ type routing struct {
 	started         bool   // the predecessor's leftovers were looked for
 }
 
-// routingTable returns the table and rule priority that c asks for.
+// routingTable returns the table and rule priority that c asks for
+// (transparent_table, transparent_priority).
 func routingTable(c *config.Config) (table, priority int) {
-	return transparent.DefaultTable, transparent.DefaultPriority
+	table, priority = c.TransparentTable, c.TransparentPriority
+	if table == 0 {
+		table = transparent.DefaultTable
+	}
+	if priority == 0 {
+		priority = transparent.DefaultPriority
+	}
+	return table, priority
 }
 
 // transparentServers lists the servers whose replies pen must receive on

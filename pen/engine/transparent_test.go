@@ -123,6 +123,35 @@ func TestRoutingRefusedIsLoggedOnce(t *testing.T) {
 	}
 }
 
+func TestRoutingDefaults(t *testing.T) {
+	if config.DefaultTransparentTable != transparent.DefaultTable || config.DefaultTransparentPriority != transparent.DefaultPriority {
+		t.Errorf("config's defaults (table %d, priority %d) are not transparent's (%d, %d)",
+			config.DefaultTransparentTable, config.DefaultTransparentPriority, transparent.DefaultTable, transparent.DefaultPriority)
+	}
+}
+
+// transparent_table and transparent_priority move what is installed.
+func TestRoutingMoves(t *testing.T) {
+	var calls []string
+	rt := routing{open: func(table, prio int) (router, error) {
+		calls = append(calls, fmt.Sprintf("open %d %d", table, prio))
+		return &fakeRouter{calls: &calls}, nil
+	}}
+	var log logLines
+	c := transparentConfig(t, "198.18.2.2:80")
+	rt.apply(c, log.printf)
+	c = c.Clone()
+	c.TransparentTable, c.TransparentPriority = 1000, 500
+	calls = nil
+	if !rt.apply(c, log.printf) {
+		t.Fatal("not transparent after the move")
+	}
+	want := []string{"cleanup", "close", "open 1000 500", "sync [tcp 198.18.2.2:80]"}
+	if !slices.Equal(calls, want) {
+		t.Errorf("calls %q, want %q", calls, want)
+	}
+}
+
 // An engine removes the routing at Stop.
 func TestEngineStopRemovesTheRouting(t *testing.T) {
 	var calls []string
