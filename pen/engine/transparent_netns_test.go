@@ -213,11 +213,16 @@ func answers(t *testing.T, h *netnstest.Host, url string, n int) map[string]int 
 
 // rulesOf lists pen's rules and routes in h as ip shows them.
 func rulesOf(h *netnstest.Host) []string {
+	return rulesAt(h, transparent.DefaultTable, transparent.DefaultPriority)
+}
+
+// rulesAt lists the rules at priority and the routes in table.
+func rulesAt(h *netnstest.Host, table, priority int) []string {
 	var out []string
 	for _, fam := range []string{"-4", "-6"} {
 		for _, args := range [][]string{
-			{fam, "rule", "show", "priority", fmt.Sprint(transparent.DefaultPriority)},
-			{fam, "route", "show", "table", fmt.Sprint(transparent.DefaultTable)},
+			{fam, "rule", "show", "priority", fmt.Sprint(priority)},
+			{fam, "route", "show", "table", fmt.Sprint(table)},
 		} {
 			o, err := h.Output(append([]string{"ip"}, args...)...)
 			if err != nil {
@@ -529,5 +534,43 @@ func writeCert(t *testing.T, certFile, keyFile string) {
 	}
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Two pens on one host, each with a table and priority of its own
+// (transparent_table, transparent_priority), serve side by side; each
+// removes only its own routing.
+func TestTwoTransparentPens(t *testing.T) {
+	g := newGateway(t)
+	a := startPen(t, g.pen, nil, "-r", "-O", "transparent", "198.18.1.1:80", "198.18.2.2:80", "198.18.2.3:80")
+	b := startPen(t, g.pen, nil, "-r", "-O", "transparent", "-O", "transparent_table 737", "-O", "transparent_priority 7370",
+		"[2001:db8:1::1]:80", "[2001:db8:2::2]:80", "[2001:db8:2::3]:80")
+	g.client.WaitTCP("198.18.1.1:80")
+	g.client.WaitTCP("[2001:db8:1::1]:80")
+	wantA := []string{rule("198.18.2.2", 80), rule("198.18.2.3", 80), route4}
+	wantB := []string{
+		"7370: from 2001:db8:2::2 ipproto tcp sport 80 lookup 737",
+		"7370: from 2001:db8:2::3 ipproto tcp sport 80 lookup 737",
+		route6,
+	}
+	waitRules(t, g.pen, wantA)
+	if got := rulesAt(g.pen, 737, 7370); !slices.Equal(got, wantB) {
+		t.Errorf("second pen's rules and routes:\n got %q\nwant %q", got, wantB)
+	}
+	for url, client := range map[string]string{"http://198.18.1.1/": "198.18.1.2", "http://[2001:db8:1::1]/": "2001:db8:1::2"} {
+		for a, n := range answers(t, g.client, url, 4) {
+			if !strings.HasSuffix(a, " "+client) {
+				t.Errorf("%s: %d answers %q: the backend did not see the client's address %s", url, n, a, client)
+			}
+		}
+	}
+	a.stop(syscall.SIGTERM)
+	waitRules(t, g.pen, nil)
+	if got := rulesAt(g.pen, 737, 7370); !slices.Equal(got, wantB) {
+		t.Errorf("second pen's rules and routes after the first ended:\n got %q\nwant %q", got, wantB)
+	}
+	b.stop(syscall.SIGTERM)
+	if got := rulesAt(g.pen, 737, 7370); len(got) != 0 {
+		t.Errorf("second pen's rules and routes after it ended: %q", got)
 	}
 }
