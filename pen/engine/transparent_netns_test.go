@@ -574,3 +574,41 @@ func TestTwoTransparentPens(t *testing.T) {
 		t.Errorf("second pen's rules and routes after it ended: %q", got)
 	}
 }
+
+// Pen on a stick (docs/TRANSPARENT.md): pen and the backends share one
+// network behind a router; the backends' default route points at pen,
+// pen's at the router.
+func TestTransparentOnAStick(t *testing.T) {
+	n := netnstest.New(t)
+	client, router, pen := n.Host("client"), n.Host("router"), n.Host("pen")
+	n.Link(client, "eth0", []string{"198.18.1.2/24"}, router, "c0", []string{"198.18.1.1/24"})
+	client.Route("default", "via", "198.18.1.1")
+	router.Sysctl("net.ipv4.ip_forward", "1")
+	router.Bridge("br0", "198.18.3.1/24")
+	n.Link(router, "p0", nil, pen, "eth0", []string{"198.18.3.10/24"})
+	router.Port("br0", "p0")
+	pen.Route("default", "via", "198.18.3.1")
+	for i, host := range []string{"20", "21"} {
+		be := n.Host("be" + host)
+		dev := fmt.Sprintf("b%d", i)
+		n.Link(router, dev, nil, be, "eth0", []string{"198.18.3." + host + "/24"})
+		router.Port("br0", dev)
+		be.Route("default", "via", "198.18.3.10")
+		be.Nginx("198.18.3." + host + ":80")
+	}
+	p := startPen(t, pen, nil, "-r", "-O", "transparent", "198.18.3.10:80", "198.18.3.20:80", "198.18.3.21:80")
+	client.WaitTCP("198.18.3.10:80")
+	waitRules(t, pen, []string{rule("198.18.3.20", 80), rule("198.18.3.21", 80), route4})
+	seen := answers(t, client, "http://198.18.3.10/", 6)
+	for a, n := range seen {
+		if !strings.HasSuffix(a, " 198.18.1.2") {
+			t.Errorf("%d answers %q: the backend did not see the client's address 198.18.1.2", n, a)
+		}
+	}
+	if len(seen) != 2 {
+		t.Errorf("answers %v; want both backends", seen)
+	}
+	t.Logf("answers: %v", seen)
+	p.stop(syscall.SIGTERM)
+	waitRules(t, pen, nil)
+}

@@ -325,3 +325,23 @@ func localAddr(network, ip string) net.Addr {
 	}
 	return &net.TCPAddr{IP: a}
 }
+
+// What is missing is said in the kernel's and the capabilities' terms.
+func TestExplain(t *testing.T) {
+	r := &Router{table: DefaultTable, priority: DefaultPriority}
+	for _, c := range []struct {
+		fam  int
+		err  error
+		want string
+	}{
+		{unix.AF_INET, unix.EPERM, "transparent: adding rule: pen may not change the routing: it needs CAP_NET_ADMIN (operation not permitted)"},
+		{unix.AF_INET, unix.EAFNOSUPPORT, "transparent: adding rule: the kernel has no IPv4 policy routing (CONFIG_IP_MULTIPLE_TABLES) (address family not supported by protocol)"},
+		{unix.AF_INET6, unix.EAFNOSUPPORT, "transparent: adding rule: the kernel has no IPv6 policy routing (CONFIG_IPV6_MULTIPLE_TABLES) or no IPv6 (address family not supported by protocol)"},
+		{unix.AF_INET, unix.EINVAL, "transparent: adding rule: the kernel cannot match rules on protocol and port (Linux 4.17 or later needed) (invalid argument)"},
+		{unix.AF_INET, unix.EBUSY, "transparent: adding rule: device or resource busy"},
+	} {
+		if got := r.explain("adding rule", c.fam, c.err).Error(); got != c.want {
+			t.Errorf("%v:\n got %s\nwant %s", c.err, got, c.want)
+		}
+	}
+}
