@@ -220,6 +220,11 @@ func (e *Engine) Run() error {
 		e.Stop()
 		return <-errc
 	case err := <-errc:
+		// The data path ended by itself: pen is about to exit, so
+		// the routing of transparent mode goes now.
+		e.mu.Lock()
+		e.rt.stop(e.log.Printf)
+		e.mu.Unlock()
 		return err
 	}
 }
