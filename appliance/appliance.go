@@ -12,9 +12,19 @@
 //     default on first boot and kept across updates.
 //   - /etc/http-port.txt: moves gokrazy's HTTP server to port 9080, so that
 //     pen owns ports 80 and 443.
+//   - /perm/appliance/firmware.json: the trial boot's state (package
+//     firmware); /perm/appliance/trial-timeout and trial-boots, or
+//     pen.trial_timeout= and pen.trial_boots= on the kernel command line,
+//     its settings.
+//
+// Every boot of a build that is not the last one known good is a trial
+// (see package firmware): Run watches pen's health (Health) until the
+// trial's deadline and either makes the build the good one or points the
+// boot partition back at the previous root and reboots.
 package appliance
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -23,10 +33,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"github.com/gokrazy/gokrazy"
+	"golang.org/x/sys/unix"
 
+	"github.com/pen-lb/pen-appliance/appliance/firmware"
 	"github.com/pen-lb/pen-appliance/internal/atomicfile"
+	"github.com/pen-lb/pen-appliance/pen/version"
 )
 
 // Paths on the appliance.
@@ -122,6 +136,18 @@ func Run(buildTimestamp string) error {
 	}
 	log.Printf("pen configuration: %s", config)
 
+	// The trial counts this boot before pen starts.
+	trial, err := newTrial(buildTimestamp, config)
+	if err != nil {
+		log.Printf("firmware: no trial boot: %v", err)
+	} else {
+		go func() {
+			if _, err := trial.Run(context.Background()); err != nil {
+				log.Printf("firmware: %v", err)
+			}
+		}()
+	}
+
 	cmds, err := Commands("/", config)
 	if err != nil {
 		// Without pen the appliance still boots, so that it can be
@@ -130,6 +156,9 @@ func Run(buildTimestamp string) error {
 	}
 	services := make([]*gokrazy.Service, len(cmds))
 	for i, cmd := range cmds {
+		if trial != nil && cmd.Path == PenBinary {
+			cmd.Env = append(os.Environ(), firmware.Env(firmware.StatePath, trial.Running)...)
+		}
 		log.Printf("supervising %q", cmd.Args)
 		services[i] = gokrazy.NewService(cmd)
 	}
@@ -137,4 +166,63 @@ func Run(buildTimestamp string) error {
 		return fmt.Errorf("supervising services: %w", err)
 	}
 	select {} // the supervisor and HTTP server run in the background
+}
+
+// newTrial prepares this boot's trial.
+func newTrial(buildTimestamp, config string) (*firmware.Trial, error) {
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return nil, err
+	}
+	root, err := firmware.ParseRoot(string(cmdline))
+	if err != nil {
+		return nil, err
+	}
+	timeoutFile, _ := os.ReadFile(filepath.Join(PermDir, firmware.TimeoutFile))
+	bootsFile, _ := os.ReadFile(filepath.Join(PermDir, firmware.MaxBootsFile))
+	settings, errs := firmware.ParseSettings(string(cmdline), string(timeoutFile), string(bootsFile))
+	for _, err := range errs {
+		log.Printf("firmware: %v", err)
+	}
+	health := &Health{Config: config, Binary: PenBinary, ProcDir: "/proc"}
+	return &firmware.Trial{
+		StatePath:  firmware.StatePath,
+		Running:    firmware.Build{Root: root.Partition, Version: version.Version, BuildTime: buildTimestamp},
+		Settings:   settings,
+		Interval:   time.Second,
+		Stable:     5,
+		Now:        time.Now,
+		Healthy:    health.Probe,
+		SwitchRoot: func(n int) error { return switchRoot(root, n) },
+		Reboot:     reboot,
+		Logf:       log.Printf,
+	}, nil
+}
+
+// switchRoot re-points the boot partition's root= to partition n.
+func switchRoot(root firmware.Root, n int) error {
+	if root.GUID == "" {
+		return errors.New("the kernel command line does not name the root by GPT GUID; cannot find the boot partition")
+	}
+	dev, err := firmware.FindBootPartition("/sys/block", "/dev", root.GUID)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR|os.O_SYNC, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := firmware.SwitchRoot(f, n); err != nil {
+		return fmt.Errorf("%s: %w", dev, err)
+	}
+	return f.Close()
+}
+
+// reboot restarts the machine through its firmware (no kexec, so that the
+// boot loader reads the rewritten command line), after flushing /perm.
+func reboot() error {
+	unix.Sync()
+	time.Sleep(time.Second) // let the log reach the console
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 }

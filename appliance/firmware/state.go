@@ -40,6 +40,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/pen-lb/pen-appliance/internal/atomicfile"
@@ -241,4 +242,28 @@ func finished(u *Update, from, to Build, now time.Time, result, reason string) *
 	out.Result = result
 	out.Reason = reason
 	return out
+}
+
+// Environment variables the appliance's init gives pen, so that the admin
+// UI knows it runs on an appliance and which build it is.
+const (
+	EnvState     = "PEN_APPLIANCE_STATE"      // path of the State file
+	EnvRoot      = "PEN_APPLIANCE_ROOT"       // the running root partition, 2 or 3
+	EnvBuildTime = "PEN_APPLIANCE_BUILD_TIME" // the running build's timestamp
+)
+
+// Env returns the environment variables for pen.
+func Env(statePath string, running Build) []string {
+	return []string{EnvState + "=" + statePath, EnvRoot + "=" + strconv.Itoa(running.Root), EnvBuildTime + "=" + running.BuildTime}
+}
+
+// FromEnv returns what Env set, with ok false when pen does not run on an
+// appliance.
+func FromEnv(getenv func(string) string) (statePath string, running Build, ok bool) {
+	statePath = getenv(EnvState)
+	root, err := strconv.Atoi(getenv(EnvRoot))
+	if statePath == "" || err != nil {
+		return "", Build{}, false
+	}
+	return statePath, Build{Root: root, BuildTime: getenv(EnvBuildTime)}, true
 }

@@ -1,0 +1,164 @@
+package appliance
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Health probes pen the way the trial boot judges it: pen runs (the same
+// process as at the previous probe, so that a pen restarting in a loop
+// never counts as healthy), accepts connections on its listen port, and
+// its admin UI's /healthz answers 200 (when the configuration has
+// admin_listen; an admin_acl that refuses the loopback address makes
+// /healthz answer 403, which counts as answering).
+type Health struct {
+	Config  string // pen's configuration file
+	Binary  string // /user/pen
+	ProcDir string // /proc
+	// Host is where pen's ports are reached, 127.0.0.1 unless a test says
+	// otherwise.
+	Host string
+
+	lastPID int
+}
+
+// Probe checks pen once.
+func (h *Health) Probe(ctx context.Context) error {
+	pid, err := findProcess(h.ProcDir, h.Binary)
+	if err != nil {
+		h.lastPID = 0
+		return err
+	}
+	if pid != h.lastPID {
+		first := h.lastPID == 0
+		h.lastPID = pid
+		if first {
+			return fmt.Errorf("pen runs as process %d; watching it", pid)
+		}
+		return fmt.Errorf("pen restarted (now process %d)", pid)
+	}
+	listen, admin, adminTLS, err := penPorts(h.Config)
+	if err != nil {
+		return err
+	}
+	host := h.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if listen != "" {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", localAddr(listen, host))
+		if err != nil {
+			return fmt.Errorf("pen's listener: %w", err)
+		}
+		c.Close()
+	}
+	if admin != "" {
+		scheme := "http"
+		if adminTLS {
+			scheme = "https"
+		}
+		client := &http.Client{Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // pen's own, often self-signed, certificate on loopback
+			Proxy:           nil,
+		}}
+		defer client.CloseIdleConnections()
+		req, err := http.NewRequestWithContext(ctx, "GET", scheme+"://"+localAddr(admin, host)+"/healthz", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("pen's /healthz: %w", err)
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusForbidden {
+			return fmt.Errorf("pen's /healthz: HTTP %d %s", resp.StatusCode, bytes.TrimSpace(body))
+		}
+	}
+	if listen == "" && admin == "" {
+		return errors.New("pen's configuration has neither listen nor admin_listen: nothing to check")
+	}
+	return nil
+}
+
+// findProcess returns the process running binary.
+func findProcess(procDir, binary string) (int, error) {
+	entries, err := os.ReadDir(procDir)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join(procDir, e.Name(), "exe"))
+		if err == nil && exe == binary {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("pen (%s) is not running", binary)
+}
+
+// penPorts reads listen, admin_listen and whether admin_tls is set from
+// pen's configuration file (penctl commands, one per line).
+func penPorts(path string) (listen, admin string, adminTLS bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", "", false, fmt.Errorf("pen's configuration: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
+			continue
+		}
+		switch {
+		case fields[0] == "listen" && len(fields) == 2:
+			listen = fields[1]
+		case fields[0] == "admin_listen" && len(fields) == 2:
+			admin = fields[1]
+		case fields[0] == "admin_tls" && len(fields) >= 2:
+			adminTLS = true
+		case fields[0] == "no" && len(fields) >= 2:
+			switch fields[1] {
+			case "listen":
+				listen = ""
+			case "admin_listen":
+				admin = ""
+			case "admin_tls":
+				adminTLS = false
+			}
+		}
+	}
+	return listen, admin, adminTLS, sc.Err()
+}
+
+// localAddr turns a listen spec (PORT, HOST:PORT, [V6]:PORT) into an
+// address to dial: a wildcard or missing host becomes host.
+func localAddr(spec, host string) string {
+	h, port, err := net.SplitHostPort(spec)
+	if err != nil {
+		return net.JoinHostPort(host, spec)
+	}
+	switch h {
+	case "", "0.0.0.0", "::", "*":
+		h = host
+	}
+	return net.JoinHostPort(h, port)
+}
