@@ -55,7 +55,7 @@ func routingTable(c *config.Config) (table, priority int) {
 func transparentServers(c *config.Config) []transparent.Server {
 	var out []transparent.Server
 	add := func(s config.Server) {
-		if s.Host.IsUnix() || !s.Host.IP.IsValid() || s.Host.IP.IsUnspecified() {
+		if s.Host.IsUnix() || !s.Host.IP.IsValid() || s.Host.IP.IsUnspecified() || s.Port == 0 {
 			return
 		}
 		out = append(out, transparent.Server{Addr: s.Addr(), UDP: c.UDP})

@@ -81,7 +81,7 @@ func New(table, priority int) (*Router, error) {
 
 func check(table, priority int) error {
 	switch {
-	case table <= 0 || table >= 1<<32-1 || table == unix.RT_TABLE_MAIN || table == unix.RT_TABLE_LOCAL || table == unix.RT_TABLE_DEFAULT || table == unix.RT_TABLE_COMPAT:
+	case table <= 0 || int64(table) >= 1<<32-1 || table == unix.RT_TABLE_MAIN || table == unix.RT_TABLE_LOCAL || table == unix.RT_TABLE_DEFAULT || table == unix.RT_TABLE_COMPAT:
 		return fmt.Errorf("transparent: routing table %d is not free for pen (1 to 4294967294, not 252 to 255)", table)
 	case priority <= 0 || priority >= 32766:
 		return fmt.Errorf("transparent: rule priority %d must lie between the local table's (0) and the main table's (32766)", priority)
@@ -109,8 +109,8 @@ func keyOf(s Server) ruleKey {
 
 // Sync makes pen's rules and routes match servers: one rule per distinct
 // address, protocol and port, and the local route of each address family
-// that a server has. Servers without an address (unix sockets, empty
-// slots) are left out. Rules and routes of pen's table and priority that
+// that a server has. Servers without an address or port (unix sockets,
+// unused slots) are left out. Rules and routes of pen's table and priority that
 // no server needs any more are removed, also those a killed predecessor
 // left. On error, Sync says what is missing; whatever it installed before
 // the error stays until the next Sync or Cleanup.
@@ -119,8 +119,8 @@ func (r *Router) Sync(servers []Server) error {
 	fams := map[int]bool{}
 	for _, s := range servers {
 		a := s.Addr.Addr().Unmap()
-		if !a.IsValid() || a.IsUnspecified() {
-			continue
+		if !a.IsValid() || a.IsUnspecified() || s.Addr.Port() == 0 {
+			continue // an unused slot
 		}
 		want[keyOf(s)] = true
 		fams[familyOf(a)] = true
@@ -155,7 +155,7 @@ func (r *Router) Sync(servers []Server) error {
 			continue
 		}
 		if err := r.h.RuleDel(&ru); err != nil && !errors.Is(err, unix.ENOENT) {
-			return r.explain("removing rule", familyOf(k.addr), err)
+			return r.explain("removing rule", ru.Family, err)
 		}
 	}
 	add := make([]ruleKey, 0, len(want))

@@ -85,6 +85,7 @@ func TestSyncFollowsServers(t *testing.T) {
 		srv("[2001:db8:2::2]:8080", false),
 		srv("[::ffff:198.18.2.4]:443", false), // IPv4 written as IPv6
 		{},                                    // an empty slot
+		srv("198.18.2.5:0", false),            // an unused slot
 	}
 	for i := range 2 { // the second time changes nothing
 		if err := r.Sync(servers); err != nil {
