@@ -1,0 +1,95 @@
+package dsr
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/net/bpf"
+)
+
+// Packet types as the kernel reports them (linux/if_packet.h).
+const (
+	packetOtherHost = 3
+	packetOutgoing  = 4
+)
+
+// filter returns the classic BPF program attached to the socket: the
+// kernel hands pen only ARP frames, IPv4 frames to the VIP and, when
+// tarpit is set, TCP SYNs without ACK (the only frames to a tarpitted
+// address that get an answer; everything else to it is dropped anyway).
+// Frames the host sends and frames for other hosts' MACs never reach user
+// space. An invalid vip leaves out the VIP's rule (a tarpit alone).
+//
+// The tarpit's addresses are not in the filter: the access list may hold
+// deny entries, netmasks that are not prefixes and countries, which a
+// filter cannot express; user space decides on the SYNs that pass.
+func filter(vip netip.Addr, tarpit bool) ([]bpf.RawInstruction, error) {
+	const (
+		drop   = "drop"
+		accept = "accept"
+	)
+	type jump struct {
+		at                  int
+		skipTrue, skipFalse string // labels; "" = the next instruction
+		cond                bpf.JumpTest
+		val                 uint32
+	}
+	var prog []bpf.Instruction
+	var jumps []jump
+	labels := map[string]int{}
+	emit := func(i bpf.Instruction) { prog = append(prog, i) }
+	jumpIf := func(cond bpf.JumpTest, val uint32, ifTrue, ifFalse string) {
+		jumps = append(jumps, jump{at: len(prog), skipTrue: ifTrue, skipFalse: ifFalse, cond: cond, val: val})
+		emit(nil)
+	}
+
+	emit(bpf.LoadExtension{Num: bpf.ExtType})
+	jumpIf(bpf.JumpEqual, packetOutgoing, drop, "")
+	jumpIf(bpf.JumpEqual, packetOtherHost, drop, "")
+	emit(bpf.LoadAbsolute{Off: 12, Size: 2})
+	jumpIf(bpf.JumpEqual, etherTypeARP, accept, "")
+	jumpIf(bpf.JumpEqual, etherTypeIPv4, "", drop)
+	if vip.IsValid() {
+		v := vip.As4()
+		emit(bpf.LoadAbsolute{Off: ethHeaderLen + 16, Size: 4})
+		jumpIf(bpf.JumpEqual, binary.BigEndian.Uint32(v[:]), accept, "")
+	}
+	if tarpit {
+		emit(bpf.LoadAbsolute{Off: ethHeaderLen + 9, Size: 1})
+		jumpIf(bpf.JumpEqual, protoTCP, "", drop)
+		emit(bpf.LoadAbsolute{Off: ethHeaderLen + 6, Size: 2})
+		jumpIf(bpf.JumpBitsSet, 0x1fff, drop, "")
+		emit(bpf.LoadMemShift{Off: ethHeaderLen})
+		emit(bpf.LoadIndirect{Off: ethHeaderLen + 13, Size: 1})
+		emit(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: tcpSYN | tcpACK | tcpRST | tcpFIN})
+		jumpIf(bpf.JumpEqual, tcpSYN, accept, drop)
+	}
+	labels[drop] = len(prog)
+	emit(bpf.RetConstant{Val: 0})
+	labels[accept] = len(prog)
+	emit(bpf.RetConstant{Val: 0xffffffff})
+
+	for _, j := range jumps {
+		skip := func(label string) (uint8, error) {
+			if label == "" {
+				return 0, nil
+			}
+			n := labels[label] - j.at - 1
+			if n < 0 || n > 255 {
+				return 0, fmt.Errorf("bpf jump of %d", n)
+			}
+			return uint8(n), nil
+		}
+		t, err := skip(j.skipTrue)
+		if err != nil {
+			return nil, err
+		}
+		f, err := skip(j.skipFalse)
+		if err != nil {
+			return nil, err
+		}
+		prog[j.at] = bpf.JumpIf{Cond: j.cond, Val: j.val, SkipTrue: t, SkipFalse: f}
+	}
+	return bpf.Assemble(prog)
+}
