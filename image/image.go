@@ -310,7 +310,8 @@ func Build(ctx context.Context, opts Options) (_ *Result, err error) {
 	}
 	cmdline := Cmdline(b, opts.Hostname)
 	p.begin("boot file system")
-	files, err := bootFiles(b, dirs, cmdline)
+	info := BuildInfo{Board: b.Name, Hostname: opts.Hostname, Version: opts.Version, Timestamp: buildTimestamp(opts.Time)}
+	files, err := bootFiles(b, dirs, cmdline, info)
 	if err != nil {
 		return nil, err
 	}
@@ -437,7 +438,7 @@ func moduleDirs(ctx context.Context, moduleDir string, mods []string) (map[strin
 // their destination in the root file system.
 func compile(ctx context.Context, opts Options, outDir string) (map[string]string, error) {
 	ldflags := fmt.Sprintf("-X main.buildTimestamp=%s -X github.com/pen-lb/pen-appliance/pen/version.Version=%s",
-		opts.Time.UTC().Format(time.RFC3339), opts.Version)
+		buildTimestamp(opts.Time), opts.Version)
 	args := []string{"build", "-trimpath", "-tags", "gokrazy,netgo,osusergo", "-ldflags", ldflags, "-o", outDir + string(filepath.Separator)}
 	pkgs := make([]string, len(programs))
 	for i, prog := range programs {
@@ -477,8 +478,8 @@ func compile(ctx context.Context, opts Options, outDir string) (map[string]strin
 // bootFiles lists the boot partition's files in the order they are laid
 // out: the kernel first (starting at the first cluster), then the other
 // kernel files, firmware, cmdline.txt, config.txt, the loader entry and
-// the EFI loader.
-func bootFiles(b boards.Board, dirs map[string]string, cmdline string) ([]fat.File, error) {
+// the EFI loader, and BuildInfoFile.
+func bootFiles(b boards.Board, dirs map[string]string, cmdline string, info BuildInfo) ([]fat.File, error) {
 	var files []fat.File
 	have := make(map[string]bool)
 	addGlobs := func(dir string, globs []string) error {
@@ -543,6 +544,7 @@ func bootFiles(b boards.Board, dirs map[string]string, cmdline string) ([]fat.Fi
 		}
 		files = append(files, f)
 	}
+	files = append(files, fat.Bytes(BuildInfoFile, info.marshal()))
 	return files, nil
 }
 

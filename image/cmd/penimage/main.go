@@ -1,6 +1,8 @@
-// Binary penimage builds the appliance's disk images:
+// Binary penimage builds the appliance's disk images and updates running
+// appliances over the network:
 //
 //	penimage build -board pc -o images/pen-pc.img [-hostname H] [-password P] [-config pen.cfg] [-size 2G]
+//	penimage update -target http://HOST:9080 (-board pc | -image FILE) [-password-file F]
 //
 // It runs inside this module's source tree, where it cross-compiles the
 // appliance's programs. See docs/APPLIANCE.md.
@@ -8,6 +10,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -25,59 +28,110 @@ import (
 )
 
 func usage(w io.Writer) {
-	fmt.Fprintf(w, "usage: penimage build -board %s -o FILE [-hostname H] [-password P] [-config pen.cfg] [-size N]\n", strings.Join(boards.Names(), "|"))
+	fmt.Fprintf(w, "usage: penimage build -board %s -o FILE [-hostname H] [-password P] [-config pen.cfg] [-size N] [-version V]\n", strings.Join(boards.Names(), "|"))
+	fmt.Fprintf(w, "       penimage update -target http://HOST:9080 (-board B [build flags] | -image FILE) [-password-file F]\n")
 	fmt.Fprintf(w, "       penimage --help | --version\n")
 }
+
+var (
+	// errUsage: the usage was printed; exit 2.
+	errUsage = errors.New("usage")
+	// errSilent: the outcome was printed; exit 1.
+	errSilent = errors.New("failed")
+)
 
 func main() {
 	if len(os.Args) == 2 {
 		switch os.Args[1] {
 		case "--help", "-h", "help":
 			usage(os.Stdout)
-			fmt.Println("\nSee docs/APPLIANCE.md; penimage build -h lists the build options.")
+			fmt.Println("\nSee docs/APPLIANCE.md; penimage build -h and update -h list the options.")
 			return
 		case "--version":
 			fmt.Printf("penimage %s (pen compatible with Pen %s)\n", version.Version, version.Pen)
 			return
 		}
 	}
-	if len(os.Args) < 2 || os.Args[1] != "build" {
+	if len(os.Args) < 2 {
 		usage(os.Stderr)
 		os.Exit(2)
 	}
-	fs := flag.NewFlagSet("build", flag.ExitOnError)
-	board := fs.String("board", "", "board: "+strings.Join(boards.Names(), ", "))
-	output := fs.String("o", "", "image file to write")
-	hostname := fs.String("hostname", image.DefaultHostname, "hostname of the appliance (the partition GUIDs derive from it; keep it for updates)")
-	password := fs.String("password", "", "password of gokrazy's status and update API (user gokrazy); random and printed when empty")
-	config := fs.String("config", "", "pen configuration file to install instead of the default")
-	size := fs.String("size", "2G", "image size, e.g. 2G, 1800M, 8G")
-	fs.Parse(os.Args[2:])
-	if *board == "" || *output == "" || fs.NArg() > 0 {
+	var err error
+	switch os.Args[1] {
+	case "build":
+		err = buildCmd(os.Args[2:], os.Stdout, os.Stderr)
+	case "update":
+		err = updateCmd(os.Args[2:], os.Stdout, os.Stderr)
+	default:
 		usage(os.Stderr)
 		os.Exit(2)
 	}
-	if err := run(*board, *output, *hostname, *password, *config, *size); err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	case errors.Is(err, errSilent):
+		os.Exit(1)
+	default:
 		fmt.Fprintln(os.Stderr, "penimage:", err)
 		os.Exit(1)
 	}
 }
 
-func run(boardName, output, hostname, password, configPath, size string) error {
-	b, err := boards.Lookup(boardName)
+// buildArgs are the build flags, shared by build, update and flash.
+type buildArgs struct {
+	board, output, hostname, password, config, size, version string
+}
+
+func (a *buildArgs) flags(fs *flag.FlagSet, withIdentity bool) {
+	fs.StringVar(&a.board, "board", "", "board: "+strings.Join(boards.Names(), ", "))
+	fs.StringVar(&a.config, "config", "", "pen configuration file to install instead of the default")
+	fs.StringVar(&a.version, "version", "", "pen's version string (git describe of the source tree by default)")
+	if withIdentity {
+		fs.StringVar(&a.hostname, "hostname", image.DefaultHostname, "hostname of the appliance (the partition GUIDs derive from it; keep it for updates)")
+		fs.StringVar(&a.password, "password", "", "password of gokrazy's status and update API (user gokrazy); random and printed when empty")
+		fs.StringVar(&a.size, "size", "2G", "image size, e.g. 2G, 1800M, 8G")
+	}
+}
+
+func buildCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("build", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var a buildArgs
+	a.flags(fs, true)
+	fs.StringVar(&a.output, "o", "", "image file to write")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if a.board == "" || a.output == "" || fs.NArg() > 0 {
+		usage(stderr)
+		return errUsage
+	}
+	// On Ctrl-C the build stops and removes its temporary files.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return build(ctx, a, stdout, stderr)
+}
+
+func build(ctx context.Context, a buildArgs, stdout, stderr io.Writer) error {
+	b, err := boards.Lookup(a.board)
 	if err != nil {
 		return err
 	}
-	n, err := image.ParseSize(size)
+	if a.size == "" {
+		a.size = "2G"
+	}
+	n, err := image.ParseSize(a.size)
 	if err != nil {
 		return err
 	}
 	config := image.DefaultConfig
-	if configPath != "" {
-		if config, err = os.ReadFile(configPath); err != nil {
+	if a.config != "" {
+		if config, err = os.ReadFile(a.config); err != nil {
 			return err
 		}
 	}
+	password := a.password
 	generated := password == ""
 	if generated {
 		password = image.GeneratePassword()
@@ -86,27 +140,25 @@ func run(boardName, output, hostname, password, configPath, size string) error {
 	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(gomod)), "go.mod") {
 		return fmt.Errorf("run penimage inside the pen appliance source tree (go env GOMOD: %v)", err)
 	}
-	// On Ctrl-C the build stops and removes its temporary files.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	res, err := image.Build(ctx, image.Options{
 		Board:     b,
-		Output:    output,
-		Hostname:  hostname,
+		Output:    a.output,
+		Hostname:  a.hostname,
 		Password:  password,
 		Config:    config,
 		Size:      n,
 		ModuleDir: filepath.Dir(strings.TrimSpace(string(gomod))),
-		Progress:  os.Stderr,
+		Version:   a.version,
+		Progress:  stderr,
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Printf("wrote %s: %d bytes (%d MiB stored, sparse) in %.1fs\n", res.Output, res.Size, res.Stored>>20, res.Duration.Seconds())
-	fmt.Printf("kernel command line: %s\n", res.Cmdline)
-	fmt.Printf("%s; gokrazy status and update API: http://%s:%d/ (user gokrazy)\n", describePorts(config), hostname, image.GokrazyHTTPPort)
+	fmt.Fprintf(stdout, "wrote %s: %d bytes (%d MiB stored, sparse) in %.1fs\n", res.Output, res.Size, res.Stored>>20, res.Duration.Seconds())
+	fmt.Fprintf(stdout, "kernel command line: %s\n", res.Cmdline)
+	fmt.Fprintf(stdout, "%s; gokrazy status and update API: http://%s:%d/ (user gokrazy)\n", describePorts(config), a.hostname, image.GokrazyHTTPPort)
 	if generated {
-		fmt.Printf("generated password: %s\n", password)
+		fmt.Fprintf(stdout, "generated password: %s\n", password)
 	}
 	return nil
 }

@@ -1,0 +1,348 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pen-lb/pen-appliance/boards"
+	"github.com/pen-lb/pen-appliance/internal/testenv"
+)
+
+// updateConfig is the configuration of the update test's first build:
+// the boot tests' pen plus the admin UI as the appliance's default
+// configuration has it (certificate made on first boot, on /perm; the
+// appliance password; changes saved to /perm/pen/pen.cfg at once).
+var updateConfig = []byte(string(testConfig) + "admin_listen 8443\n" +
+	"admin_tls /perm/pen/admin-cert.pem /perm/pen/admin-key.pem\n" +
+	"admin_password_file /perm/gokr-pw.txt /etc/gokr-pw.txt\nautowrite\n")
+
+// vm is a qemu process running a disk image, with its ports forwarded to
+// the host's loopback interface.
+type vm struct {
+	t                   *testing.T
+	args                []string
+	serial              string
+	out                 *bytes.Buffer
+	exited              chan error
+	pen, gokrazy, admin int
+	backendToken        string
+}
+
+// startPC boots the pc image img in qemu (OVMF, software emulation) with
+// -snapshot: the file stays as it is, and what the guest writes (an
+// update, /perm) lives as long as the qemu process, across reboots.
+func startPC(t *testing.T, img string) *vm {
+	qemu := testenv.NeedProgram(t, "qemu-system-x86_64", "qemu-system-x86")
+	socat := testenv.NeedProgram(t, "socat", "socat")
+	const code, vars = "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	testenv.NeedFile(t, code, "ovmf")
+	testenv.NeedFile(t, vars, "ovmf")
+	varsCopy := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
+	b, err := os.ReadFile(vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(varsCopy, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	v := &vm{t: t, out: new(bytes.Buffer), exited: make(chan error, 1), backendToken: "pen-appliance update test " + GeneratePassword()}
+	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, v.backendToken)
+	})}
+	go srv.Serve(backend)
+	t.Cleanup(func() { srv.Close() })
+
+	ports := freePorts(t, 3)
+	v.pen, v.gokrazy, v.admin = ports[0], ports[1], ports[2]
+	netdev := fmt.Sprintf("user,id=n0,restrict=on,"+
+		"hostfwd=tcp:127.0.0.1:%d-:80,hostfwd=tcp:127.0.0.1:%d-:%d,hostfwd=tcp:127.0.0.1:%d-:8443,"+
+		"guestfwd=tcp:%s:%d-cmd:%s - TCP:%s",
+		v.pen, v.gokrazy, GokrazyHTTPPort, v.admin,
+		guestBackendAddr, guestBackendPort, socat, backend.Addr())
+	v.serial = filepath.Join(t.TempDir(), "serial.log")
+	v.args = []string{
+		"-machine", "q35",
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + varsCopy,
+		"-m", "1024", "-smp", "2",
+		"-nographic", "-nodefaults", "-monitor", "none",
+		"-serial", "file:" + v.serial,
+		"-snapshot",
+		"-drive", "file=" + img + ",format=raw,if=virtio",
+		"-netdev", netdev,
+		"-device", "virtio-net-pci,netdev=n0",
+	}
+	cmd := exec.Command(qemu, v.args...)
+	cmd.Stdout, cmd.Stderr = v.out, v.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { v.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-v.exited
+	})
+	return v
+}
+
+func (v *vm) diagnose() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "qemu %s\n%s", strings.Join(v.args, " "), v.out.Bytes())
+	log, _ := os.ReadFile(v.serial)
+	lines := strings.Split(string(log), "\n")
+	if len(lines) > 100 {
+		lines = lines[len(lines)-100:]
+	}
+	fmt.Fprintf(&b, "\nserial console (last %d lines):\n%s\n", len(lines), strings.Join(lines, "\n"))
+	return b.String()
+}
+
+// waitFor calls check every second until it succeeds, for at most limit.
+func (v *vm) waitFor(what string, limit time.Duration, check func() error) time.Duration {
+	v.t.Helper()
+	start := time.Now()
+	var last error
+	for time.Since(start) < limit {
+		select {
+		case err := <-v.exited:
+			v.exited <- err
+			v.t.Fatalf("qemu exited (%v) while waiting for %s\n%s", err, what, v.diagnose())
+		default:
+		}
+		if last = check(); last == nil {
+			return time.Since(start)
+		}
+		time.Sleep(time.Second)
+	}
+	v.t.Fatalf("no %s within %v: %v\n%s", what, limit, last, v.diagnose())
+	return 0
+}
+
+// status reads gokrazy's status as JSON.
+func (v *vm) status() (hostname, build string, err error) {
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", v.gokrazy), nil)
+	req.SetBasicAuth("gokrazy", testPassword)
+	req.Header.Set("Accept", "application/json")
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	var st struct{ Hostname, BuildTimestamp string }
+	if resp.StatusCode != http.StatusOK {
+		return "", "", fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	return st.Hostname, st.BuildTimestamp, err
+}
+
+func (v *vm) penAnswers() error {
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%d/", v.pen))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(body) != v.backendToken {
+		return fmt.Errorf("HTTP %d %q", resp.StatusCode, body)
+	}
+	return nil
+}
+
+// adminCert returns the SHA-256 of the admin UI's certificate.
+func (v *vm) adminCert() (string, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", v.admin), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return fmt.Sprintf("%x", sha256.Sum256(c.ConnectionState().PeerCertificates[0].Raw)), nil
+}
+
+var hiddenInput = regexp.MustCompile(`name="(token|csrf)" value="([^"]+)"`)
+
+// adminSession logs in to the admin UI with password and returns a client
+// holding the session and the session's CSRF token.
+func (v *vm) adminSession(password string) (*http.Client, string, error) {
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	base := fmt.Sprintf("https://127.0.0.1:%d", v.admin)
+	get := func(path string) (string, error) {
+		resp, err := c.Get(base + path)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return string(b), fmt.Errorf("GET %s: HTTP %d", path, resp.StatusCode)
+		}
+		return string(b), err
+	}
+	page, err := get("/login")
+	if err != nil {
+		return nil, "", err
+	}
+	m := hiddenInput.FindStringSubmatch(page)
+	if m == nil {
+		return nil, "", fmt.Errorf("no login token in %q", page)
+	}
+	resp, err := c.PostForm(base+"/login", url.Values{"token": {m[2]}, "password": {password}})
+	if err != nil {
+		return nil, "", err
+	}
+	resp.Body.Close()
+	page, err = get("/servers")
+	if err != nil {
+		return nil, "", fmt.Errorf("after logging in: %w", err)
+	}
+	m = hiddenInput.FindStringSubmatch(page)
+	if m == nil || m[1] != "csrf" {
+		return nil, "", fmt.Errorf("not logged in: /servers has no CSRF token")
+	}
+	return c, m[2], nil
+}
+
+func (v *vm) adminConfig(c *http.Client) (string, error) {
+	resp, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d/config/download", v.admin))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /config/download: HTTP %d", resp.StatusCode)
+	}
+	return string(b), err
+}
+
+// TestUpdatePC updates a running pc appliance with penimage update: build
+// v1, boot it, add a server in the admin UI, then have penimage build v2
+// for the appliance's hostname and push it. The VM must come back on v2
+// with the added server, the same admin certificate and the same password.
+func TestUpdatePC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM; skipped with -short")
+	}
+	b, err := boards.Lookup("pc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.NeedFile(t, b.EFILoader.Source, b.EFILoader.DebianPackage)
+	dir := t.TempDir()
+	v1 := filepath.Join(dir, "v1.img")
+	v1Time := time.Now().Add(-time.Minute).Truncate(time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if _, err := Build(ctx, Options{
+		Board: b, Output: v1, Hostname: testHostname, Password: testPassword, Config: updateConfig,
+		Size: testSize, ModuleDir: moduleRoot(t), Version: "v1-update-test", Time: v1Time,
+	}); err != nil {
+		t.Fatalf("building v1: %v", err)
+	}
+	penimage := filepath.Join(dir, "penimage")
+	if out, err := exec.Command("go", "build", "-o", penimage, "./cmd/penimage").CombinedOutput(); err != nil {
+		t.Fatalf("building penimage: %v\n%s", err, out)
+	}
+	pwFile := filepath.Join(dir, "password")
+	if err := os.WriteFile(pwFile, []byte(testPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	v := startPC(t, v1)
+	started := time.Now()
+	v.waitFor("gokrazy's status on v1", 4*time.Minute, func() error {
+		h, build, err := v.status()
+		if err == nil && (h != testHostname || build != buildTimestamp(v1Time)) {
+			t.Fatalf("status: hostname %q, build %q", h, build)
+		}
+		return err
+	})
+	v.waitFor("pen on v1", time.Minute, v.penAnswers)
+	var cert string
+	v.waitFor("admin UI on v1", time.Minute, func() (err error) { cert, err = v.adminCert(); return err })
+	t.Logf("v1 up in %.1fs", time.Since(started).Seconds())
+
+	// A change in the admin UI, saved to /perm/pen/pen.cfg by autowrite.
+	admin, csrf, err := v.adminSession(testPassword)
+	if err != nil {
+		t.Fatalf("admin UI login: %v\n%s", err, v.diagnose())
+	}
+	resp, err := admin.PostForm(fmt.Sprintf("https://127.0.0.1:%d/servers/add", v.admin),
+		url.Values{"csrf": {csrf}, "address": {"10.0.2.100"}, "port": {"8001"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	added := regexp.MustCompile(`\nserver 1 .*address 10\.0\.2\.100 port 8001 `)
+	if cfg, err := v.adminConfig(admin); err != nil || !added.MatchString(cfg) {
+		t.Fatalf("after adding a server in the admin UI, the configuration is %q, %v", cfg, err)
+	}
+
+	// The update, as a user runs it.
+	cmd := exec.Command(penimage, "update", "-board", "pc", "-target", fmt.Sprintf("http://127.0.0.1:%d", v.gokrazy),
+		"-password-file", pwFile, "-version", "v2-update-test", "-watch", "30s")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	updateStart := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("penimage update: %v\nstdout:\n%s\nstderr:\n%s\n%s", err, stdout.String(), stderr.String(), v.diagnose())
+	}
+	took := time.Since(updateStart)
+	t.Logf("penimage update took %.1fs (including the build and 30s of watching):\n%s%s", took.Seconds(), stderr.String(), stdout.String())
+	if !strings.Contains(stdout.String(), "it runs pen v2-update-test") {
+		t.Errorf("penimage update printed %q; want it to say it runs pen v2-update-test", stdout.String())
+	}
+	for _, want := range []string{"uploading root: ", "uploading boot: ", "uploading mbr: ", "verified", "answers with the new build"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("penimage update's progress lacks %q", want)
+		}
+	}
+
+	// Back on v2, with /perm as it was.
+	_, build, err := v.status()
+	if err != nil || build == buildTimestamp(v1Time) {
+		t.Fatalf("after the update gokrazy reports build %q, %v (v1 was %s)", build, err, buildTimestamp(v1Time))
+	}
+	log, _ := os.ReadFile(v.serial)
+	if !bytes.Contains(log[bytes.LastIndex(log, []byte("Linux version")):], []byte("/PARTNROFF=2 ")) {
+		t.Errorf("the updated appliance does not run from root B\n%s", v.diagnose())
+	}
+	v.waitFor("pen on v2", time.Minute, v.penAnswers)
+	var cert2 string
+	v.waitFor("admin UI on v2", time.Minute, func() (err error) { cert2, err = v.adminCert(); return err })
+	if cert2 != cert {
+		t.Errorf("the admin certificate changed with the update: %s, was %s", cert2, cert)
+	}
+	admin, _, err = v.adminSession(testPassword)
+	if err != nil {
+		t.Fatalf("admin UI login with the same password after the update: %v", err)
+	}
+	if cfg, err := v.adminConfig(admin); err != nil || !added.MatchString(cfg) {
+		t.Errorf("after the update, the configuration is %q, %v; want the server added before", cfg, err)
+	}
+}
