@@ -1,0 +1,462 @@
+package dsr
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pen-lb/pen-appliance/pen/internal/netnstest"
+)
+
+// The test network mirrors Pen's DSR example: a switch (a bridge in a
+// host of its own) joins a client, pen and the backends. Pen's interface
+// has no address; each backend holds the VIP on its loopback and neither
+// answers nor announces ARP for it. Offloads stay at veth's defaults
+// (checksum offload and TSO on), so pen gets frames with partial
+// checksums and super-frames of up to 64 KiB.
+type topo struct {
+	n        *netnstest.Net
+	sw       *netnstest.Host
+	client   *netnstest.Host
+	pen      *netnstest.Host
+	backends []*netnstest.Host
+	pool     *fakePool
+	dsr      *DSR
+}
+
+const (
+	topoVIP    = "198.18.0.100"
+	topoClient = "198.18.0.1"
+)
+
+func topoMAC(host int) string { return fmt.Sprintf("02:70:65:6e:00:%02x", host) }
+
+func backendIP(i int) string { return fmt.Sprintf("198.18.0.%d", 11+i) }
+
+// newTopo builds the network with n backends, each serving TCP and UDP on
+// the VIP (see serveBackend).
+func newTopo(t *testing.T, nBackends int) *topo {
+	n := netnstest.New(t)
+	tp := &topo{n: n, sw: n.Host("sw"), client: n.Host("client"), pen: n.Host("pen")}
+	tp.sw.Bridge("br0")
+	attach := func(h *netnstest.Host, port string, mac int, addrs ...string) {
+		n.Link(tp.sw, port, nil, h, "eth0", addrs)
+		tp.sw.Port("br0", port)
+		h.IP("link", "set", "eth0", "address", topoMAC(mac))
+	}
+	attach(tp.client, "vclient", 1, topoClient+"/16")
+	attach(tp.pen, "vpen", 2)
+	for i := range nBackends {
+		b := n.Host(fmt.Sprintf("b%d", i))
+		attach(b, fmt.Sprintf("vb%d", i), 0x10+i, backendIP(i)+"/16")
+		b.IP("addr", "add", topoVIP+"/32", "dev", "lo")
+		for _, dev := range []string{"all", "eth0"} {
+			b.Sysctl("net.ipv4.conf."+dev+".arp_ignore", "1")
+			b.Sysctl("net.ipv4.conf."+dev+".arp_announce", "2")
+		}
+		serveBackend(t, b, fmt.Sprintf("b%d", i))
+		tp.backends = append(tp.backends, b)
+	}
+	return tp
+}
+
+// serveBackend runs, in h, a TCP server on VIP:80 that greets every
+// connection with "NAME CLIENTADDR\n", then reads until EOF and answers
+// with the SHA-256 of what it read; and a UDP server on VIP:53 that
+// answers every datagram with "NAME CLIENTADDR".
+func serveBackend(t *testing.T, h *netnstest.Host, name string) {
+	var ln net.Listener
+	var pc net.PacketConn
+	if err := h.Do(func() error {
+		var err error
+		if ln, err = net.Listen("tcp", topoVIP+":80"); err != nil {
+			return err
+		}
+		pc, err = net.ListenPacket("udp", topoVIP+":53")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	t.Cleanup(func() {
+		ln.Close()
+		pc.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() {
+					c.Close()
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+				}()
+				fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr().(*net.TCPAddr).IP)
+				hash := sha256.New()
+				io.Copy(hash, c)
+				fmt.Fprintf(c, "%x\n", hash.Sum(nil))
+			}()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(fmt.Appendf(nil, "%s %s", name, from.(*net.UDPAddr).IP), from)
+		}
+	}()
+}
+
+// start runs DSR in pen's namespace until the test ends, and waits until
+// want servers are in its table.
+func (tp *topo) start(t *testing.T, cfg Config, want int) {
+	t.Helper()
+	if tp.pool == nil {
+		tp.pool = &fakePool{}
+		for i := range tp.backends {
+			tp.pool.s.List = append(tp.pool.s.List, Backend{Index: i, Addr: netip.MustParseAddr(backendIP(i)), Weight: 1, Up: true})
+		}
+	}
+	cfg.Interface = "eth0"
+	cfg.Pool = tp.pool
+	if !cfg.VIP.IsValid() {
+		cfg.VIP = netip.MustParseAddr(topoVIP)
+	}
+	if err := tp.pen.Do(func() error {
+		var err error
+		tp.dsr, err = New(cfg)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tp.dsr.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	tp.waitInTable(t, want)
+}
+
+func (tp *topo) waitInTable(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := 0
+		for _, s := range tp.dsr.Stats().Servers {
+			if s.InTable {
+				n++
+			}
+		}
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d servers in the table after 10 s, want %d; stats %+v", n, want, tp.dsr.Stats())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// dial connects from the client, from source address src (or its main
+// address when src is ""), to addr.
+func (tp *topo) dial(network, src, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := tp.client.Do(func() error {
+		d := net.Dialer{Timeout: 3 * time.Second}
+		if src != "" {
+			if network == "tcp" {
+				d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+			} else {
+				d.LocalAddr = &net.UDPAddr{IP: net.ParseIP(src)}
+			}
+		}
+		var err error
+		c, err = d.Dial(network, addr)
+		return err
+	})
+	return c, err
+}
+
+// whoTCP returns the backend that a connection from src reached and the
+// client address it saw.
+func (tp *topo) whoTCP(src string) (name, seen string, err error) {
+	c, err := tp.dial("tcp", src, topoVIP+":80")
+	if err != nil {
+		return "", "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", "", err
+	}
+	f := strings.Fields(line)
+	if len(f) != 2 {
+		return "", "", fmt.Errorf("greeting %q", line)
+	}
+	return f[0], f[1], nil
+}
+
+func TestNetnsTCPAndUDPThroughDSR(t *testing.T) {
+	tp := newTopo(t, 2)
+	tp.start(t, Config{Port: 80}, 2)
+	seen := map[string]bool{}
+	for i := range 20 {
+		src := fmt.Sprintf("198.18.4.%d", i+1)
+		tp.client.IP("addr", "add", src+"/16", "dev", "eth0")
+		name, addr, err := tp.whoTCP(src)
+		if err != nil {
+			t.Fatalf("TCP from %s: %v (stats %+v)", src, err, tp.dsr.Stats())
+		}
+		if addr != src {
+			t.Errorf("backend %s saw client %s, want %s", name, addr, src)
+		}
+		seen[name] = true
+	}
+	if len(seen) != 2 {
+		t.Errorf("20 clients reached only %v", seen)
+	}
+	// A port other than the VIP's is not forwarded.
+	if c, err := tp.dial("tcp", "", topoVIP+":81"); err == nil {
+		c.Close()
+		t.Error("connected to VIP:81, which pen does not forward")
+	}
+
+	// 50 MB from the client, through pen (the direction that crosses it,
+	// in TSO super-frames with partial checksums), hash compared.
+	c, err := tp.dial("tcp", "", topoVIP+":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 50<<20)
+	rand.Read(data)
+	start := time.Now()
+	if _, err := c.Write(data); err != nil {
+		t.Fatalf("writing 50 MB: %v", err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the hash: %v", err)
+	}
+	want := sha256.Sum256(data)
+	if strings.TrimSpace(got) != hex.EncodeToString(want[:]) {
+		t.Errorf("50 MB arrived changed: hash %s, want %x", got, want)
+	}
+	s := tp.dsr.Stats()
+	t.Logf("50 MB in %v; %d frames forwarded in %d batches; dropped %v", time.Since(start).Round(time.Millisecond), s.Forwarded, s.Batches, s.Dropped)
+
+	// UDP (-U), every port.
+	tu := newTopo(t, 2)
+	tu.start(t, Config{UDP: true}, 2)
+	for i := range 10 {
+		src := fmt.Sprintf("198.18.5.%d", i+1)
+		tu.client.IP("addr", "add", src+"/16", "dev", "eth0")
+		c, err := tu.dial("udp", src, topoVIP+":53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		c.Write([]byte("q"))
+		buf := make([]byte, 100)
+		n, err := c.Read(buf)
+		c.Close()
+		if err != nil {
+			t.Fatalf("UDP from %s: %v (stats %+v)", src, err, tu.dsr.Stats())
+		}
+		if f := strings.Fields(string(buf[:n])); len(f) != 2 || f[1] != src {
+			t.Errorf("UDP answer %q, want the client %s", buf[:n], src)
+		}
+	}
+	if c, err := tu.dial("tcp", "", topoVIP+":80"); err == nil {
+		c.Close()
+		t.Error("TCP connected through a UDP-mode DSR")
+	}
+}
+
+// addClients gives the client n more addresses, 198.18.8.1 on.
+func (tp *topo) addClients(t *testing.T, n int) []string {
+	var b strings.Builder
+	var addrs []string
+	for i := range n {
+		a := fmt.Sprintf("198.18.%d.%d", 8+i/200, 1+i%200)
+		addrs = append(addrs, a)
+		fmt.Fprintf(&b, "addr add %s/16 dev eth0\n", a)
+	}
+	f := filepath.Join(t.TempDir(), "addrs")
+	if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tp.client.Run("ip", "-batch", f)
+	return addrs
+}
+
+func (tp *topo) placement(t *testing.T, clients []string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, src := range clients {
+		name, _, err := tp.whoTCP(src)
+		if err != nil {
+			t.Fatalf("TCP from %s: %v", src, err)
+		}
+		out[src] = name
+	}
+	return out
+}
+
+func TestNetnsWeightsBlacklistFailover(t *testing.T) {
+	tp := newTopo(t, 3)
+	tp.pool = &fakePool{}
+	for i, w := range []int{1, 3, 2} {
+		tp.pool.s.List = append(tp.pool.s.List, Backend{Index: i, Addr: netip.MustParseAddr(backendIP(i)), Weight: w, Up: true})
+	}
+	tp.start(t, Config{Port: 80, ARPRefresh: time.Second}, 3)
+	clients := tp.addClients(t, 400)
+	before := tp.placement(t, clients)
+	count := map[string]int{}
+	for _, b := range before {
+		count[b]++
+	}
+	t.Logf("weights 1:3:2 over 400 clients: %v", count)
+	// Expected 67:200:133; allow for the binomial spread (3 sigma).
+	for name, want := range map[string]int{"b0": 67, "b1": 200, "b2": 133} {
+		if d := count[name] - want; d < -30 || d > 30 {
+			t.Errorf("%s got %d clients, want about %d", name, count[name], want)
+		}
+	}
+
+	// Blacklisting b1 moves only b1's clients.
+	tp.pool.set(func(s *Servers) { s.List[1].Up = false })
+	tp.waitInTable(t, 2)
+	after := tp.placement(t, clients)
+	moved := 0
+	for _, c := range clients {
+		if before[c] != "b1" && after[c] != before[c] {
+			t.Errorf("client %s moved from %s to %s", c, before[c], after[c])
+		}
+		if before[c] == "b1" {
+			moved++
+			if after[c] == "b1" {
+				t.Errorf("client %s still reaches the blacklisted b1", c)
+			}
+		}
+	}
+	t.Logf("blacklisting b1 moved its %d clients and no other", moved)
+	// Reinstated: every client is back where it was.
+	tp.pool.set(func(s *Servers) { s.List[1].Up = true })
+	tp.waitInTable(t, 3)
+	if again := tp.placement(t, clients); fmt.Sprint(again) != fmt.Sprint(before) {
+		t.Error("reinstating b1 did not bring back the same placement")
+	}
+
+	// b2 stops answering ARP: within a few seconds it is failed and its
+	// clients go elsewhere.
+	tp.backends[2].IP("link", "set", "eth0", "arp", "off")
+	start := time.Now()
+	tp.waitInTable(t, 2)
+	t.Logf("b2 failed %v after its ARP stopped", time.Since(start).Round(100*time.Millisecond))
+	tp.pool.mu.Lock()
+	failed := fmt.Sprint(tp.pool.failed)
+	tp.pool.mu.Unlock()
+	if !strings.Contains(failed, "2") {
+		t.Errorf("pool told of failures %s, want server 2", failed)
+	}
+	final := tp.placement(t, clients[:100])
+	for _, c := range clients[:100] {
+		if final[c] == "b2" {
+			t.Errorf("client %s still reaches b2", c)
+		}
+		if before[c] != "b2" && final[c] != before[c] {
+			t.Errorf("client %s moved from %s to %s when b2 failed", c, before[c], final[c])
+		}
+	}
+}
+
+// The tarpit, seen from a real Linux client: connect() to a tarpitted
+// address completes (the client's kernel took the SYN/ACK's checksum)
+// and then nothing more comes, whatever options the client's SYN
+// carries; the VIP is never tarpitted.
+func TestNetnsTarpit(t *testing.T) {
+	tp := newTopo(t, 1)
+	tarpit := netip.MustParsePrefix("198.18.0.128/28")
+	tp.start(t, Config{Port: 80, Tarpit: func(a netip.Addr) bool { return tarpit.Contains(a) || a == netip.MustParseAddr(topoVIP) }}, 1)
+	check := func(label string) {
+		t.Helper()
+		c, err := tp.dial("tcp", "", "198.18.0.130:22")
+		if err != nil {
+			t.Fatalf("%s: connect to a tarpitted address: %v", label, err)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(700 * time.Millisecond))
+		c.Write([]byte("SSH-2.0-scanner\r\n"))
+		if n, err := c.Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s: read %d bytes, %v; want a hang", label, n, err)
+		}
+	}
+	check("default options")
+	tp.client.Sysctl("net.ipv4.tcp_timestamps", "0")
+	check("tcp_timestamps=0")
+	tp.client.Sysctl("net.ipv4.tcp_sack", "0")
+	check("tcp_timestamps=0 tcp_sack=0")
+	tp.client.Sysctl("net.ipv4.tcp_timestamps", "1")
+	check("tcp_sack=0")
+	if name, _, err := tp.whoTCP(""); err != nil || name != "b0" {
+		t.Errorf("VIP with a tarpit list that names it: %q, %v; want the backend", name, err)
+	}
+	// Addresses outside the list get no answer at all.
+	if c, err := tp.dial("tcp", "", "198.18.0.150:22"); err == nil {
+		c.Close()
+		t.Error("connected to an address outside the tarpit")
+	}
+	s := tp.dsr.Stats()
+	t.Logf("tarpit: %d SYNs answered, %d addresses, %d ARP answers", s.TarpitSYNs, s.TarpitAddrs, s.ARPAnswered)
+	if s.TarpitSYNs < 4 {
+		t.Errorf("tarpit answered %d SYNs", s.TarpitSYNs)
+	}
+}
