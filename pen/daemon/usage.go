@@ -76,6 +76,8 @@ docs/COMPATIBILITY.md and docs/ADMIN.md):
   admin_listen, admin_redirect, admin_tls, admin_acl, admin_password_file
                                the admin web UI and /metrics
   autowrite                    write every change back to the -F file
+  transparent_table N, transparent_priority N
+                               where transparent mode's policy routing goes
 
 example:
   pen smtp mailhost1:smtp mailhost2:25 mailhost3
