@@ -460,3 +460,77 @@ func TestNetnsTarpit(t *testing.T) {
 		t.Errorf("tarpit answered %d SYNs", s.TarpitSYNs)
 	}
 }
+
+// synScan sends one SYN from the client to port 22 of every address in
+// prefix through a raw socket, as nmap -sS does, and returns the
+// addresses that answered with a SYN/ACK within the time limit. Raw
+// scanners do not check checksums; the count shows that every address
+// is answered.
+func (tp *topo) synScan(t *testing.T, prefix netip.Prefix, limit time.Duration) map[netip.Addr]bool {
+	t.Helper()
+	src := netip.MustParseAddr(topoClient)
+	var conn net.PacketConn
+	if err := tp.client.Do(func() error {
+		var err error
+		conn, err = net.ListenPacket("ip4:tcp", topoClient)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for a := prefix.Masked().Addr(); prefix.Contains(a); a = a.Next() {
+		seg := tcpFrame(penMAC, clientMAC, src, a, 61000, 22, tcpSYN, synOptions["mss"], nil)[ethHeaderLen+ipv4MinHeader:]
+		if _, err := conn.WriteTo(seg, &net.IPAddr{IP: a.AsSlice()}); err != nil {
+			t.Fatalf("sending a SYN to %v: %v", a, err)
+		}
+	}
+	answered := map[netip.Addr]bool{}
+	conn.SetReadDeadline(time.Now().Add(limit))
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		a, _ := netip.AddrFromSlice(from.(*net.IPAddr).IP.To4())
+		if n >= tcpMinHeader && buf[13] == tcpSYN|tcpACK && prefix.Contains(a) {
+			answered[a] = true
+		}
+	}
+	return answered
+}
+
+func TestNetnsTarpitSYNScan(t *testing.T) {
+	tp := newTopo(t, 1)
+	tarpit := netip.MustParsePrefix("198.18.0.128/28")
+	tp.start(t, Config{Port: 80, Tarpit: tarpit.Contains}, 1)
+	got := tp.synScan(t, tarpit, 3*time.Second)
+	if len(got) != 16 {
+		t.Errorf("SYN scan of %v: %d of 16 addresses answered: %v", tarpit, len(got), got)
+	}
+	s := tp.dsr.Stats()
+	t.Logf("SYN scan of a /28: %d addresses answered; tarpit counted %d SYNs, %d addresses", len(got), s.TarpitSYNs, s.TarpitAddrs)
+	if s.TarpitAddrs != 16 {
+		t.Errorf("tarpit counted %d addresses, want 16", s.TarpitAddrs)
+	}
+}
+
+// A backend whose interface goes down is failed over like one whose ARP
+// stopped.
+func TestNetnsBackendInterfaceDown(t *testing.T) {
+	tp := newTopo(t, 2)
+	tp.start(t, Config{Port: 80, ARPRefresh: time.Second}, 2)
+	clients := tp.addClients(t, 40)
+	before := tp.placement(t, clients)
+	tp.backends[0].IP("link", "set", "eth0", "down")
+	tp.waitInTable(t, 1)
+	after := tp.placement(t, clients)
+	for _, c := range clients {
+		if after[c] != "b1" {
+			t.Errorf("client %s reached %s with b0 down", c, after[c])
+		}
+		if before[c] == "b1" && after[c] != "b1" {
+			t.Errorf("client %s moved off b1", c)
+		}
+	}
+}
