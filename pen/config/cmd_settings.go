@@ -33,6 +33,7 @@ var settingsCommands = map[string]*command{
 	"listen_queue":  {run: cmdListenQueue},
 	"idlers":        {run: cmdIdlers},
 	"tcp_fastclose": {run: cmdFastClose},
+	"loops":         {run: cmdLoops},
 
 	// Where transparent mode's policy routing goes (docs/TRANSPARENT.md).
 	"transparent_table":    {run: cmdTransparentRouting},

@@ -247,6 +247,10 @@ type Config struct {
 	Admin       Admin
 	AutoWrite   bool // write every accepted change back to the -F file
 
+	// Loops is the number of event loops (loops N): 0, the default, is
+	// one per CPU; 1 serves every connection on one core, as Pen does.
+	Loops int
+
 	// Where transparent mode's policy routing goes; 0 is the default.
 	TransparentTable    int
 	TransparentPriority int
@@ -375,6 +379,9 @@ const (
 	MaxIdlers = 10000
 )
 
+// MaxLoops bounds the loops command (event loops, one per core).
+const MaxLoops = 256
+
 // MaxSeconds is the longest time a command takes, about 68 years; times
 // are seconds, and the longest one times time.Second must fit a
 // time.Duration (blacklist 9223372037 overflowed it and blacklisted
@@ -410,6 +417,7 @@ func (c *Config) CheckNumbers() error {
 		{"multi_accept", c.MultiAccept, 1, MaxInt, ""},
 		{"listen_queue", c.ListenQueue, 1, MaxInt, ""},
 		{"idlers", c.Idlers, 0, MaxIdlers, ""},
+		{"loops", c.Loops, 0, MaxLoops, ""},
 		{"transparent_table", c.TransparentTable, 0, MaxInt, ""},
 		{"transparent_priority", c.TransparentPriority, 0, MaxTransparentPriority, ""},
 	} {

@@ -155,6 +155,9 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 	pr("idle_timeout %d\n", c.IdleTimeout)
 	pr("pending_max %d\n", c.PendingMax)
 	pr("idlers %d\n", c.Idlers)
+	if c.Loops != 0 {
+		pr("loops %d\n", c.Loops)
+	}
 	onoff(c.Keepalive, "keepalive")
 	onoff(c.Transparent, "transparent")
 	if c.TransparentTable != 0 && c.TransparentTable != DefaultTransparentTable {

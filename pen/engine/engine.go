@@ -24,7 +24,7 @@ import (
 // readers (metrics, the admin UI) use the read methods below.
 type Engine struct {
 	table *balance.Table
-	loop  *proxy.Loop
+	loop  *proxy.Group // one event loop per core (the loops command)
 
 	log *diag.Logger
 	ex  control.Executor
@@ -50,7 +50,7 @@ type Engine struct {
 // interpreter that owns this engine).
 func New(log *diag.Logger, ex control.Executor) (*Engine, error) {
 	tb := balance.New()
-	loop, err := proxy.New(tb, log)
+	loop, err := proxy.NewGroup(tb, log)
 	if err != nil {
 		return nil, err
 	}
@@ -207,6 +207,7 @@ func settings(c *config.Config, reqlog *proxy.RequestLog, tlsCfg *tls.Config) pr
 		ASCII:       c.ASCII,
 		Log:         reqlog,
 		TLS:         tlsCfg,
+		Loops:       c.Loops,
 	}
 	return s
 }

@@ -8,8 +8,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pen-lb/pen-appliance/pen/internal/balance"
 	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/internal/balance"
 	"github.com/pen-lb/pen-appliance/pen/internal/httpstream"
 )
 
@@ -90,11 +90,10 @@ func (c *conn) report() config.ConnState {
 
 // newConn takes a free slot, or returns nil when the table is full.
 func (l *Loop) newConn() *conn {
-	if len(l.free) == 0 {
+	slot := l.slots.take(len(l.conns))
+	if slot < 0 {
 		return nil
 	}
-	slot := l.free[len(l.free)-1]
-	l.free = l.free[:len(l.free)-1]
 	c := l.conns[slot]
 	if c == nil {
 		c = &conn{slot: slot}
@@ -102,8 +101,6 @@ func (l *Loop) newConn() *conn {
 	}
 	gen := c.gen + 1
 	*c = conn{slot: slot, gen: gen, down: -1, up: -1, t: l.now, state: stateConnected}
-	l.used++
-	l.last = int(slot)
 	l.active.Add(1)
 	return c
 }
@@ -545,7 +542,6 @@ func (l *Loop) closeConn(c *conn) {
 	c.state = stateUnused
 	c.fl = 0
 	c.gen++
-	l.used--
 	l.active.Add(-1)
-	l.free = append(l.free, c.slot)
+	l.slots.give(c.slot)
 }

@@ -84,7 +84,7 @@ func (l *Loop) budgetClients() {
 // roomForClient reports whether another client can have its descriptors;
 // if not it says so, at most once per noFDsLogEvery.
 func (l *Loop) roomForClient() bool {
-	if l.used < l.fds.maxClients {
+	if int(l.slots.used.Load()) < l.fds.maxClients {
 		return true
 	}
 	l.fds.refused++

@@ -24,6 +24,16 @@ import (
 // one port), and a unix socket path is removed only when nothing answers
 // on it.
 func openListener(spec config.Listen, udp bool, backlog int, nodelay bool) (int, error) {
+	return openListenerOpt(spec, udp, backlog, nodelay, 0)
+}
+
+// Ways to open a listener besides Pen's.
+const (
+	bindOnly  = 1 << iota // bind but do not listen (a probe)
+	reusePort             // SO_REUSEPORT: one of a Group's listeners
+)
+
+func openListenerOpt(spec config.Listen, udp bool, backlog int, nodelay bool, how int) (int, error) {
 	typ := unix.SOCK_STREAM
 	if udp {
 		typ = unix.SOCK_DGRAM
@@ -54,6 +64,9 @@ func openListener(spec config.Listen, udp bool, backlog int, nodelay bool) (int,
 				sockOpt{unix.IPPROTO_IP, unix.IP_PKTINFO, "IP_PKTINFO"})
 		}
 	}
+	if how&reusePort != 0 {
+		opts = append(opts, sockOpt{unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT"})
+	}
 	for _, o := range opts {
 		if err := unix.SetsockoptInt(fd, o.level, o.opt, 1); err != nil {
 			unix.Close(fd)
@@ -67,7 +80,7 @@ func openListener(spec config.Listen, udp bool, backlog int, nodelay bool) (int,
 		}
 		return -1, fmt.Errorf("can't bind local address %s: %w", spec.Addr, err)
 	}
-	if !udp {
+	if !udp && how&bindOnly == 0 {
 		if err := unix.Listen(fd, backlog); err != nil {
 			unix.Close(fd)
 			return -1, fmt.Errorf("listen %s: %w", spec.Addr, err)

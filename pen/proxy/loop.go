@@ -33,9 +33,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pen-lb/pen-appliance/pen/internal/balance"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/diag"
+	"github.com/pen-lb/pen-appliance/pen/internal/balance"
 	"github.com/pen-lb/pen-appliance/pen/internal/httpstream"
 )
 
@@ -67,6 +67,8 @@ type Settings struct {
 	// served on goroutines of their own (crypto/tls reads and writes
 	// block) but keep their slot in the connection table.
 	TLS *tls.Config
+	// Loops is how many event loops a Group runs; 0 = one per CPU.
+	Loops int
 }
 
 // Stats counts what the loop did since it started.
@@ -103,10 +105,11 @@ const (
 // front (tls.go) owns its client's socket and reaches the loop only by do.
 type Loop struct {
 	// Set by New, never changed.
-	ep   int // the epoll instance
-	wake int // eventfd that makes epoll_wait return for posted closures
-	tb   *balance.Table
-	log  *diag.Logger
+	ep    int // the epoll instance
+	wake  int // eventfd that makes epoll_wait return for posted closures
+	tb    *balance.Table
+	log   *diag.Logger
+	slots *slots // slot numbers, shared with the other loops of a Group
 
 	// The loop goroutine's.
 	set      Settings      // the configuration in effect (Configure replaces it)
@@ -116,10 +119,7 @@ type Loop struct {
 	lbacklog int           // lfd's listen backlog, to bind it again
 	lfam     int           // lfd's address family
 
-	conns   []*conn                  // the connection table; a slot's conn is reused
-	free    []int32                  // free slots, lowest last
-	used    int                      // slots in use
-	last    int                      // the slot used last (Pen reports it)
+	conns   []*conn                  // the connections this loop serves, by slot; a slot's conn is reused
 	byFD    []int32                  // fd -> slot+1, for the socket command
 	pending []int32                  // slots with a connect in progress
 	ready   []int32                  // slots with work left over
@@ -158,6 +158,10 @@ type Loop struct {
 
 // New makes a loop that places clients with tb.
 func New(tb *balance.Table, log *diag.Logger) (*Loop, error) {
+	return makeLoop(tb, log, new(slots))
+}
+
+func makeLoop(tb *balance.Table, log *diag.Logger, sl *slots) (*Loop, error) {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -167,7 +171,7 @@ func New(tb *balance.Table, log *diag.Logger) (*Loop, error) {
 		unix.Close(ep)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	l := &Loop{ep: ep, wake: wake, tb: tb, log: log, lfd: -1, buf: make([]byte, bufSize), fds: fdState{spare: spareFD(wake), maxClients: 1 << 30},
+	l := &Loop{ep: ep, wake: wake, tb: tb, log: log, slots: sl, lfd: -1, buf: make([]byte, bufSize), fds: fdState{spare: spareFD(wake), maxClients: 1 << 30},
 		events: make([]unix.EpollEvent, maxEvents), flows: map[netip.AddrPort]int32{}, done: make(chan struct{}),
 		set: Settings{ConnMax: config.DefaultConnMax, PendingMax: config.DefaultPendingMax, MultiAccept: config.DefaultMultiAccept,
 			Timeout: config.DefaultTimeout * time.Second, UDPTimeout: UDPFlowTimeout}}
@@ -245,6 +249,13 @@ func (l *Loop) Configure(s Settings, listen *config.Listen, backlog int) error {
 		}
 		newFD = fd
 	}
+	return l.install(s, newFD, listen, backlog)
+}
+
+// install applies s and, when listen is not nil, makes newFD (bound to
+// listen, not yet watched) the listener. newFD is closed if it cannot be
+// watched.
+func (l *Loop) install(s Settings, newFD int, listen *config.Listen, backlog int) error {
 	var err error
 	l.do(func() {
 		if listen == nil && l.set.UDP != s.UDP && l.lfd >= 0 {
@@ -272,16 +283,11 @@ func (l *Loop) Configure(s Settings, listen *config.Listen, backlog int) error {
 	return err
 }
 
+// growTable lets the loop use slots below n. The table never shrinks:
+// connections in higher slots stay until they end, as in Pen.
 func (l *Loop) growTable(n int) {
 	for len(l.conns) < n {
 		l.conns = append(l.conns, nil)
-	}
-	// Free slots are handed out lowest first.
-	l.free = l.free[:0]
-	for i := len(l.conns) - 1; i >= 0; i-- {
-		if c := l.conns[i]; c == nil || c.state == stateUnused {
-			l.free = append(l.free, int32(i))
-		}
 	}
 }
 
@@ -449,7 +455,7 @@ func (l *Loop) Conn(i int) config.ConnState {
 func (l *Loop) Conns() config.ConnTable {
 	var t config.ConnTable
 	l.do(func() {
-		t.Max, t.Used, t.Last = len(l.conns), l.used, l.last
+		t.Max, t.Used, t.Last = len(l.conns), int(l.slots.used.Load()), int(l.slots.last.Load())
 		for _, c := range l.conns {
 			if c != nil && c.state != stateUnused {
 				t.Conns = append(t.Conns, c.report())

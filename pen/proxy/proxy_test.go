@@ -17,10 +17,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pen-lb/pen-appliance/pen/internal/balance"
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/diag"
-	"github.com/pen-lb/pen-appliance/internal/testenv"
+	"github.com/pen-lb/pen-appliance/pen/internal/balance"
 )
 
 // harness runs a loop configured by command lines.

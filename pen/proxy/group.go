@@ -1,0 +1,410 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"slices"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/diag"
+	"github.com/pen-lb/pen-appliance/pen/internal/balance"
+)
+
+// MaxLoops bounds the loops command.
+const MaxLoops = config.MaxLoops
+
+// Group is the data path on several cores: one Loop per core (the loops
+// command; by default as many as the machine has CPUs), each with a
+// listener of its own bound to the same address with SO_REUSEPORT, so that
+// the kernel spreads new clients over the loops and a loop never takes a
+// lock to accept or to move bytes. A loop serves every connection it
+// accepted until it ends.
+//
+// What the loops share has one owner each: the balancer (balance.Table:
+// server choice, client tracking, round-robin order, max/hard, blacklist
+// and the counts behind servers and /metrics), the slot numbers and
+// conn_max (slots: a lock-free bitmap), and the counters in Stats (each
+// loop's own, summed when read). Idlers are held by the first loop only. A
+// unix socket listener cannot be shared with SO_REUSEPORT: the first loop
+// serves it alone.
+//
+// One pen refuses a port that another process holds, as it does with one
+// loop: before binding its own listeners with SO_REUSEPORT, the group
+// binds the address once without it, which fails when anyone else holds
+// the port (with or without SO_REUSEPORT), and closes that probe.
+//
+// Fewer loops at run time: the loops beyond the number close their
+// listeners and serve their connections until these end; more loops: new
+// ones start, and every listener is bound again.
+type Group struct {
+	tb    *balance.Table
+	log   *diag.Logger
+	slots *slots
+
+	mu        sync.Mutex
+	loops     []*Loop // every loop made; the first `listening` hold a listener
+	listening int
+	spec      config.Listen // what the listeners are bound to, if listening > 0
+	udp       bool
+	running   bool
+	stopped   bool
+	wg        sync.WaitGroup
+	ended     chan struct{} // closed when the first loop's Run returns
+	endOnce   sync.Once
+	err       error // the first loop error, under mu
+}
+
+// NewGroup makes a group with one loop; Configure adds the others.
+func NewGroup(tb *balance.Table, log *diag.Logger) (*Group, error) {
+	g := &Group{tb: tb, log: log, slots: new(slots), ended: make(chan struct{})}
+	l, err := makeLoop(tb, log, g.slots)
+	if err != nil {
+		return nil, err
+	}
+	g.loops = []*Loop{l}
+	return g, nil
+}
+
+// loopsFor is the number of loops s asks for.
+func loopsFor(s Settings) int {
+	if s.Loops > 0 {
+		return min(s.Loops, MaxLoops)
+	}
+	return min(runtime.NumCPU(), MaxLoops)
+}
+
+// Configure applies s to every loop and, when listen is not nil, binds
+// the listeners to it (nil keeps the current address). A bind error
+// leaves the listeners as they were.
+func (g *Group) Configure(s Settings, listen *config.Listen, backlog int) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := loopsFor(s)
+	spec, udp, have := g.spec, g.udp, g.listening > 0
+	if listen != nil {
+		spec, udp, have = *listen, s.UDP, true
+	}
+	nl := 0
+	if have {
+		nl = n
+		if spec.Path != "" {
+			nl = 1
+		}
+	}
+	if listen == nil && have && udp != s.UDP {
+		return errors.New("changing between TCP and UDP needs a new listener")
+	}
+	for len(g.loops) < n {
+		l, err := makeLoop(g.tb, g.log, g.slots)
+		if err != nil {
+			return err
+		}
+		g.loops = append(g.loops, l)
+		if g.running {
+			g.start(l)
+		}
+	}
+	var fds []int
+	rebind := listen != nil || nl != g.listening
+	if rebind && nl > 0 {
+		if listen == nil && spec.Path == "" {
+			// The same address, with the port it got if it asked for 0.
+			if a := g.loops[0].boundAddrSafe(); a.IsValid() {
+				spec.Addr = a
+			}
+		}
+		var err error
+		fds, err = openListeners(spec, s.UDP, backlog, s.NoDelay, nl)
+		if errors.Is(err, unix.EADDRINUSE) && g.listening > 0 && g.ownsPort(spec) {
+			fds, err = g.rebindOwn(spec, s, backlog, nl)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	var first error
+	for i, l := range g.loops {
+		ls := s
+		if i > 0 {
+			ls.Idlers = 0 // the first loop holds them
+		}
+		if i >= n {
+			ls.Idlers = 0
+		}
+		fd, sp := -1, (*config.Listen)(nil)
+		if rebind && i < nl {
+			fd, sp = fds[i], &spec
+		}
+		if err := l.install(ls, fd, sp, backlog); err != nil && first == nil {
+			first = err
+		}
+		if rebind && i >= nl {
+			l.CloseListener()
+		}
+	}
+	if rebind {
+		g.listening, g.spec, g.udp = nl, spec, s.UDP
+	}
+	return first
+}
+
+// ownsPort reports whether the group's own listeners hold spec's port (a
+// new address on the same port, which only one set of sockets may hold).
+func (g *Group) ownsPort(spec config.Listen) bool {
+	old := g.spec
+	if old.Path != "" || spec.Path != "" {
+		return old.Path != "" && old.Path == spec.Path
+	}
+	a := g.loops[0].boundAddrSafe()
+	return a.IsValid() && a.Port() == spec.Addr.Port()
+}
+
+// rebindOwn closes the group's listeners to bind spec; if it still cannot
+// be bound, the old address is bound again. Under g.mu.
+func (g *Group) rebindOwn(spec config.Listen, s Settings, backlog, nl int) ([]int, error) {
+	old, oldN, oldUDP := g.spec, g.listening, g.udp
+	if old.Path == "" {
+		old.Addr = g.loops[0].boundAddrSafe()
+	}
+	var oldNoDelay bool
+	var oldBacklog int
+	g.loops[0].do(func() { oldNoDelay, oldBacklog = g.loops[0].set.NoDelay, g.loops[0].lbacklog })
+	for _, l := range g.loops[:oldN] {
+		l.CloseListener()
+	}
+	g.listening = 0
+	fds, err := openListeners(spec, s.UDP, backlog, s.NoDelay, nl)
+	if err == nil {
+		return fds, nil
+	}
+	back, berr := openListeners(old, oldUDP, oldBacklog, oldNoDelay, oldN)
+	if berr == nil {
+		for i, fd := range back {
+			l := g.loops[i]
+			l.do(func() {
+				if eerr := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: 0, Fd: tokListener}); eerr != nil {
+					unix.Close(fd)
+					berr = eerr
+					return
+				}
+				l.swapListener(fd, old)
+				l.armListener()
+			})
+		}
+		g.listening = oldN
+	}
+	if berr != nil {
+		g.log.Printf("listener %s closed to make room for %s, and it cannot be opened again: %v", old, spec, berr)
+	}
+	return nil, err
+}
+
+// openListeners binds n listeners to spec: with one, exactly as Pen does;
+// with more, after a probe without SO_REUSEPORT has found the address
+// free, each with SO_REUSEPORT.
+func openListeners(spec config.Listen, udp bool, backlog int, nodelay bool, n int) ([]int, error) {
+	if n <= 1 || spec.Path != "" {
+		fd, err := openListener(spec, udp, backlog, nodelay)
+		if err != nil {
+			return nil, err
+		}
+		return []int{fd}, nil
+	}
+	probe, err := openListenerOpt(spec, udp, backlog, nodelay, bindOnly)
+	if err != nil {
+		return nil, err
+	}
+	sa, err := unix.Getsockname(probe)
+	unix.Close(probe)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: getsockname: %w", spec.Addr, err)
+	}
+	if a := addrOf(sa); a.IsValid() {
+		spec.Addr = netip.AddrPortFrom(spec.Addr.Addr(), a.Port())
+	}
+	fds := make([]int, 0, n)
+	for range n {
+		fd, err := openListenerOpt(spec, udp, backlog, nodelay, reusePort)
+		if err != nil {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			return nil, err
+		}
+		fds = append(fds, fd)
+	}
+	return fds, nil
+}
+
+func addrOf(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// boundAddrSafe is boundAddr from any goroutine.
+func (l *Loop) boundAddrSafe() netip.AddrPort {
+	var a netip.AddrPort
+	l.do(func() {
+		if l.lfd >= 0 && l.lspec.Path == "" {
+			a = l.boundAddr()
+		}
+	})
+	return a
+}
+
+// CloseListener closes every listener (no listen address configured).
+func (g *Group) CloseListener() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, l := range g.loops {
+		l.CloseListener()
+	}
+	g.listening = 0
+}
+
+// start runs l on a goroutine of its own. Under g.mu.
+func (g *Group) start(l *Loop) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		err := l.Run()
+		g.mu.Lock()
+		if err != nil && g.err == nil {
+			g.err = err
+		}
+		g.mu.Unlock()
+		g.endOnce.Do(func() { close(g.ended) })
+	}()
+}
+
+// Run serves until Stop, or until a loop fails; then every loop stops.
+// It returns once every connection is closed.
+func (g *Group) Run() error {
+	g.mu.Lock()
+	if g.stopped || g.running {
+		g.mu.Unlock()
+		return nil
+	}
+	g.running = true
+	for _, l := range g.loops {
+		g.start(l)
+	}
+	g.mu.Unlock()
+	<-g.ended
+	g.Stop()
+	g.wg.Wait()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
+// Stop closes every listener and connection and ends Run.
+func (g *Group) Stop() {
+	g.mu.Lock()
+	g.stopped = true
+	loops := g.loops
+	g.mu.Unlock()
+	for _, l := range loops {
+		l.Stop()
+	}
+}
+
+// Loops is the number of loops serving (draining ones included).
+func (g *Group) Loops() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.loops)
+}
+
+func (g *Group) all() []*Loop {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.loops
+}
+
+// Stats sums the loops' counters; safe from any goroutine.
+func (g *Group) Stats() Stats {
+	var s Stats
+	for _, l := range g.all() {
+		ls := l.Stats()
+		s.Accepted += ls.Accepted
+		s.Active += ls.Active
+		s.RefusedFull += ls.RefusedFull
+		s.RefusedNoServer += ls.RefusedNoServer
+		s.RefusedACL += ls.RefusedACL
+		s.Pending += ls.Pending
+	}
+	return s
+}
+
+// Conn reports connection slot i, whichever loop serves it.
+func (g *Group) Conn(i int) config.ConnState {
+	var st config.ConnState
+	for n, l := range g.all() {
+		c := l.Conn(i)
+		if n == 0 || c.State != stateUnused {
+			st = c
+		}
+		if c.State != stateUnused {
+			break
+		}
+	}
+	return st
+}
+
+// Conns reports the connection table of every loop, by slot.
+func (g *Group) Conns() config.ConnTable {
+	var t config.ConnTable
+	for n, l := range g.all() {
+		lt := l.Conns()
+		if n == 0 {
+			t = lt
+			continue
+		}
+		t.Max = max(t.Max, lt.Max)
+		t.Conns = append(t.Conns, lt.Conns...)
+	}
+	t.Used = int(g.slots.used.Load())
+	t.Last = int(g.slots.last.Load())
+	slices.SortFunc(t.Conns, func(a, b config.ConnState) int { return a.Slot - b.Slot })
+	return t
+}
+
+// CloseConn closes connection slot i (the close command).
+func (g *Group) CloseConn(i int) {
+	for _, l := range g.all() {
+		l.CloseConn(i)
+	}
+}
+
+// SocketConn returns the slot that owns fd, or -1 (the socket command).
+func (g *Group) SocketConn(fd int) int {
+	for _, l := range g.all() {
+		if r := l.SocketConn(fd); r >= 0 {
+			return r
+		}
+	}
+	return -1
+}
+
+// Idlers is the number of idle upstream connections held.
+func (g *Group) Idlers() int {
+	n := 0
+	for _, l := range g.all() {
+		n += l.Idlers()
+	}
+	return n
+}
+
+// ListenAddr is the bound listener address.
+func (g *Group) ListenAddr() string { return g.all()[0].ListenAddr() }
