@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash"
 	"hash/crc32"
-	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -30,8 +29,7 @@ type fakeDevice struct {
 	hostname string
 	model    string
 	kernel   string
-	build    string // BuildTimestamp now
-	version  string
+	build    string            // BuildTimestamp now
 	written  map[string][]byte // dest → bytes received
 	log      []string          // "METHOD path" of every request
 	switched bool
@@ -53,7 +51,6 @@ func newFakeDevice(t *testing.T) *fakeDevice {
 		model:    "QEMU Standard PC (Q35 + ICH9, 2009)",
 		kernel:   "Linux 7.1.2 (x86_64)",
 		build:    "2026-01-01T00:00:00Z",
-		version:  "v1",
 		written:  make(map[string][]byte),
 		missing:  make(map[string]string),
 	}
@@ -135,9 +132,6 @@ func (d *fakeDevice) serve(w http.ResponseWriter, r *http.Request) {
 		if d.onReboot != nil {
 			d.onReboot(d)
 		}
-	case "/status":
-		fmt.Fprintf(w, "<!DOCTYPE html><html><pre>%s</pre></html>", html.EscapeString(
-			"path\tgithub.com/pen-lb/pen-appliance/pen/cmd/pen\nbuild\t-ldflags=\"-X main.buildTimestamp="+d.build+" -X github.com/pen-lb/pen-appliance/pen/version.Version="+d.version+"\""))
 	case "/":
 		if !strings.Contains(r.Header.Get("Accept"), "application/json") {
 			io.WriteString(w, "<!DOCTYPE html><html>status</html>")

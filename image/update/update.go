@@ -27,11 +27,9 @@ import (
 	"fmt"
 	"hash"
 	"hash/crc32"
-	"html"
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -295,30 +293,6 @@ func (t *Target) Status(ctx context.Context) (*Status, error) {
 	return &st, nil
 }
 
-var versionRE = regexp.MustCompile(`pen/version\.Version=([^\s"'&<]+)`)
-
-// PenVersion returns pen's version on the device, as the build recorded
-// it in /user/pen (gokrazy's service status page shows the binary's build
-// information), or an error when the page does not say.
-func (t *Target) PenVersion(ctx context.Context) (string, error) {
-	req, err := t.request(ctx, http.MethodGet, "/status?path=/user/pen", nil)
-	if err != nil {
-		return "", err
-	}
-	code, body, err := t.do(req, 4<<20)
-	if err != nil {
-		return "", err
-	}
-	if code != http.StatusOK {
-		return "", fmt.Errorf("GET /status?path=/user/pen: HTTP %d", code)
-	}
-	m := versionRE.FindSubmatch([]byte(html.UnescapeString(string(body))))
-	if m == nil {
-		return "", errors.New("the status page of /user/pen shows no version")
-	}
-	return string(m[1]), nil
-}
-
 // Image is what an update sends, with what identifies the build.
 type Image struct {
 	// Root, Boot and MBR are the contents of the root file system, the
@@ -332,7 +306,8 @@ type Image struct {
 	BoardModels []string
 	// BuildTimestamp is the build time the new build's status will report.
 	BuildTimestamp string
-	// Version is pen's version in the image.
+	// Version is pen's version in the image: the version the device
+	// runs once it reports BuildTimestamp.
 	Version string
 }
 
@@ -366,9 +341,10 @@ type Result struct {
 	// Before and After are the device's status before the update and
 	// once it answered again.
 	Before, After *Status
-	// OldVersion and NewVersion are pen's version before and after, when
-	// the device said.
-	OldVersion, NewVersion string
+	// Version is pen's version the device runs after the update: the
+	// image's when it came back with the new build, "" otherwise (the
+	// device does not report pen's version).
+	Version string
 	// Uploaded is the time taken by the uploads, Rebooted the time from
 	// the reboot request to the new build answering.
 	Uploaded, Rebooted time.Duration
@@ -430,8 +406,7 @@ func Update(ctx context.Context, t *Target, img *Image, opts Options) (*Result, 
 	if before.BuildTimestamp == img.BuildTimestamp {
 		return nil, fmt.Errorf("the appliance already runs this build (%s)", img.BuildTimestamp)
 	}
-	res.OldVersion, _ = t.PenVersion(ctx)
-	fmt.Fprintf(out, "appliance %s at %s: %s, build %s, pen %s\n", before.Hostname, t, before.Model, before.BuildTimestamp, orUnknown(res.OldVersion))
+	fmt.Fprintf(out, "appliance %s at %s: %s, %s, build %s\n", before.Hostname, t, before.Model, before.Kernel, before.BuildTimestamp)
 
 	started := time.Now()
 	upload := func(dest string, r io.Reader, size int64) error {
@@ -468,21 +443,14 @@ func Update(ctx context.Context, t *Target, img *Image, opts Options) (*Result, 
 	}
 	after, err := wait(ctx, t, before.BuildTimestamp, img.BuildTimestamp, opts, out)
 	res.Rebooted = time.Since(rebooted)
-	if after != nil {
-		res.After = after
-		res.NewVersion, _ = t.PenVersion(ctx)
+	res.After = after
+	if after != nil && after.BuildTimestamp == img.BuildTimestamp {
+		res.Version = img.Version
 	}
 	if err != nil {
 		return res, err
 	}
 	return res, nil
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "(version unknown)"
-	}
-	return s
 }
 
 // wait polls the device's status until it answers with the new build

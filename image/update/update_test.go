@@ -14,14 +14,14 @@ var fastOptions = Options{Poll: 20 * time.Millisecond, Timeout: 10 * time.Second
 
 // rebootInto makes the fake device go down shortly after /reboot and come
 // back with build and version.
-func rebootInto(build, version string) func(d *fakeDevice) {
+func rebootInto(build string) func(d *fakeDevice) {
 	return func(d *fakeDevice) {
 		go func() {
 			time.Sleep(30 * time.Millisecond)
 			d.down.Store(true)
 			time.Sleep(100 * time.Millisecond)
 			d.mu.Lock()
-			d.build, d.version = build, version
+			d.build = build
 			d.mu.Unlock()
 			d.down.Store(false)
 		}()
@@ -43,7 +43,7 @@ func newTarget(t *testing.T, d *fakeDevice) *Target {
 func TestUpdate(t *testing.T) {
 	d := newFakeDevice(t)
 	img := testImage()
-	d.onReboot = rebootInto(img.BuildTimestamp, "v2")
+	d.onReboot = rebootInto(img.BuildTimestamp)
 	tg := newTarget(t, d)
 	if !tg.Supports(FeatureUpdateHash) || !tg.Supports(FeatureGPT) || !tg.Supports(FeaturePARTUUID) {
 		t.Fatalf("features %v", tg.Features())
@@ -57,7 +57,7 @@ func TestUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Update: %v\n%s", err, out.String())
 	}
-	if res.OldVersion != "v1" || res.NewVersion != "v2" || res.After.BuildTimestamp != img.BuildTimestamp {
+	if res.Version != "v2" || res.Before.BuildTimestamp != "2026-01-01T00:00:00Z" || res.After.BuildTimestamp != img.BuildTimestamp {
 		t.Errorf("result %+v, after %+v", res, res.After)
 	}
 	for dest, want := range map[string][]byte{"root": root, "boot": boot, "mbr": mbr} {
@@ -136,7 +136,7 @@ func TestNotImplemented(t *testing.T) {
 		d := newFakeDevice(t)
 		img := testImage()
 		d.missing["mbr"] = "404"
-		d.onReboot = rebootInto(img.BuildTimestamp, "v2")
+		d.onReboot = rebootInto(img.BuildTimestamp)
 		var out bytes.Buffer
 		opts := fastOptions
 		opts.Progress = &out
@@ -226,10 +226,10 @@ func TestRefusals(t *testing.T) {
 func TestRollback(t *testing.T) {
 	t.Run("at once", func(t *testing.T) {
 		d := newFakeDevice(t)
-		d.onReboot = rebootInto(d.build, "v1")
+		d.onReboot = rebootInto(d.build)
 		res, err := Update(context.Background(), newTarget(t, d), testImage(), fastOptions)
-		if !errors.Is(err, ErrRolledBack) || res == nil || res.NewVersion != "v1" {
-			t.Fatalf("Update: %v, %+v; want ErrRolledBack, v1", err, res)
+		if !errors.Is(err, ErrRolledBack) || res == nil || res.Version != "" || res.After.BuildTimestamp != res.Before.BuildTimestamp {
+			t.Fatalf("Update: %v, %+v; want ErrRolledBack and the old build", err, res)
 		}
 	})
 	t.Run("during the trial", func(t *testing.T) {
@@ -237,13 +237,13 @@ func TestRollback(t *testing.T) {
 		img := testImage()
 		old := d.build
 		d.onReboot = func(d *fakeDevice) {
-			rebootInto(img.BuildTimestamp, "v2")(d)
+			rebootInto(img.BuildTimestamp)(d)
 			go func() {
 				time.Sleep(400 * time.Millisecond)
 				d.down.Store(true)
 				time.Sleep(100 * time.Millisecond)
 				d.mu.Lock()
-				d.build, d.version = old, "v1"
+				d.build = old
 				d.mu.Unlock()
 				d.down.Store(false)
 			}()

@@ -119,24 +119,17 @@ func updateCmd(args []string, stdout, stderr io.Writer) error {
 		},
 	})
 	if errors.Is(err, update.ErrRolledBack) {
-		fmt.Fprintf(stdout, "rolled back: %s runs its old build %s (pen %s) again; the new build %s did not pass its trial boot\n",
-			t, res.After.BuildTimestamp, orUnknown(res.NewVersion), img.BuildTimestamp)
+		fmt.Fprintf(stdout, "rolled back: %s runs its old build %s again; the new build %s (pen %s) did not pass its trial boot\n",
+			t, res.After.BuildTimestamp, img.BuildTimestamp, img.Version)
 		return errSilent
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "updated %s in %.0fs (uploads %.0fs, reboot %.0fs): it runs pen %s, build %s (was pen %s, build %s)\n",
+	fmt.Fprintf(stdout, "updated %s in %.0fs (uploads %.0fs, reboot and watch %.0fs): it runs pen %s, build %s (was build %s)\n",
 		t, (res.Uploaded + res.Rebooted).Seconds(), res.Uploaded.Seconds(), res.Rebooted.Seconds(),
-		orUnknown(res.NewVersion), res.After.BuildTimestamp, orUnknown(res.OldVersion), res.Before.BuildTimestamp)
+		res.Version, res.After.BuildTimestamp, res.Before.BuildTimestamp)
 	return nil
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "(version unknown)"
-	}
-	return s
 }
 
 // readPassword reads the update API's password from file, or from
