@@ -134,6 +134,17 @@ func ReadCmdline(r io.ReaderAt) ([]byte, error) {
 	return f.readFile(CmdlineFile)
 }
 
+// HasLoaderEntry reports whether the boot file system in r has
+// loader/entries/gokrazy.conf (the board boots by UEFI).
+func HasLoaderEntry(r io.ReaderAt) bool {
+	f, err := newBootFS(r)
+	if err != nil {
+		return false
+	}
+	_, _, err = f.extent(LoaderEntry)
+	return err == nil
+}
+
 // device is a boot partition open for reading and writing.
 type device interface {
 	io.ReaderAt

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pen-lb/pen-appliance/appliance/firmware/firmwaretest"
 )
 
 const guid = "60c24cc1-f3f9-427a-8199-1a2b3c4d0001"
@@ -126,8 +128,8 @@ func TestBegin(t *testing.T) {
 	if rb.Good != v1 || rb.Trial != nil || rb.Rollbacks != 1 || rb.LastUpdate.Result != ResultRolledBack || rb.LastUpdate.Reason != "pen never answered" {
 		t.Errorf("RolledBack: %+v %+v", rb, rb.LastUpdate)
 	}
-	if st, a, _ := Begin(rb, v1, now, 3); a != Run || st.Rollbacks != 1 || st.LastUpdate.Result != ResultRolledBack {
-		t.Errorf("boot after the rollback: %v, %+v", a, st)
+	if st, a, note := Begin(rb, v1, now, 3); a != Run || st.Rollbacks != 1 || st.LastUpdate.Result != ResultRolledBack || !strings.Contains(note, "was rolled back") {
+		t.Errorf("boot after the rollback: %v, %+v, %q", a, st, note)
 	}
 
 	// A power cut after root= was rewritten but before the rollback was
@@ -171,45 +173,8 @@ func TestStateFile(t *testing.T) {
 	}
 }
 
-// bootImage is a FAT16 boot file system as the image builder writes it,
-// small: one FAT, 2 KiB clusters, cmdline.txt and
-// loader/entries/gokrazy.conf (unless noEntry).
 func bootImage(t *testing.T, line string, noEntry bool) []byte {
-	t.Helper()
-	const (
-		sector, perCluster, reserved, fatSectors, rootEntries = 512, 4, 4, 4, 16
-		cluster                                               = sector * perCluster
-	)
-	rootDir := (reserved + fatSectors) * sector
-	data := rootDir + rootEntries*32
-	img := make([]byte, data+8*cluster)
-	le := binary.LittleEndian
-	copy(img[0:], []byte{0xeb, 0x3c, 0x90})
-	le.PutUint16(img[11:], sector)
-	img[13] = perCluster
-	le.PutUint16(img[14:], reserved)
-	img[16] = 1
-	le.PutUint16(img[17:], rootEntries)
-	le.PutUint16(img[22:], fatSectors)
-	entry := func(dir, i int, name string, attr byte, cl int, size int) {
-		e := img[dir+i*32:]
-		copy(e[0:11], name)
-		e[11] = attr
-		le.PutUint16(e[26:], uint16(cl))
-		le.PutUint32(e[28:], uint32(size))
-	}
-	at := func(cl int) int { return data + (cl-2)*cluster }
-	loader := "title pen appliance\nlinux /vmlinuz\noptions " + line
-	entry(rootDir, 0, "PENBOOT    ", 0x08, 0, 0)
-	entry(rootDir, 1, "CMDLINE TXT", 0x01, 2, len(line))
-	copy(img[at(2):], line)
-	if !noEntry {
-		entry(rootDir, 2, "loader     ", 0x10, 3, 0)
-		entry(at(3), 0, "entries    ", 0x10, 4, 0)
-		entry(at(4), 0, "GOKRAZ~1CON", 0x01, 5, len(loader))
-		copy(img[at(5):], loader)
-	}
-	return img
+	return firmwaretest.BootFS(line, !noEntry)
 }
 
 // memDevice is a boot partition in memory.

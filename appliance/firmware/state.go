@@ -183,6 +183,9 @@ func Begin(st State, running Build, now time.Time, maxBoots int) (next State, a 
 				fmt.Sprintf("the boot returned to %v before the trial of %v ended (after %d boots of it)", running, t.Build, t.Boots))
 			return next, Run, "rolled back: " + next.LastUpdate.Reason
 		}
+		if u := st.LastUpdate; u != nil && u.Result == ResultRolledBack && u.From.Same(running) {
+			return next, Run, fmt.Sprintf("running the good build %v; the update to %v was rolled back at %s: %s", running, u.To, u.Finished.UTC().Format(time.RFC3339), u.Reason)
+		}
 		return next, Run, fmt.Sprintf("running the good build %v", running)
 	}
 	if st.Good.Root != OtherRoot(running.Root) {
