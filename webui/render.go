@@ -19,7 +19,7 @@ var assets embed.FS
 
 // pageNames are the templates in assets/templates, each rendered inside
 // layout.html.
-var pageNames = []string{"login", "dashboard", "servers", "acls", "settings", "config"}
+var pageNames = []string{"login", "dashboard", "servers", "acls", "settings", "config", "firmware", "rebooting"}
 
 var funcs = template.FuncMap{
 	"bytes":    humanBytes,

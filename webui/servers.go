@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pen-lb/pen-appliance/appliance/firmware"
 	"github.com/pen-lb/pen-appliance/pen/acl"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/metrics"
@@ -133,6 +134,8 @@ type dashData struct {
 	ConfigFile string
 	AutoWrite  bool
 	Now        time.Time
+	// Rollback is the last firmware update if the appliance rolled it back.
+	Rollback *firmware.Update
 }
 
 func (s *Server) dashData() dashData {
@@ -148,6 +151,7 @@ func (s *Server) dashData() dashData {
 		d.Tracked = s.state.TrackedClients()
 	}
 	d.Servers, d.Special = s.rows(c)
+	d.Rollback = s.rollback()
 	return d
 }
 

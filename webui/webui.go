@@ -110,6 +110,8 @@ type Server struct {
 	sampler  *Sampler
 	lst      *listeners
 
+	fw *Firmware // nil unless pen runs on an appliance
+
 	applyMu sync.Mutex // one change from the UI at a time
 	bcrypt  chan struct{}
 
@@ -138,6 +140,12 @@ func New(o Options) *Server {
 		logins:   newLimiter(time.Second, time.Minute),
 		bcrypt:   make(chan struct{}, 2),
 		now:      time.Now,
+		fw:       applianceFirmware(),
+	}
+	if o.Gatherer != nil && s.fw != nil {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(firmwareCollector{s.fw})
+		o.Gatherer = prometheus.Gatherers{o.Gatherer, reg}
 	}
 	if o.Gatherer != nil {
 		s.metrics = promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{ErrorLog: promLog{log}})
@@ -188,6 +196,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /config/download", s.page(s.configDownload))
 	mux.HandleFunc("POST /config/upload", s.action(maxUpload+maxForm, s.configUpload))
 	mux.HandleFunc("POST /config/write", s.action(maxForm, s.configWrite))
+	mux.HandleFunc("GET /firmware", s.page(s.firmwarePage))
+	mux.HandleFunc("POST /firmware/upload", s.firmwareUpload)
+	mux.HandleFunc("POST /firmware/reboot", s.action(maxForm, s.firmwareReboot))
 	mux.HandleFunc("GET /api/state", s.api(s.apiState))
 	mux.HandleFunc("GET /api/samples", s.api(s.apiSamples))
 	return s.guard(mux)
