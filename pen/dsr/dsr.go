@@ -72,6 +72,9 @@ type Config struct {
 	// apart, make the backend count as failed.
 	ARPRefresh time.Duration
 	Logger     *slog.Logger // nil: discard
+	// NoFastPath keeps all forwarding in user space, on the AF_PACKET
+	// socket, even where the kernel would run the fast path.
+	NoFastPath bool
 }
 
 // Frames per batch and the size of a receive buffer: the virtio header
@@ -91,6 +94,7 @@ type DSR struct {
 	ownIP  netip.Addr // the interface's first IPv4 address, or 0.0.0.0
 	own    map[netip.Addr]bool
 	conn   *batchConn
+	fast   *fastPath // nil: user space forwards the VIP's frames
 	log    *slog.Logger
 	neigh  *neighbours
 	now    func() time.Time
@@ -155,11 +159,20 @@ func New(cfg Config) (*DSR, error) {
 	}
 	d := newDSR(cfg, ifi.Name, [6]byte(ifi.HardwareAddr), own)
 	d.ifi = ifi
-	prog, err := filter(cfg.VIP, cfg.Tarpit != nil)
-	if err != nil {
-		return nil, fmt.Errorf("dsr filter: %w", err)
+	if cfg.VIP.IsValid() && !cfg.NoFastPath {
+		if d.fast, err = newFastPath(ifi, cfg, d.mac); err != nil {
+			d.log.Warn("forwarding in user space: the kernel has no fast path", "op", "fastpath", "error", err)
+			d.fast = nil
+		}
 	}
-	if d.conn, err = listen(ifi, prog); err != nil {
+	prog, err := filter(cfg.VIP, cfg.Tarpit != nil, d.fast != nil)
+	if err == nil {
+		d.conn, err = listen(ifi, prog)
+	}
+	if err != nil {
+		if d.fast != nil {
+			d.fast.Close()
+		}
 		return nil, err
 	}
 	return d, nil
@@ -223,6 +236,9 @@ func (d *DSR) Run(ctx context.Context) error {
 		d.conn.Close()
 	}
 	wg.Wait()
+	if d.fast != nil {
+		d.fast.Close()
+	}
 	return err
 }
 
@@ -349,12 +365,18 @@ func (d *DSR) update(s Servers) {
 		k := serverKey{c.index, c.addr}
 		ctr := d.counters[k]
 		if ctr == nil {
-			ctr = &serverCounters{}
+			ctr = &serverCounters{slot: uint8(min(len(d.counters), fastCounters-1))}
 			d.counters[k] = ctr
 		}
 		cands[i] = candidate{id: serverID(c.addr), weight: c.weight, target: &target{index: c.index, addr: c.addr, mac: c.mac, ctr: ctr}}
 	}
-	d.table.Store(buildLookup(cands))
+	l := buildLookup(cands)
+	d.table.Store(l)
+	if d.fast != nil {
+		if err := d.fast.load(l); err != nil {
+			d.log.Error("fast path table not updated", "op", "rebuild", "error", err)
+		}
+	}
 	if sig == nil {
 		sig = []candidateSig{}
 	}

@@ -389,7 +389,7 @@ func TestTarpit(t *testing.T) {
 // The socket filter passes ARP, the VIP and SYNs (when tarpitting), and
 // nothing else.
 func TestFilter(t *testing.T) {
-	prog, err := filter(vip, true)
+	prog, err := filter(vip, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +403,7 @@ func TestFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	noTarpit, _ := filter(vip, false)
+	noTarpit, _ := filter(vip, false, false)
 	var insns2 []bpf.Instruction
 	for _, r := range noTarpit {
 		insns2 = append(insns2, r.Disassemble())
@@ -444,6 +444,38 @@ func TestFilter(t *testing.T) {
 		n, _ = vm2.Run(c.f)
 		if (n > 0) != c.want2 {
 			t.Errorf("%s without tarpit: passed %v, want %v", name, n > 0, c.want2)
+		}
+	}
+}
+
+// With the fast path, the socket sees of the VIP's frames only the
+// fragments the kernel program cannot place.
+func TestFilterWithFastPath(t *testing.T) {
+	prog, err := filter(vip, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var insns []bpf.Instruction
+	for _, r := range prog {
+		insns = append(insns, r.Disassemble())
+	}
+	vm, err := bpf.NewVM(insns[3:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	frag := tcpFrame(penMAC, clientMAC, clientIP, vip, 1, 2, tcpACK, nil, nil)
+	binary.BigEndian.PutUint16(frag[20:22], 10)
+	for name, c := range map[string]struct {
+		f    []byte
+		want bool
+	}{
+		"arp":          {arpRequest(make([]byte, arpFrameLen), clientMAC, clientIP, vip), true},
+		"vip tcp":      {tcpFrame(penMAC, clientMAC, clientIP, vip, 1, 80, tcpACK, nil, nil), false},
+		"vip fragment": {frag, true},
+		"syn other":    {tcpFrame(penMAC, clientMAC, clientIP, b1IP, 1, 2, tcpSYN, nil, nil), false},
+	} {
+		if n, _ := vm.Run(c.f); (n > 0) != c.want {
+			t.Errorf("%s: passed %v, want %v", name, n > 0, c.want)
 		}
 	}
 }

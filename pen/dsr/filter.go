@@ -19,21 +19,27 @@ const (
 // tarpit is set, TCP SYNs without ACK (the only frames to a tarpitted
 // address that get an answer; everything else to it is dropped anyway).
 // Frames the host sends and frames for other hosts' MACs never reach user
-// space. An invalid vip leaves out the VIP's rule (a tarpit alone).
+// space. An invalid vip leaves out the VIP's rule (a tarpit alone). With
+// fastPath, the kernel forwards the VIP's frames itself (fastpath_linux.go)
+// and only the fragments it cannot place come here: the frames packet
+// sockets see are taken before the fast path runs, so passing them all
+// would send them twice.
 //
 // The tarpit's addresses are not in the filter: the access list may hold
 // deny entries, netmasks that are not prefixes and countries, which a
 // filter cannot express; user space decides on the SYNs that pass.
-func filter(vip netip.Addr, tarpit bool) ([]bpf.RawInstruction, error) {
+func filter(vip netip.Addr, tarpit, fastPath bool) ([]bpf.RawInstruction, error) {
 	const (
-		drop   = "drop"
-		accept = "accept"
+		drop    = "drop"
+		accept  = "accept"
+		vipFrag = "vipfrag"
 	)
 	type jump struct {
 		at                  int
 		skipTrue, skipFalse string // labels; "" = the next instruction
 		cond                bpf.JumpTest
 		val                 uint32
+		always              bool // an unconditional jump to skipTrue
 	}
 	var prog []bpf.Instruction
 	var jumps []jump
@@ -53,7 +59,11 @@ func filter(vip netip.Addr, tarpit bool) ([]bpf.RawInstruction, error) {
 	if vip.IsValid() {
 		v := vip.As4()
 		emit(bpf.LoadAbsolute{Off: ethHeaderLen + 16, Size: 4})
-		jumpIf(bpf.JumpEqual, binary.BigEndian.Uint32(v[:]), accept, "")
+		to := accept
+		if fastPath {
+			to = vipFrag
+		}
+		jumpIf(bpf.JumpEqual, binary.BigEndian.Uint32(v[:]), to, "")
 	}
 	if tarpit {
 		emit(bpf.LoadAbsolute{Off: ethHeaderLen + 9, Size: 1})
@@ -64,6 +74,13 @@ func filter(vip netip.Addr, tarpit bool) ([]bpf.RawInstruction, error) {
 		emit(bpf.LoadIndirect{Off: ethHeaderLen + 13, Size: 1})
 		emit(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: tcpSYN | tcpACK | tcpRST | tcpFIN})
 		jumpIf(bpf.JumpEqual, tcpSYN, accept, drop)
+	}
+	if fastPath {
+		jumps = append(jumps, jump{at: len(prog), skipTrue: drop, always: true})
+		emit(nil)
+		labels[vipFrag] = len(prog)
+		emit(bpf.LoadAbsolute{Off: ethHeaderLen + 6, Size: 2})
+		jumpIf(bpf.JumpBitsSet, 0x1fff, accept, drop)
 	}
 	labels[drop] = len(prog)
 	emit(bpf.RetConstant{Val: 0})
@@ -88,6 +105,10 @@ func filter(vip netip.Addr, tarpit bool) ([]bpf.RawInstruction, error) {
 		f, err := skip(j.skipFalse)
 		if err != nil {
 			return nil, err
+		}
+		if j.always {
+			prog[j.at] = bpf.Jump{Skip: uint32(t)}
+			continue
 		}
 		prog[j.at] = bpf.JumpIf{Cond: j.cond, Val: j.val, SkipTrue: t, SkipFalse: f}
 	}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 	"github.com/pen-lb/pen-appliance/pen/internal/netnstest"
 )
 
@@ -237,9 +238,36 @@ func (tp *topo) whoTCP(src string) (name, seen string, err error) {
 	return f[0], f[1], nil
 }
 
+// forwarding is the two ways the VIP's frames are forwarded: by the
+// kernel's fast path, and on the AF_PACKET socket in user space.
+var forwarding = []struct {
+	name       string
+	noFastPath bool
+}{{"fastpath", false}, {"socket", true}}
+
+// checkMode fails the test when the DSR does not forward the way the
+// subtest asks (a kernel without the fast path skips its subtests, or
+// fails them under CI).
+func (tp *topo) checkMode(t *testing.T, noFastPath bool) {
+	t.Helper()
+	if got := tp.dsr.Stats().FastPath; got == noFastPath {
+		if !noFastPath {
+			testenv.Skip(t, "this kernel does not run the fast path (BPF, TCX)")
+		}
+		t.Fatalf("fast path %v, want %v", got, !noFastPath)
+	}
+}
+
 func TestNetnsTCPAndUDPThroughDSR(t *testing.T) {
+	for _, m := range forwarding {
+		t.Run(m.name, func(t *testing.T) { testTCPAndUDP(t, m.noFastPath) })
+	}
+}
+
+func testTCPAndUDP(t *testing.T, noFastPath bool) {
 	tp := newTopo(t, 2)
-	tp.start(t, Config{Port: 80}, 2)
+	tp.start(t, Config{Port: 80, NoFastPath: noFastPath}, 2)
+	tp.checkMode(t, noFastPath)
 	seen := map[string]bool{}
 	for i := range 20 {
 		src := fmt.Sprintf("198.18.4.%d", i+1)
@@ -290,11 +318,12 @@ func TestNetnsTCPAndUDPThroughDSR(t *testing.T) {
 		t.Errorf("50 MB arrived changed: hash %s, want %x", got, want)
 	}
 	s := tp.dsr.Stats()
-	t.Logf("50 MB in %v; %d frames forwarded in %d batches; dropped %v", time.Since(start).Round(time.Millisecond), s.Forwarded, s.Batches, s.Dropped)
+	t.Logf("50 MB in %v; fast path %v; %d frames forwarded, %d read in %d batches; dropped %v", time.Since(start).Round(time.Millisecond), s.FastPath, s.Forwarded, s.Received, s.Batches, s.Dropped)
 
 	// UDP (-U), every port.
 	tu := newTopo(t, 2)
-	tu.start(t, Config{UDP: true}, 2)
+	tu.start(t, Config{UDP: true, NoFastPath: noFastPath}, 2)
+	tu.checkMode(t, noFastPath)
 	for i := range 10 {
 		src := fmt.Sprintf("198.18.5.%d", i+1)
 		tu.client.IP("addr", "add", src+"/16", "dev", "eth0")
@@ -351,12 +380,19 @@ func (tp *topo) placement(t *testing.T, clients []string) map[string]string {
 }
 
 func TestNetnsWeightsBlacklistFailover(t *testing.T) {
+	for _, m := range forwarding {
+		t.Run(m.name, func(t *testing.T) { testWeightsBlacklistFailover(t, m.noFastPath) })
+	}
+}
+
+func testWeightsBlacklistFailover(t *testing.T, noFastPath bool) {
 	tp := newTopo(t, 3)
 	tp.pool = &fakePool{}
 	for i, w := range []int{1, 3, 2} {
 		tp.pool.s.List = append(tp.pool.s.List, Backend{Index: i, Addr: netip.MustParseAddr(backendIP(i)), Weight: w, Up: true})
 	}
-	tp.start(t, Config{Port: 80, ARPRefresh: time.Second}, 3)
+	tp.start(t, Config{Port: 80, ARPRefresh: time.Second, NoFastPath: noFastPath}, 3)
+	tp.checkMode(t, noFastPath)
 	clients := tp.addClients(t, 400)
 	before := tp.placement(t, clients)
 	count := map[string]int{}

@@ -28,6 +28,7 @@ type counters struct {
 type serverCounters struct {
 	frames atomic.Uint64
 	bytes  atomic.Uint64
+	slot   uint8 // the fast path's counter slot (the last is shared)
 }
 
 // Stats is a snapshot of the counters, for /metrics and the dashboard.
@@ -42,6 +43,7 @@ type Stats struct {
 	TarpitSYNs  uint64            // SYNs answered by the tarpit
 	TarpitAddrs uint64            // distinct tarpitted addresses that got SYNs
 	Rebuilds    uint64            // lookup table rebuilds
+	FastPath    bool              // the kernel forwards the VIP's frames (see fastpath_linux.go)
 	Servers     []ServerStats     // every server that was ever in the table
 	Neighbours  []NeighbourState  // servers' MACs as learnt by ARP
 }
@@ -76,13 +78,19 @@ func (d *DSR) Stats() Stats {
 			s.Dropped[r] = n
 		}
 	}
+	var fast [fastCounters]fastCounter
+	if d.fast != nil {
+		s.FastPath = true
+		fast = d.fast.counters()
+	}
 	inTable := map[serverKey][6]byte{}
 	for _, t := range d.table.Load().targets {
 		inTable[serverKey{t.index, t.addr}] = t.mac
 	}
 	d.mu.Lock()
 	for k, c := range d.counters {
-		ss := ServerStats{Index: k.index, Addr: k.addr, Frames: c.frames.Load(), Bytes: c.bytes.Load()}
+		ss := ServerStats{Index: k.index, Addr: k.addr, Frames: c.frames.Load() + fast[c.slot].Frames, Bytes: c.bytes.Load() + fast[c.slot].Bytes}
+		s.Forwarded += fast[c.slot].Frames
 		if mac, ok := inTable[k]; ok {
 			ss.InTable = true
 			ss.MAC = append(net.HardwareAddr(nil), mac[:]...)

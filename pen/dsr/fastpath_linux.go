@@ -1,0 +1,301 @@
+//go:build linux
+
+package dsr
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+)
+
+// The fast path forwards the VIP's frames inside the kernel: a BPF
+// program on the interface's TCX ingress hook finds the server in the
+// same lookup table as user space (copied into a BPF array map, one entry
+// per slot holding the server's MAC), rewrites the Ethernet addresses and
+// redirects the frame out of the interface it came in on. No frame is
+// copied to user space and no thread wakes up per frame: on a machine
+// whose cores are busy with the clients and the servers themselves this
+// is what brings DSR close to a direct connection. The kernel keeps the
+// frame's offload state (partial checksum, GSO) as it is.
+//
+// Everything else stays in user space: ARP, the tarpit, fragments after
+// the first (they carry no ports), and all forwarding when the kernel
+// refuses the program (no BPF, no TCX: kernels before 6.6); then the
+// socket path forwards the VIP's frames as well.
+type fastPath struct {
+	slots *ebpf.Map // slot -> fastEntry
+	ctrs  *ebpf.Map // per-CPU frames and bytes per counter slot
+	prog  *ebpf.Program
+	link  link.Link
+}
+
+// fastEntry is the value of a slot: the server's MAC, its counter slot,
+// and 1 in the last byte when the slot holds a server.
+type fastEntry [8]byte
+
+const fastCounters = 256
+
+// fastCounter is one counter slot of one CPU.
+type fastCounter struct {
+	Frames uint64
+	Bytes  uint64
+}
+
+func newFastPath(ifi *net.Interface, cfg Config, ours [6]byte) (*fastPath, error) {
+	fp, err := loadFastPath(ifi.Index, cfg, ours)
+	if err != nil {
+		return nil, err
+	}
+	if fp.link, err = link.AttachTCX(link.TCXOptions{Interface: ifi.Index, Program: fp.prog, Attach: ebpf.AttachTCXIngress}); err != nil {
+		fp.Close()
+		return nil, fmt.Errorf("attaching the forwarding program to %s: %w", ifi.Name, err)
+	}
+	return fp, nil
+}
+
+// loadFastPath loads the program and its maps without attaching them.
+func loadFastPath(ifindex int, cfg Config, ours [6]byte) (*fastPath, error) {
+	if !cfg.VIP.IsValid() {
+		return nil, errors.New("no VIP")
+	}
+	slots, err := ebpf.NewMap(&ebpf.MapSpec{Name: "pen_dsr_slots", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: tableSize})
+	if err != nil {
+		return nil, fmt.Errorf("creating the slot map: %w", err)
+	}
+	ctrs, err := ebpf.NewMap(&ebpf.MapSpec{Name: "pen_dsr_ctrs", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16, MaxEntries: fastCounters})
+	if err != nil {
+		slots.Close()
+		return nil, fmt.Errorf("creating the counter map: %w", err)
+	}
+	fp := &fastPath{slots: slots, ctrs: ctrs}
+	spec := &ebpf.ProgramSpec{
+		Name:         "pen_dsr",
+		Type:         ebpf.SchedCLS,
+		License:      "Apache-2.0",
+		Instructions: fastProgram(ifindex, cfg, ours, slots.FD(), ctrs.FD()),
+	}
+	if fp.prog, err = ebpf.NewProgram(spec); err != nil {
+		fp.Close()
+		return nil, fmt.Errorf("loading the forwarding program: %w", err)
+	}
+	return fp, nil
+}
+
+// Close detaches the program and frees the maps.
+func (fp *fastPath) Close() error {
+	if fp.link != nil {
+		fp.link.Close()
+	}
+	if fp.prog != nil {
+		fp.prog.Close()
+	}
+	fp.ctrs.Close()
+	return fp.slots.Close()
+}
+
+// load copies a lookup table into the kernel.
+func (fp *fastPath) load(l *lookup) error {
+	keys := make([]uint32, tableSize)
+	vals := make([]fastEntry, tableSize)
+	for e := range keys {
+		keys[e] = uint32(e)
+		var t *target
+		switch len(l.targets) {
+		case 0:
+		case 1:
+			t = l.targets[0]
+		default:
+			t = l.targets[l.slots[e]]
+		}
+		if t != nil {
+			copy(vals[e][:6], t.mac[:])
+			vals[e][6] = t.ctr.slot
+			vals[e][7] = 1
+		}
+	}
+	if _, err := fp.slots.BatchUpdate(keys, vals, nil); err == nil {
+		return nil
+	}
+	for e := range keys {
+		if err := fp.slots.Put(keys[e], vals[e]); err != nil {
+			return fmt.Errorf("writing slot %d: %w", e, err)
+		}
+	}
+	return nil
+}
+
+// counters returns the frames and bytes forwarded per counter slot.
+func (fp *fastPath) counters() [fastCounters]fastCounter {
+	var out [fastCounters]fastCounter
+	var per []fastCounter
+	for i := range uint32(fastCounters) {
+		if fp.ctrs.Lookup(i, &per) != nil {
+			continue
+		}
+		for _, c := range per {
+			out[i].Frames += c.Frames
+			out[i].Bytes += c.Bytes
+		}
+	}
+	return out
+}
+
+// fastProgram is the TCX program. Header bytes are copied to the stack
+// with bpf_skb_load_bytes (which works on GSO and non-linear frames
+// alike), placed so that the IPv4 addresses are 4-byte aligned:
+//
+//	fp-50 .. fp-17  Ethernet and IPv4 header (34 bytes)
+//	fp-56 .. fp-53  source and destination port
+//	fp-72 .. fp-61  the new Ethernet addresses
+//	fp-4            map key
+func fastProgram(ifindex int, cfg Config, ours [6]byte, slotsFD, ctrsFD int) asm.Instructions {
+	const (
+		hdr   = -50
+		ports = -56
+		macs  = -72
+		key   = -4
+		pass  = "pass"
+		noctr = "noctr"
+		// TCX_NEXT (TC_ACT_UNSPEC): the frame goes on as if no program
+		// had looked at it.
+		tcxNext = -1
+	)
+	ne := binary.NativeEndian
+	be16 := func(v uint16) int32 {
+		var b [2]byte
+		binary.BigEndian.PutUint16(b[:], v)
+		return int32(ne.Uint16(b[:]))
+	}
+	v := cfg.VIP.As4()
+	vip := int32(ne.Uint32(v[:]))
+	proto := int32(protoTCP)
+	if cfg.UDP {
+		proto = protoUDP
+	}
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		// Ethernet and IPv4 header.
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, hdr),
+		asm.Mov.Imm(asm.R4, ethHeaderLen+ipv4MinHeader),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, pass),
+		asm.LoadMem(asm.R2, asm.R10, hdr+12, asm.Half),
+		asm.JNE.Imm32(asm.R2, be16(etherTypeIPv4), pass),
+		asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen+16, asm.Word),
+		asm.JNE.Imm32(asm.R2, vip, pass),
+		asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen+9, asm.Byte),
+		asm.JNE.Imm32(asm.R2, proto, pass),
+		// Not a fragment after the first.
+		asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen+6, asm.Half),
+		asm.And.Imm32(asm.R2, be16(0x1fff)),
+		asm.JNE.Imm32(asm.R2, 0, pass),
+		// The ports, after a header of IHL*4 bytes.
+		asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen, asm.Byte),
+		asm.And.Imm(asm.R2, 0x0f),
+		asm.LSh.Imm(asm.R2, 2),
+		asm.JLT.Imm(asm.R2, ipv4MinHeader, pass),
+		asm.Add.Imm(asm.R2, ethHeaderLen),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, ports),
+		asm.Mov.Imm(asm.R4, 4),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, pass),
+	}
+	if cfg.Port != 0 {
+		insns = append(insns,
+			asm.LoadMem(asm.R2, asm.R10, ports+2, asm.Half),
+			asm.JNE.Imm32(asm.R2, be16(cfg.Port), pass),
+		)
+	}
+	// key = source address << 16 | source port with -r (flowKey), then
+	// mix64(key) % tableSize, as lookup.pick does.
+	insns = append(insns,
+		asm.LoadMem(asm.R7, asm.R10, hdr+ethHeaderLen+12, asm.Word),
+		asm.HostTo(asm.BE, asm.R7, asm.Word),
+		asm.LSh.Imm(asm.R7, 16),
+	)
+	if cfg.HashPort {
+		insns = append(insns,
+			asm.LoadMem(asm.R2, asm.R10, ports, asm.Half),
+			asm.HostTo(asm.BE, asm.R2, asm.Half),
+			asm.Or.Reg(asm.R7, asm.R2),
+		)
+	}
+	mix := func(shift int32, mul uint64) asm.Instructions {
+		out := asm.Instructions{
+			asm.Mov.Reg(asm.R2, asm.R7),
+			asm.RSh.Imm(asm.R2, shift),
+			asm.Xor.Reg(asm.R7, asm.R2),
+		}
+		if mul != 0 {
+			out = append(out,
+				asm.LoadImm(asm.R3, int64(mul), asm.DWord),
+				asm.Mul.Reg(asm.R7, asm.R3),
+			)
+		}
+		return out
+	}
+	insns = append(insns, mix(30, 0xbf58476d1ce4e5b9)...)
+	insns = append(insns, mix(27, 0x94d049bb133111eb)...)
+	insns = append(insns, mix(31, 0)...)
+	insns = append(insns,
+		asm.Mod.Imm(asm.R7, tableSize),
+		asm.StoreMem(asm.R10, key, asm.R7, asm.Word),
+		asm.LoadMapPtr(asm.R1, slotsFD),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, key),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, pass),
+		asm.Mov.Reg(asm.R8, asm.R0),
+		asm.LoadMem(asm.R2, asm.R8, 7, asm.Byte),
+		asm.JEq.Imm(asm.R2, 0, pass),
+		// New addresses: the server's MAC, then ours.
+		asm.LoadMem(asm.R2, asm.R8, 0, asm.Word),
+		asm.StoreMem(asm.R10, macs, asm.R2, asm.Word),
+		asm.LoadMem(asm.R2, asm.R8, 4, asm.Half),
+		asm.StoreMem(asm.R10, macs+4, asm.R2, asm.Half),
+		asm.StoreImm(asm.R10, macs+6, int64(ne.Uint16(ours[0:2])), asm.Half),
+		asm.StoreImm(asm.R10, macs+8, int64(int32(ne.Uint32(ours[2:6]))), asm.Word),
+		// Count the frame and its IPv4 bytes.
+		asm.LoadMem(asm.R2, asm.R8, 6, asm.Byte),
+		asm.StoreMem(asm.R10, key, asm.R2, asm.Word),
+		asm.LoadMapPtr(asm.R1, ctrsFD),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, key),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, noctr),
+		asm.LoadMem(asm.R2, asm.R0, 0, asm.DWord),
+		asm.Add.Imm(asm.R2, 1),
+		asm.StoreMem(asm.R0, 0, asm.R2, asm.DWord),
+		asm.LoadMem(asm.R2, asm.R6, 0, asm.Word), // skb->len
+		asm.Add.Imm(asm.R2, -ethHeaderLen),
+		asm.LoadMem(asm.R3, asm.R0, 8, asm.DWord),
+		asm.Add.Reg(asm.R3, asm.R2),
+		asm.StoreMem(asm.R0, 8, asm.R3, asm.DWord),
+		// Rewrite and send out of the same interface.
+		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol(noctr),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, macs),
+		asm.Mov.Imm(asm.R4, 12),
+		asm.Mov.Imm(asm.R5, 0),
+		asm.FnSkbStoreBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, pass),
+		asm.Mov.Imm(asm.R1, int32(ifindex)),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.FnRedirect.Call(),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, tcxNext).WithSymbol(pass),
+		asm.Return(),
+	)
+	return insns
+}
