@@ -1,8 +1,9 @@
-// Binary penimage builds the appliance's disk images and updates running
-// appliances over the network:
+// Binary penimage builds the appliance's disk images, updates running
+// appliances over the network and writes images to cards and disks:
 //
 //	penimage build -board pc -o images/pen-pc.img [-hostname H] [-password P] [-config pen.cfg] [-size 2G]
 //	penimage update -target http://HOST:9080 (-board pc | -image FILE) [-password-file F]
+//	penimage flash (-image FILE | -board pc) -o /dev/sdX
 //
 // It runs inside this module's source tree, where it cross-compiles the
 // appliance's programs. See docs/APPLIANCE.md.
@@ -30,6 +31,7 @@ import (
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "usage: penimage build -board %s -o FILE [-hostname H] [-password P] [-config pen.cfg] [-size N] [-version V]\n", strings.Join(boards.Names(), "|"))
 	fmt.Fprintf(w, "       penimage update -target http://HOST:9080 (-board B [build flags] | -image FILE) [-password-file F]\n")
+	fmt.Fprintf(w, "       penimage flash (-image FILE | -board B [build flags]) -o DEVICE|FILE [-force-non-removable]\n")
 	fmt.Fprintf(w, "       penimage --help | --version\n")
 }
 
@@ -45,7 +47,7 @@ func main() {
 		switch os.Args[1] {
 		case "--help", "-h", "help":
 			usage(os.Stdout)
-			fmt.Println("\nSee docs/APPLIANCE.md; penimage build -h and update -h list the options.")
+			fmt.Println("\nSee docs/APPLIANCE.md; penimage build -h, update -h and flash -h list the options.")
 			return
 		case "--version":
 			fmt.Printf("penimage %s (pen compatible with Pen %s)\n", version.Version, version.Pen)
@@ -62,6 +64,8 @@ func main() {
 		err = buildCmd(os.Args[2:], os.Stdout, os.Stderr)
 	case "update":
 		err = updateCmd(os.Args[2:], os.Stdout, os.Stderr)
+	case "flash":
+		err = flashCmd(os.Args[2:], os.Stdout, os.Stderr)
 	default:
 		usage(os.Stderr)
 		os.Exit(2)
