@@ -228,13 +228,16 @@ func (s *Server) firmwareReboot(w http.ResponseWriter, r *http.Request, x *sessi
 		return
 	}
 	s.log.Printf("admin UI: reboot requested from %s", clientAddr(r))
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	defer cancel()
-	if err := s.fw.Reboot(ctx); err != nil {
-		http.Error(w, "Reboot failed: "+err.Error(), http.StatusBadGateway)
-		return
-	}
-	s.render(w, r, http.StatusOK, "rebooting", &view{Title: "Rebooting", Nav: "firmware", LoggedIn: false})
+	s.render(w, r, http.StatusOK, "rebooting", &view{Title: "Rebooting", Nav: "firmware"})
+	// gokrazy stops pen before it reboots, so the page is sent first.
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if err := s.fw.Reboot(ctx); err != nil {
+			s.log.Printf("admin UI: reboot: %v", err)
+		}
+	}()
 }
 
 // firmwareCollector exports the appliance's firmware state.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,7 +64,7 @@ var (
 // applianceHarness is the admin UI of a pen that runs on an appliance
 // (the environment says so), running v1 from root A, with the firmware
 // state in a temporary file and a fake gokrazy API.
-func applianceHarness(t *testing.T, st firmware.State) (*harness, *fakeGokrazy, *int) {
+func applianceHarness(t *testing.T, st firmware.State) (*harness, *fakeGokrazy, *atomic.Int32) {
 	t.Helper()
 	statePath := filepath.Join(t.TempDir(), "appliance", "firmware.json")
 	if err := firmware.Save(statePath, st); err != nil {
@@ -84,8 +85,8 @@ func applianceHarness(t *testing.T, st firmware.State) (*harness, *fakeGokrazy, 
 	h.s.fw.Check = func(img *firmware.Image) error {
 		return img.Check(running, []byte(firmwaretest.Cmdline(firmwaretest.GUID, 2)), true, "amd64")
 	}
-	reboots := new(int)
-	h.s.fw.Reboot = func(context.Context) error { *reboots++; return nil }
+	reboots := new(atomic.Int32)
+	h.s.fw.Reboot = func(context.Context) error { reboots.Add(1); return nil }
 	return h, g, reboots
 }
 
@@ -180,15 +181,16 @@ func TestFirmwarePage(t *testing.T) {
 	contains(t, "/firmware after the upload", h.get("/firmware").body, "Update written to root B", "Reboot to start it")
 
 	// Reboot: POST with the CSRF token only.
-	if r := h.do(h.c, "GET", "/firmware/reboot", nil); r.code == http.StatusOK || *reboots != 0 {
-		t.Errorf("GET /firmware/reboot: HTTP %d, %d reboots", r.code, *reboots)
+	if r := h.do(h.c, "GET", "/firmware/reboot", nil); r.code == http.StatusOK || reboots.Load() != 0 {
+		t.Errorf("GET /firmware/reboot: HTTP %d, %d reboots", r.code, reboots.Load())
 	}
-	if r := h.post("/firmware/reboot", map[string][]string{"csrf": {"wrong"}}); r.code != http.StatusForbidden || *reboots != 0 {
-		t.Errorf("reboot with a wrong token: HTTP %d, %d reboots", r.code, *reboots)
+	if r := h.post("/firmware/reboot", map[string][]string{"csrf": {"wrong"}}); r.code != http.StatusForbidden || reboots.Load() != 0 {
+		t.Errorf("reboot with a wrong token: HTTP %d, %d reboots", r.code, reboots.Load())
 	}
-	if r := h.post("/firmware/reboot", nil); r.code != http.StatusOK || *reboots != 1 || !strings.Contains(r.body, "rebooting") {
-		t.Errorf("reboot: HTTP %d, %d reboots", r.code, *reboots)
+	if r := h.post("/firmware/reboot", nil); r.code != http.StatusOK || !strings.Contains(r.body, "rebooting") {
+		t.Errorf("reboot: HTTP %d", r.code)
 	}
+	waitReboots(t, reboots, 1)
 }
 
 func TestFirmwareUploadDuringTrial(t *testing.T) {
@@ -203,5 +205,17 @@ func TestFirmwareUploadDuringTrial(t *testing.T) {
 	}
 	if strings.Contains(h.get("/").body, "rollback-notice") {
 		t.Errorf("the dashboard shows a rollback notice without a rollback")
+	}
+}
+
+// waitReboots waits until the reboot, which the UI starts after its
+// answer, was asked for n times.
+func waitReboots(t *testing.T, reboots *atomic.Int32, n int32) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); reboots.Load() < n && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := reboots.Load(); got != n {
+		t.Errorf("%d reboots, want %d", got, n)
 	}
 }
