@@ -159,8 +159,9 @@ func (l *Loop) serveClient(c *conn) {
 		c.state = stateConnected | stateClosedUp
 		return
 	}
-	c.sess = l.tb.Open(c.peer)
-	tg, ok := c.sess.First()
+	var tg balance.Target
+	var ok bool
+	c.sess, tg, ok = l.tb.Place(c.peer)
 	if !ok {
 		l.refused(c)
 		return

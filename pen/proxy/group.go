@@ -47,8 +47,9 @@ type Group struct {
 	slots *slots
 
 	mu        sync.Mutex
-	loops     []*Loop // every loop made; the first `listening` hold a listener
-	listening int
+	loops     []*Loop       // every loop made; the first `listening` hold a listener
+	listening int           // loops with a listener of their own (not draining)
+	steer     int           // the listeners a steering program picks from; 0 = none (the kernel's hash)
 	spec      config.Listen // what the listeners are bound to, if listening > 0
 	udp       bool
 	running   bool
@@ -89,15 +90,15 @@ func (g *Group) Configure(s Settings, listen *config.Listen, backlog int) error 
 	if listen != nil {
 		spec, udp, have = *listen, s.UDP, true
 	}
+	if listen == nil && have && udp != s.UDP {
+		return errors.New("changing between TCP and UDP needs a new listener")
+	}
 	nl := 0
 	if have {
 		nl = n
 		if spec.Path != "" {
 			nl = 1
 		}
-	}
-	if listen == nil && have && udp != s.UDP {
-		return errors.New("changing between TCP and UDP needs a new listener")
 	}
 	for len(g.loops) < n {
 		l, err := makeLoop(g.tb, g.log, g.slots)
@@ -109,22 +110,43 @@ func (g *Group) Configure(s Settings, listen *config.Listen, backlog int) error 
 			g.start(l)
 		}
 	}
-	var fds []int
-	rebind := listen != nil || nl != g.listening
-	if rebind && nl > 0 {
-		if listen == nil && spec.Path == "" {
-			// The same address, with the port it got if it asked for 0.
-			if a := g.loops[0].boundAddrSafe(); a.IsValid() {
-				spec.Addr = a
-			}
-		}
-		var err error
-		fds, err = openListeners(spec, s.UDP, backlog, s.NoDelay, nl)
+	fds := make([]int, len(g.loops))
+	for i := range fds {
+		fds[i] = -1
+	}
+	switch {
+	case listen != nil:
+		// A new address: every listener is bound afresh.
+		opened, err := openListeners(spec, s.UDP, backlog, s.NoDelay, nl)
 		if errors.Is(err, unix.EADDRINUSE) && g.listening > 0 && g.ownsPort(spec) {
-			fds, err = g.rebindOwn(spec, s, backlog, nl)
+			opened, err = g.rebindOwn(spec, s, backlog, nl)
 		}
 		if err != nil {
 			return err
+		}
+		copy(fds, opened)
+		g.steer = 0
+	case nl > g.listening:
+		// More loops on the same address: the new ones join the
+		// listeners' SO_REUSEPORT group; loops that were still
+		// draining their listener keep it.
+		at := g.loops[0].boundAddrSafe()
+		for i := g.listening; i < nl; i++ {
+			if g.loops[i].undrain() {
+				continue
+			}
+			sp := spec
+			sp.Addr = at
+			fd, err := openListenerOpt(sp, s.UDP, backlog, s.NoDelay, reusePort)
+			if err != nil {
+				for _, fd := range fds {
+					if fd >= 0 {
+						unix.Close(fd)
+					}
+				}
+				return err
+			}
+			fds[i] = fd
 		}
 	}
 	var first error
@@ -133,24 +155,76 @@ func (g *Group) Configure(s Settings, listen *config.Listen, backlog int) error 
 		if i > 0 {
 			ls.Idlers = 0 // the first loop holds them
 		}
-		if i >= n {
-			ls.Idlers = 0
+		var sp *config.Listen
+		if fds[i] >= 0 {
+			sp = &spec
 		}
-		fd, sp := -1, (*config.Listen)(nil)
-		if rebind && i < nl {
-			fd, sp = fds[i], &spec
-		}
-		if err := l.install(ls, fd, sp, backlog); err != nil && first == nil {
+		if err := l.install(ls, fds[i], sp, backlog); err != nil && first == nil {
 			first = err
 		}
-		if rebind && i >= nl {
+		if listen != nil && i >= nl {
 			l.CloseListener()
 		}
 	}
-	if rebind {
-		g.listening, g.spec, g.udp = nl, spec, s.UDP
+	switch {
+	case listen == nil && nl < g.listening && nl > 0:
+		// Fewer loops: new clients go to the first nl listeners only;
+		// the others hand out what is queued on them, then close.
+		if err := g.steerTo(nl, s.UDP); err != nil {
+			g.log.Printf("loops %d: %v; the other loops keep accepting clients until pen listens anew", n, err)
+			nl = g.listening
+		} else {
+			for _, l := range g.loops[nl:g.listening] {
+				l.drain()
+			}
+		}
+	case listen == nil && nl > g.listening && g.steer != 0:
+		if err := g.steerTo(nl, s.UDP); err != nil {
+			g.log.Printf("loops %d: %v", n, err)
+		}
 	}
+	g.listening, g.spec, g.udp = nl, spec, s.UDP
 	return first
+}
+
+// Classic BPF that picks a listener of a SO_REUSEPORT group.
+const (
+	skfAdOff    = 0xfffff000 // -0x1000 as the uint32 of an instruction's K
+	skfAdRXHash = 32
+	skfAdRandom = 56
+)
+
+// steerTo makes the kernel give new clients (or UDP datagrams) to the
+// first n listeners of the group only: a program on the group returns a
+// random index below n for TCP, and the packet's hash modulo n for UDP,
+// so that a UDP client's datagrams keep going to one loop. The sockets
+// are numbered in the order they joined the group, which is the loops'.
+func (g *Group) steerTo(n int, udp bool) error {
+	l := g.loops[0]
+	var fd = -1
+	l.do(func() { fd = l.lfd })
+	if fd < 0 {
+		return errors.New("no listener")
+	}
+	what := uint32(skfAdOff + skfAdRandom)
+	if udp {
+		what = uint32(skfAdOff + skfAdRXHash)
+	}
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: what},
+		{Code: unix.BPF_ALU | unix.BPF_MOD | unix.BPF_K, K: uint32(n)},
+		{Code: unix.BPF_RET | unix.BPF_A},
+	}
+	var err error
+	l.do(func() {
+		err = unix.SetsockoptSockFprog(l.lfd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
+			&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	})
+	if err != nil {
+		return fmt.Errorf("steering clients to %d listeners: %w", n, err)
+	}
+	g.steer = n
+	return nil
 }
 
 // ownsPort reports whether the group's own listeners hold spec's port (a
@@ -174,10 +248,10 @@ func (g *Group) rebindOwn(spec config.Listen, s Settings, backlog, nl int) ([]in
 	var oldNoDelay bool
 	var oldBacklog int
 	g.loops[0].do(func() { oldNoDelay, oldBacklog = g.loops[0].set.NoDelay, g.loops[0].lbacklog })
-	for _, l := range g.loops[:oldN] {
+	for _, l := range g.loops {
 		l.CloseListener()
 	}
-	g.listening = 0
+	g.listening, g.steer = 0, 0
 	fds, err := openListeners(spec, s.UDP, backlog, s.NoDelay, nl)
 	if err == nil {
 		return fds, nil
@@ -204,11 +278,11 @@ func (g *Group) rebindOwn(spec config.Listen, s Settings, backlog, nl int) ([]in
 	return nil, err
 }
 
-// openListeners binds n listeners to spec: with one, exactly as Pen does;
-// with more, after a probe without SO_REUSEPORT has found the address
-// free, each with SO_REUSEPORT.
+// openListeners binds n listeners to spec, each with SO_REUSEPORT, after
+// a probe without it has found the address free. A unix socket gets one
+// listener, bound as Pen does.
 func openListeners(spec config.Listen, udp bool, backlog int, nodelay bool, n int) ([]int, error) {
-	if n <= 1 || spec.Path != "" {
+	if spec.Path != "" {
 		fd, err := openListener(spec, udp, backlog, nodelay)
 		if err != nil {
 			return nil, err

@@ -213,7 +213,7 @@ func (l *Loop) swapListener(fd int, spec config.Listen) {
 			l.closeConn(l.conns[slot])
 		}
 	}
-	l.lfd, l.lspec, l.lArmed = fd, spec, false
+	l.lfd, l.lspec, l.lArmed, l.draining = fd, spec, false, false
 	l.udpDst = fd >= 0 && l.set.UDP && spec.Path == "" && spec.Addr.Addr().IsUnspecified()
 	switch {
 	case spec.Path != "":
@@ -267,7 +267,14 @@ func (l *Loop) readListener() {
 		fd, peer, errno := sysAccept(l.lfd)
 		switch errno {
 		case 0:
-		case unix.EAGAIN, unix.ECONNABORTED, unix.EINTR:
+		case unix.EAGAIN:
+			if l.draining {
+				// Nothing more is queued for this loop (the group
+				// has fewer loops now): the listener goes.
+				l.swapListener(-1, config.Listen{})
+			}
+			return
+		case unix.ECONNABORTED, unix.EINTR:
 			return
 		case unix.EMFILE, unix.ENFILE:
 			l.outOfDescriptors(errno)
@@ -312,4 +319,32 @@ func (l *Loop) boundAddr() netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
 	}
 	return netip.AddrPort{}
+}
+
+// drain makes the loop hand out the clients queued on its listener and
+// then close it: the group has fewer loops now, and the kernel gives new
+// clients to the others. A UDP listener closes at once (its flows end).
+func (l *Loop) drain() {
+	l.do(func() {
+		if l.lfd < 0 {
+			return
+		}
+		if l.set.UDP {
+			l.swapListener(-1, config.Listen{})
+			return
+		}
+		l.draining = true
+		l.readListener()
+	})
+}
+
+// undrain keeps the listener that the loop was draining (the group has
+// more loops again) and reports whether it had one.
+func (l *Loop) undrain() bool {
+	had := false
+	l.do(func() {
+		had = l.lfd >= 0
+		l.draining = false
+	})
+	return had
 }

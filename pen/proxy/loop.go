@@ -3,8 +3,11 @@
 // relays bytes both ways with half-close, connect and idle timeouts,
 // X-Forwarded-For insertion and request logging.
 //
-// All sockets are served by one event loop (epoll, edge-triggered) that
-// owns every connection; other goroutines reach it by posting closures.
+// A Group (group.go) runs one event loop per core, each with its own
+// listener on the shared address (SO_REUSEPORT); a loop (epoll,
+// edge-triggered) owns every connection it accepted, and other goroutines
+// reach it by posting closures. The loops share the balancer, whose lock
+// is taken once per connection, and the slot numbers (slots.go).
 // A connection holds no buffer while it is idle: data is read into one
 // scratch buffer and written straight on, and only what the other side
 // cannot take at once is kept. Plain TCP streams move bulk data with
@@ -118,6 +121,7 @@ type Loop struct {
 	lArmed   bool          // the listener is watched for clients
 	lbacklog int           // lfd's listen backlog, to bind it again
 	lfam     int           // lfd's address family
+	draining bool          // lfd closes once nothing is queued on it (Group.Configure with fewer loops)
 
 	conns   []*conn                  // the connections this loop serves, by slot; a slot's conn is reused
 	byFD    []int32                  // fd -> slot+1, for the socket command
@@ -543,6 +547,9 @@ func (l *Loop) timers() {
 				l.closeConn(c)
 			}
 		}
+	}
+	if l.draining {
+		l.readListener() // in case it has not been readable since
 	}
 	if !l.set.UDP && !l.set.Dummy {
 		for l.idlers > l.set.Idlers {

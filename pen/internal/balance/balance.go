@@ -35,21 +35,27 @@ const (
 // Server is the running state of one server slot. It lives as long as
 // the slot keeps its identity, across configuration changes.
 //
-// Ownership: Index, Cfg, pub, conns and status belong to the Table and
-// are read and written only under Table.mu (Configure rewrites Index and
-// Cfg in place while connections use the server). The data path never
-// reads them: it gets a copy of the configuration in Target, and a Conn
-// keeps pub, a copy that is never written once made (Configure makes a new
-// one), so its owner may read it without the lock. The byte and event
-// counters are atomic: the data path adds to them without the lock,
-// reports read them.
+// Ownership: Index, Cfg and pub belong to the Table and are read and
+// written only under Table.mu (Configure rewrites Index and Cfg in place
+// while connections use the server). The data path never reads them: it
+// gets a copy of the configuration in Target, and a Conn keeps pub, a copy
+// that is never written once made (Configure makes a new one), so its
+// owner may read it without the lock.
+//
+// conns and status are atomic so that the event loops of every core can
+// end connections and report them connected without the lock; they are
+// increased (a new connection) and set (blacklisting) only under
+// Table.mu, so a decision taken under the lock (max, hard, weight) sees a
+// count that can only have fallen since. The byte and event counters are
+// atomic too: the data path adds to them without the lock, reports read
+// them.
 type Server struct {
 	Index int // slot, or EmergencyServer / AbuseServer; under Table.mu
 	Cfg   config.Server
 	pub   *config.Server // a copy of Cfg, never written; replaced with Cfg
 
-	conns    int   // connections now, under Table.mu
-	status   int64 // Pen's status: unix time of the last failure, 0 if none; under Table.mu
+	conns    atomic.Int64 // connections now
+	status   atomic.Int64 // Pen's status: unix time of the last failure, 0 if none
 	sent     atomic.Uint64
 	received atomic.Uint64
 	total    atomic.Uint64
@@ -243,15 +249,15 @@ func (t *Table) SpecialStates() (emergency, abuse *config.ServerState) {
 
 func (t *Table) state(s *Server) config.ServerState {
 	st := config.ServerState{
-		Conns:    s.conns,
+		Conns:    int(s.conns.Load()),
 		Sent:     s.sent.Load(),
 		Received: s.received.Load(),
 		Total:    s.total.Load(),
 		Failures: s.failures.Load(),
 	}
-	if s.status != 0 {
-		st.Failed = time.Unix(s.status, 0)
-		until := s.status + t.blacklist
+	if status := s.status.Load(); status != 0 {
+		st.Failed = time.Unix(status, 0)
+		until := status + t.blacklist
 		if until > t.unix() {
 			st.Until = time.Unix(until, 0)
 		}
@@ -267,7 +273,7 @@ func (t *Table) Blacklist(i int, d time.Duration) {
 	if i < 0 || i >= len(t.servers) {
 		return
 	}
-	t.servers[i].status = t.unix() + int64(d/time.Second) - t.blacklist
+	t.servers[i].status.Store(t.unix() + int64(d/time.Second) - t.blacklist)
 	t.epoch.Add(1)
 }
 
@@ -321,7 +327,8 @@ func (t *Table) available(s *Server) bool {
 }
 
 func (t *Table) blacklisted(s *Server) bool {
-	return s.status != 0 && t.unix()-s.status < t.blacklist
+	status := s.status.Load()
+	return status != 0 && t.unix()-status < t.blacklist
 }
 
 // storeClient finds or makes the client's slot (Pen's store_client).
@@ -448,7 +455,7 @@ func (t *Table) byWeight() int {
 				}
 				w = 1 // every weight is 0: least connections
 			}
-			load := 256 * s.conns / w
+			load := 256 * int(s.conns.Load()) / w
 			if best == NoServer || load < bestLoad {
 				best, bestLoad = i, load
 			}
@@ -467,4 +474,14 @@ func (t *Table) server(i int) *Server {
 		return t.abuse
 	}
 	return nil
+}
+
+// release takes one connection off s's count, never below 0.
+func (s *Server) release() {
+	for {
+		n := s.conns.Load()
+		if n <= 0 || s.conns.CompareAndSwap(n, n-1) {
+			return
+		}
+	}
 }

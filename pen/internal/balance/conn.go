@@ -13,9 +13,13 @@ import (
 // Ownership: a Conn belongs to one goroutine at a time, the one that
 // serves the connection (the proxy's loop); its methods must not be
 // called concurrently. Fields that the table also reads or writes (the
-// server's conns and status, the client slot's server) change only under
+// client slot's server, a server's count going up) change only under
 // Table.mu; target and cfg change only in the owner's calls, so Sent,
-// Received and ServerHost read them without the lock.
+// Received, ServerHost, Connected and Close use them without the lock.
+//
+// The lock is taken once per connection, by Place (or by Open and First),
+// to choose the server; Connected and Close are atomic operations on the
+// server's counters.
 type Conn struct {
 	t         *Table
 	client    int // client table slot; -1 for an idler
@@ -36,10 +40,24 @@ type Conn struct {
 func (t *Table) Open(addr netip.AddrPort) *Conn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.open(addr)
+}
+
+func (t *Table) open(addr netip.AddrPort) *Conn {
 	a := addr.Addr().Unmap()
 	addr = netip.AddrPortFrom(a, addr.Port())
 	i := t.storeClient(a)
 	return &Conn{t: t, client: i, cl: t.clients[i], addr: addr, initial: NoServer, cur: NoServer}
+}
+
+// Place is Open followed by First under one taking of the lock: the
+// per-connection work of the event loops.
+func (t *Table) Place(addr netip.AddrPort) (*Conn, Target, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.open(addr)
+	tg, ok := c.first()
+	return c, tg, ok
 }
 
 // OpenIdler registers an upstream connection with no client (Pen's
@@ -81,9 +99,13 @@ func (c *Conn) Reason() Reason { return c.reason }
 // connection). ok is false when the connection must be closed; Reason
 // says why.
 func (c *Conn) First() (Target, bool) {
+	c.t.mu.Lock()
+	defer c.t.mu.Unlock()
+	return c.first()
+}
+
+func (c *Conn) first() (Target, bool) {
 	t := c.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	c.initial = t.initial(c)
 	if c.initial == NoServer && c.reason == ReasonACL {
 		c.done = true
@@ -104,9 +126,9 @@ func (c *Conn) Failed() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if s := c.target; s != nil {
-		s.status = t.unix()
+		s.status.Store(t.unix())
 		s.failures.Add(1)
-		s.conns = max(s.conns-1, 0)
+		s.release()
 		c.target = nil
 	}
 	t.epoch.Add(1)
@@ -131,24 +153,23 @@ func (c *Conn) Next() (Target, bool) {
 	return c.failover()
 }
 
-// Connected reports that the connection to the current server is up.
+// Connected reports that the connection to the current server is up: a
+// blacklisted server is reinstated (as in Pen). No lock: the status is
+// written only when it changes, so that loops on several cores do not
+// write the same memory for every connection.
 func (c *Conn) Connected() {
-	t := c.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	if s := c.target; s != nil {
-		s.status = 0
+		if s.status.Load() != 0 {
+			s.status.Store(0)
+		}
 		s.total.Add(1)
 	}
 }
 
-// Close releases the connection's place on its server.
+// Close releases the connection's place on its server. No lock.
 func (c *Conn) Close() {
-	t := c.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	if s := c.target; s != nil {
-		s.conns = max(s.conns-1, 0)
+		s.release()
 		c.target = nil
 	}
 	c.done = true
@@ -212,14 +233,14 @@ func (t *Table) try(c *Conn, i int) bool {
 		return false
 	}
 	sticky := c.cl != nil && c.cl.server == i
-	if s.Cfg.Max != 0 && s.conns >= s.Cfg.Max && (!sticky || s.conns >= s.Cfg.Hard) {
+	if n := int(s.conns.Load()); s.Cfg.Max != 0 && n >= s.Cfg.Max && (!sticky || n >= s.Cfg.Hard) {
 		return false
 	}
 	if c.client >= 0 && !t.acls[s.Cfg.ACL].Match(c.addr.Addr(), t.country) {
 		t.aclDenied[s.Cfg.ACL].Add(1)
 		return false
 	}
-	s.conns++
+	s.conns.Add(1)
 	c.target, c.cfg = s, s.pub
 	c.cur = i
 	if c.cl != nil {
