@@ -119,8 +119,8 @@ func TestFlashRefusesRootDisk(t *testing.T) {
 
 // TestFlashFile writes the pc image to a file of a card's size: the image
 // is read back identical, the partition table then covers the file, and
-// /perm fills it with the image's configuration; to a new file, the image
-// is copied as it is.
+// /perm fills it with the image's configuration (over old data where the
+// image ends); to a new file, the image is copied as it is.
 func TestFlashFile(t *testing.T) {
 	img := buildTestImage(t, "pc")
 	dir := t.TempDir()
@@ -133,6 +133,18 @@ func TestFlashFile(t *testing.T) {
 	if err := os.Truncate(card, cardSize); err != nil {
 		t.Fatal(err)
 	}
+	// Old data where the grown /perm will be, as on a used card.
+	f, err := os.OpenFile(card, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := bytes.Repeat([]byte{0xa5, 0x5a, 0xff, 0x01}, 1<<20)
+	for off := int64(testSize); off < cardSize-int64(len(junk)); off += 100 << 20 {
+		if _, err := f.WriteAt(junk, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
 	var out bytes.Buffer
 	res, err := Flash(context.Background(), img.path, card, FlashOptions{Progress: &out})
 	if err != nil {
