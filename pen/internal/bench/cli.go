@@ -22,8 +22,11 @@ commands (each takes -h):
   wait       wait until a TCP port accepts or a DNS server answers
   echo       run a TCP echo backend that holds its connections
   dnsserver  run a UDP DNS backend answering for ` + DNSZone + `
+  bulkserver run a TCP backend that sends every client a fixed number of bytes
   http       measure HTTP contenders with wrk over alternating rounds
   dns        measure DNS contenders with dnsperf over alternating rounds
+  bulk       measure download throughput of contenders over alternating rounds
+  handshake  measure full TLS handshakes (one request each) over alternating rounds
   rss        measure a proxy's resident memory per idle connection
   fail       record that a contender could not be measured
   report     print the table and summary of a results file
@@ -36,8 +39,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("no command")
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"ports": cmdPorts, "wait": cmdWait, "echo": cmdEcho, "dnsserver": cmdDNSServer,
-		"http": cmdHTTP, "dns": cmdDNS, "rss": cmdRSS, "fail": cmdFail, "report": cmdReport,
+		"ports": cmdPorts, "wait": cmdWait, "echo": cmdEcho, "dnsserver": cmdDNSServer, "bulkserver": cmdBulkServer, "bulk": cmdBulk,
+		"handshake": cmdHandshake,
+		"http":      cmdHTTP, "dns": cmdDNS, "rss": cmdRSS, "fail": cmdFail, "report": cmdReport,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -470,4 +474,131 @@ func sampled(backend, proxy int, run func() (time.Duration, error)) (map[string]
 	}
 	shares["load"] = float64(loadCPU) / float64(wall)
 	return shares, s, nil
+}
+
+func cmdBulkServer(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlags("bulkserver", stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	size := fs.Int64("bytes", 1<<30, "bytes sent to every client")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", *listen)
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	return BulkServer{Bytes: *size}.Serve(ln)
+}
+
+func cmdBulk(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlags("bulk", stderr)
+	var targets, pids listFlag
+	fs.Var(&targets, "target", "name=host:port of a contender (repeat)")
+	fs.Var(&pids, "pid", "name=pid of a contender's proxy process, for its CPU share (repeat)")
+	test := fs.String("test", "bulk", "test name in the results")
+	rounds := fs.Int("rounds", 3, "rounds over all contenders")
+	size := fs.Int64("bytes", 1<<30, "bytes the backend sends (bulkserver -bytes)")
+	timeout := fs.Duration("timeout", 60*time.Second, "longest a download may take")
+	gap := fs.Duration("gap", 500*time.Millisecond, "pause between runs")
+	backendPID := fs.Int("backend-pid", 0, "the backend's process, for its CPU share")
+	out := fs.String("out", "", "results file to append to")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cs, pidOf, rec, closeOut, err := runSetup(targets, pids, *out)
+	if err != nil {
+		return err
+	}
+	defer closeOut()
+	r := Rounds{
+		Test: *test, Unit: "MB/s", Rounds: *rounds, Gap: *gap, Rec: rec, Log: stderr,
+		Check: func(ctx context.Context, c Contender) error {
+			if pid, ok := pidOf[c.Name]; ok && !Alive(pid) {
+				return fmt.Errorf("process %d is not running", pid)
+			}
+			// A short read shows that the contender connects through.
+			conn, err := (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, "tcp", c.Addr)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(3 * time.Second))
+			_, err = io.ReadFull(conn, make([]byte, 4096))
+			return err
+		},
+		Measure: func(ctx context.Context, c Contender) (float64, string, error) {
+			var n int64
+			var d time.Duration
+			shares, s, err := sampled(*backendPID, pidOf[c.Name], func() (time.Duration, error) {
+				// The download runs in this process: its CPU is the load's.
+				c0, _ := ReadCPU(os.Getpid())
+				var err error
+				n, d, err = Download(ctx, c.Addr, *size, *timeout)
+				c1, _ := ReadCPU(os.Getpid())
+				return c1 - c0, err
+			})
+			if err != nil {
+				return 0, "", err
+			}
+			mb := float64(n) / 1e6
+			kv := []string{"bytes", strconv.FormatInt(n, 10)}
+			// proxy_us is then the proxy's CPU time per megabyte.
+			return mb / d.Seconds(), Details(cpuDetails(kv, shares, s.Wall, int64(mb))...), nil
+		},
+	}
+	return r.Run(ctx, cs)
+}
+
+func cmdHandshake(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlags("handshake", stderr)
+	var targets, pids listFlag
+	fs.Var(&targets, "target", "name=host:port of a TLS contender (repeat)")
+	fs.Var(&pids, "pid", "name=pid of a contender's proxy process, for its CPU share (repeat)")
+	test := fs.String("test", "tls-ecdsa", "test name in the results")
+	rounds := fs.Int("rounds", 3, "rounds over all contenders")
+	dur := fs.Duration("duration", 3*time.Second, "length of a run")
+	conns := fs.Int("conns", 16, "connections in progress at a time")
+	want := fs.String("want", "", "text every answer must contain")
+	gap := fs.Duration("gap", 500*time.Millisecond, "pause between runs")
+	backendPID := fs.Int("backend-pid", 0, "the backend's process, for its CPU share")
+	out := fs.String("out", "", "results file to append to")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cs, pidOf, rec, closeOut, err := runSetup(targets, pids, *out)
+	if err != nil {
+		return err
+	}
+	defer closeOut()
+	h := Handshakes{Conns: *conns, Duration: *dur, Want: *want}
+	r := Rounds{
+		Test: *test, Unit: "req/s", Rounds: *rounds, Gap: *gap, Rec: rec, Log: stderr,
+		Check: func(ctx context.Context, c Contender) error {
+			if pid, ok := pidOf[c.Name]; ok && !Alive(pid) {
+				return fmt.Errorf("process %d is not running", pid)
+			}
+			return h.One(ctx, c.Addr)
+		},
+		Measure: func(ctx context.Context, c Contender) (float64, string, error) {
+			var res HandshakeResult
+			shares, s, err := sampled(*backendPID, pidOf[c.Name], func() (time.Duration, error) {
+				// The handshakes run in this process: its CPU is the load's.
+				c0, _ := ReadCPU(os.Getpid())
+				var err error
+				res, err = h.Run(ctx, c.Addr)
+				c1, _ := ReadCPU(os.Getpid())
+				return c1 - c0, err
+			})
+			if err != nil {
+				return 0, "", err
+			}
+			kv := []string{"requests", strconv.FormatInt(res.Done, 10), "errors", strconv.FormatInt(res.Errors, 10)}
+			return res.PerSec(), Details(cpuDetails(kv, shares, s.Wall, res.Done)...), nil
+		},
+	}
+	return r.Run(ctx, cs)
 }

@@ -146,7 +146,19 @@ func Summarize(recs []Record) []TestSummary {
 
 // contenderOrder is the order the report lists contenders in; others follow
 // in order of first appearance.
-var contenderOrder = []string{"direct", "pen", "haproxy", "haproxy-http"}
+var contenderOrder = []string{"direct", "pen", "haproxy", "pen-relay", "pen-1loop", "haproxy-1thread", "haproxy-http"}
+
+// pairs are the comparisons the report makes besides each contender
+// against direct: pen against HAProxy with as many threads as pen has
+// loops, the same with one each, pen on every core against pen on one,
+// and pen with its in-kernel relay against HAProxy.
+var pairs = [][2]string{
+	{"pen", "haproxy"},
+	{"pen-1loop", "haproxy-1thread"},
+	{"pen", "pen-1loop"},
+	{"pen-relay", "haproxy"},
+	{"pen-relay", "pen"},
+}
 
 func contenderRank(c string) int {
 	if i := slices.Index(contenderOrder, c); i >= 0 {
@@ -158,6 +170,7 @@ func contenderRank(c string) int {
 // Target is a goal the report checks.
 type Target struct {
 	Test string
+	Key  string // the target's word in the summary line; Test when empty
 	Name string // e.g. "pen/haproxy>=1.10"
 	// Eval returns the figure compared and whether it meets the goal; ok is
 	// false when the figure is missing.
@@ -168,7 +181,12 @@ type Target struct {
 var Targets = []Target{
 	{Test: "keepalive", Name: "pen/haproxy >= 1.10", Eval: ratioAtLeast("pen", "haproxy", 1.1)},
 	{Test: "close", Name: "pen/haproxy >= 1.10", Eval: ratioAtLeast("pen", "haproxy", 1.1)},
+	{Test: "keepalive", Key: "keepalive-relay", Name: "pen-relay/haproxy >= 1.30", Eval: ratioAtLeast("pen-relay", "haproxy", 1.3)},
 	{Test: "rss", Name: "pen <= 4096 B/conn", Eval: medianAtMost("pen", 4096)},
+	{Test: "bulk", Name: "pen/direct >= 0.90", Eval: ratioAtLeast("pen", "direct", 0.9)},
+	{Test: "dns", Name: "pen/direct >= 0.85", Eval: ratioAtLeast("pen", "direct", 0.85)},
+	{Test: "tls-keepalive", Name: "pen/haproxy >= 1.00", Eval: ratioAtLeast("pen", "haproxy", 1.0)},
+	{Test: "tls-ecdsa", Name: "pen/haproxy >= 1.00", Eval: ratioAtLeast("pen", "haproxy", 1.0)},
 }
 
 func ratioAtLeast(a, b string, min float64) func(TestSummary) (float64, bool, bool) {
@@ -194,6 +212,11 @@ var testTitles = map[string]string{
 	"close":     "HTTP, new connection per request (wrk)",
 	"rss":       "RSS per idle proxied connection",
 	"dns":       "DNS over UDP (dnsperf)",
+	"bulk":      "bulk download of one large response (MB/s)",
+
+	"tls-keepalive": "HTTPS, keep-alive, ECDSA P-256 certificate (wrk)",
+	"tls-ecdsa":     "HTTPS, a full handshake per request, ECDSA P-256 (wrk)",
+	"tls-rsa":       "HTTPS, a full handshake per request, RSA 2048 (wrk)",
 }
 
 // Title returns a test's description.
@@ -342,9 +365,11 @@ func costWords(t TestSummary) []string {
 			words = append(words, s.Contender+"="+strconv.FormatFloat(v, 'f', 1, 64))
 		}
 	}
-	if p, ok := cost["pen"]; ok {
-		if h, ok := cost["haproxy"]; ok && h > 0 {
-			words = append(words, "pen/haproxy="+strconv.FormatFloat(p/h, 'f', 2, 64))
+	for _, pr := range pairs {
+		if p, ok := cost[pr[0]]; ok {
+			if h, ok := cost[pr[1]]; ok && h > 0 {
+				words = append(words, pr[0]+"/"+pr[1]+"="+strconv.FormatFloat(p/h, 'f', 2, 64))
+			}
 		}
 	}
 	return words
@@ -395,8 +420,10 @@ func ratioWords(t TestSummary) []string {
 			words = append(words, ref+"=not-working")
 		}
 	}
-	if r, ok := t.Ratio("pen", "haproxy"); ok {
-		words = append(words, "pen/haproxy="+formatRatio(r, true))
+	for _, pr := range pairs {
+		if r, ok := t.Ratio(pr[0], pr[1]); ok {
+			words = append(words, pr[0]+"/"+pr[1]+"="+formatRatio(r, true))
+		}
 	}
 	if ref == "" && len(t.Stats) > 0 && t.Stats[0].Unit != "" {
 		words = append(words, "unit="+t.Stats[0].Unit)
@@ -428,9 +455,11 @@ func quietWords(t TestSummary) []string {
 			}
 		}
 	}
-	if p, ok := med["pen"]; ok {
-		if h, ok := med["haproxy"]; ok && h > 0 {
-			words = append(words, "pen/haproxy="+formatRatio(p/h, true))
+	for _, pr := range pairs {
+		if p, ok := med[pr[0]]; ok {
+			if h, ok := med[pr[1]]; ok && h > 0 {
+				words = append(words, pr[0]+"/"+pr[1]+"="+formatRatio(p/h, true))
+			}
 		}
 	}
 	if len(words) == 0 {
@@ -514,7 +543,11 @@ func WriteSummary(w io.Writer, tests []TestSummary) error {
 				v += "-noisy"
 			}
 		}
-		words = append(words, tg.Test+"="+v)
+		key := tg.Key
+		if key == "" {
+			key = tg.Test
+		}
+		words = append(words, key+"="+v)
 	}
 	if _, err := fmt.Fprintf(w, "bench: targets %s\n", strings.Join(words, " ")); err != nil {
 		return err
