@@ -21,7 +21,9 @@ import (
 // never counts as healthy), accepts connections on its listen port, and
 // its admin UI's /healthz answers 200 (when the configuration has
 // admin_listen; an admin_acl that refuses the loopback address makes
-// /healthz answer 403, which counts as answering).
+// /healthz answer 403, which counts as answering). The listen port is not
+// dialled when pen balances UDP (udp) or by direct server return (dsr_if):
+// there is no TCP socket to connect to; /healthz says whether it serves.
 type Health struct {
 	Config  string // pen's configuration file
 	Binary  string // /user/pen
@@ -48,15 +50,16 @@ func (h *Health) Probe(ctx context.Context) error {
 		}
 		return fmt.Errorf("pen restarted (now process %d)", pid)
 	}
-	listen, admin, adminTLS, err := penPorts(h.Config)
+	ports, err := penPorts(h.Config)
 	if err != nil {
 		return err
 	}
+	listen, admin, adminTLS := ports.listen, ports.admin, ports.adminTLS
 	host := h.Host
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	if listen != "" {
+	if listen != "" && !ports.udp && !ports.dsr {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", localAddr(listen, host))
 		if err != nil {
@@ -113,12 +116,20 @@ func findProcess(procDir, binary string) (int, error) {
 	return 0, fmt.Errorf("pen (%s) is not running", binary)
 }
 
-// penPorts reads listen, admin_listen and whether admin_tls is set from
-// pen's configuration file (penctl commands, one per line).
-func penPorts(path string) (listen, admin string, adminTLS bool, err error) {
+// penConfig is what the health check reads from pen's configuration.
+type penConfig struct {
+	listen, admin      string
+	adminTLS, udp, dsr bool
+}
+
+// penPorts reads listen, admin_listen, whether admin_tls is set and
+// whether pen balances UDP or by direct server return from pen's
+// configuration file (penctl commands, one per line).
+func penPorts(path string) (penConfig, error) {
+	var c penConfig
 	f, err := os.Open(path)
 	if err != nil {
-		return "", "", false, fmt.Errorf("pen's configuration: %w", err)
+		return c, fmt.Errorf("pen's configuration: %w", err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -128,25 +139,30 @@ func penPorts(path string) (listen, admin string, adminTLS bool, err error) {
 		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
 			continue
 		}
-		switch {
-		case fields[0] == "listen" && len(fields) == 2:
-			listen = fields[1]
-		case fields[0] == "admin_listen" && len(fields) == 2:
-			admin = fields[1]
-		case fields[0] == "admin_tls" && len(fields) >= 2:
-			adminTLS = true
-		case fields[0] == "no" && len(fields) >= 2:
-			switch fields[1] {
-			case "listen":
-				listen = ""
-			case "admin_listen":
-				admin = ""
-			case "admin_tls":
-				adminTLS = false
+		on := true
+		if fields[0] == "no" && len(fields) >= 2 {
+			on, fields = false, fields[1:]
+		}
+		switch fields[0] {
+		case "listen":
+			c.listen = ""
+			if on && len(fields) == 2 {
+				c.listen = fields[1]
 			}
+		case "admin_listen":
+			c.admin = ""
+			if on && len(fields) == 2 {
+				c.admin = fields[1]
+			}
+		case "admin_tls":
+			c.adminTLS = on && len(fields) >= 2
+		case "udp":
+			c.udp = on && (len(fields) == 1 || fields[1] == "on" || fields[1] == "yes" || fields[1] == "1")
+		case "dsr_if":
+			c.dsr = on && len(fields) >= 2
 		}
 	}
-	return listen, admin, adminTLS, sc.Err()
+	return c, sc.Err()
 }
 
 // localAddr turns a listen spec (PORT, HOST:PORT, [V6]:PORT) into an

@@ -86,6 +86,13 @@ func TestHealth(t *testing.T) {
 	probe("")
 	ln.Close()
 	probe("listener")
+	// UDP and DSR have no TCP socket to dial: /healthz decides.
+	write(fmt.Sprintf("listen %s\nudp\nadmin_listen %s\nadmin_tls c k\n", listenPort, adminPort))
+	probe("")
+	write(fmt.Sprintf("listen %s\ndsr_if eth0\n", listenPort))
+	probe("")
+	write(fmt.Sprintf("listen %s\nudp\nno udp\n", listenPort))
+	probe("listener")
 	write("server 0 address 10.0.0.1 port 80\n")
 	probe("nothing to check")
 	os.Remove(cfg)
