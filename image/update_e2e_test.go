@@ -33,9 +33,9 @@ var updateConfig = []byte(string(testConfig) + "admin_listen 8443\n" +
 	"admin_tls /perm/pen/admin-cert.pem /perm/pen/admin-key.pem\n" +
 	"admin_password_file /perm/gokr-pw.txt /etc/gokr-pw.txt\nautowrite\n")
 
-// vm is a qemu process running a disk image, with its ports forwarded to
+// updateVM is a qemu process running a disk image, with its ports forwarded to
 // the host's loopback interface.
-type vm struct {
+type updateVM struct {
 	t                   *testing.T
 	args                []string
 	serial              string
@@ -45,25 +45,43 @@ type vm struct {
 	backendToken        string
 }
 
-// startPC boots the pc image img in qemu (OVMF, software emulation) with
+// bootForUpdate boots the image img of board (pc: OVMF; arm64: qemu's virt
+// machine with QEMU_EFI.fd) in qemu under software emulation, with
 // -snapshot: the file stays as it is, and what the guest writes (an
 // update, /perm) lives as long as the qemu process, across reboots.
-func startPC(t *testing.T, img string) *vm {
-	qemu := testenv.NeedProgram(t, "qemu-system-x86_64", "qemu-system-x86")
+func bootForUpdate(t *testing.T, board, img string) *updateVM {
 	socat := testenv.NeedProgram(t, "socat", "socat")
-	const code, vars = "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
-	testenv.NeedFile(t, code, "ovmf")
-	testenv.NeedFile(t, vars, "ovmf")
-	varsCopy := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
-	b, err := os.ReadFile(vars)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(varsCopy, b, 0o644); err != nil {
-		t.Fatal(err)
+	var qemu string
+	var machine []string
+	switch board {
+	case "pc":
+		qemu = testenv.NeedProgram(t, "qemu-system-x86_64", "qemu-system-x86")
+		const code, vars = "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
+		testenv.NeedFile(t, code, "ovmf")
+		testenv.NeedFile(t, vars, "ovmf")
+		varsCopy := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
+		b, err := os.ReadFile(vars)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(varsCopy, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		machine = []string{
+			"-machine", "q35",
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
+			"-drive", "if=pflash,format=raw,unit=1,file=" + varsCopy,
+		}
+	case "arm64":
+		qemu = testenv.NeedProgram(t, "qemu-system-aarch64", "qemu-system-arm")
+		const firmware = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"
+		testenv.NeedFile(t, firmware, "qemu-efi-aarch64")
+		machine = []string{"-machine", "virt", "-cpu", "cortex-a72", "-bios", firmware}
+	default:
+		t.Fatalf("no VM for board %s", board)
 	}
 
-	v := &vm{t: t, out: new(bytes.Buffer), exited: make(chan error, 1), backendToken: "pen-appliance update test " + GeneratePassword()}
+	v := &updateVM{t: t, out: new(bytes.Buffer), exited: make(chan error, 1), backendToken: "pen-appliance update test " + GeneratePassword()}
 	backend, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -82,18 +100,15 @@ func startPC(t *testing.T, img string) *vm {
 		v.pen, v.gokrazy, GokrazyHTTPPort, v.admin,
 		guestBackendAddr, guestBackendPort, socat, backend.Addr())
 	v.serial = filepath.Join(t.TempDir(), "serial.log")
-	v.args = []string{
-		"-machine", "q35",
-		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
-		"-drive", "if=pflash,format=raw,unit=1,file=" + varsCopy,
+	v.args = append(machine,
 		"-m", "1024", "-smp", "2",
 		"-nographic", "-nodefaults", "-monitor", "none",
-		"-serial", "file:" + v.serial,
+		"-serial", "file:"+v.serial,
 		"-snapshot",
-		"-drive", "file=" + img + ",format=raw,if=virtio",
+		"-drive", "file="+img+",format=raw,if=virtio",
 		"-netdev", netdev,
 		"-device", "virtio-net-pci,netdev=n0",
-	}
+	)
 	cmd := exec.Command(qemu, v.args...)
 	cmd.Stdout, cmd.Stderr = v.out, v.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -108,7 +123,7 @@ func startPC(t *testing.T, img string) *vm {
 	return v
 }
 
-func (v *vm) diagnose() string {
+func (v *updateVM) diagnose() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "qemu %s\n%s", strings.Join(v.args, " "), v.out.Bytes())
 	log, _ := os.ReadFile(v.serial)
@@ -121,7 +136,7 @@ func (v *vm) diagnose() string {
 }
 
 // waitFor calls check every second until it succeeds, for at most limit.
-func (v *vm) waitFor(what string, limit time.Duration, check func() error) time.Duration {
+func (v *updateVM) waitFor(what string, limit time.Duration, check func() error) time.Duration {
 	v.t.Helper()
 	start := time.Now()
 	var last error
@@ -142,7 +157,7 @@ func (v *vm) waitFor(what string, limit time.Duration, check func() error) time.
 }
 
 // status reads gokrazy's status as JSON.
-func (v *vm) status() (hostname, build string, err error) {
+func (v *updateVM) status() (hostname, build string, err error) {
 	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", v.gokrazy), nil)
 	req.SetBasicAuth("gokrazy", testPassword)
 	req.Header.Set("Accept", "application/json")
@@ -159,7 +174,7 @@ func (v *vm) status() (hostname, build string, err error) {
 	return st.Hostname, st.BuildTimestamp, err
 }
 
-func (v *vm) penAnswers() error {
+func (v *updateVM) penAnswers() error {
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%d/", v.pen))
 	if err != nil {
 		return err
@@ -173,7 +188,7 @@ func (v *vm) penAnswers() error {
 }
 
 // adminCert returns the SHA-256 of the admin UI's certificate.
-func (v *vm) adminCert() (string, error) {
+func (v *updateVM) adminCert() (string, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	c, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", v.admin), &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
@@ -187,7 +202,7 @@ var hiddenInput = regexp.MustCompile(`name="(token|csrf)" value="([^"]+)"`)
 
 // adminSession logs in to the admin UI with password and returns a client
 // holding the session and the session's CSRF token.
-func (v *vm) adminSession(password string) (*http.Client, string, error) {
+func (v *updateVM) adminSession(password string) (*http.Client, string, error) {
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	base := fmt.Sprintf("https://127.0.0.1:%d", v.admin)
@@ -227,7 +242,7 @@ func (v *vm) adminSession(password string) (*http.Client, string, error) {
 	return c, m[2], nil
 }
 
-func (v *vm) adminConfig(c *http.Client) (string, error) {
+func (v *updateVM) adminConfig(c *http.Client) (string, error) {
 	resp, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d/config/download", v.admin))
 	if err != nil {
 		return "", err
@@ -244,11 +259,17 @@ func (v *vm) adminConfig(c *http.Client) (string, error) {
 // v1, boot it, add a server in the admin UI, then have penimage build v2
 // for the appliance's hostname and push it. The VM must come back on v2
 // with the added server, the same admin certificate and the same password.
-func TestUpdatePC(t *testing.T) {
+func TestUpdatePC(t *testing.T) { testUpdate(t, "pc") }
+
+// TestUpdateARM64 is TestUpdatePC for the arm64 board on qemu's virt
+// machine.
+func TestUpdateARM64(t *testing.T) { testUpdate(t, "arm64") }
+
+func testUpdate(t *testing.T, board string) {
 	if testing.Short() {
 		t.Skip("boots a VM; skipped with -short")
 	}
-	b, err := boards.Lookup("pc")
+	b, err := boards.Lookup(board)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +294,7 @@ func TestUpdatePC(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	v := startPC(t, v1)
+	v := bootForUpdate(t, board, v1)
 	started := time.Now()
 	v.waitFor("gokrazy's status on v1", 4*time.Minute, func() error {
 		h, build, err := v.status()
@@ -304,8 +325,8 @@ func TestUpdatePC(t *testing.T) {
 	}
 
 	// The update, as a user runs it.
-	cmd := exec.Command(penimage, "update", "-board", "pc", "-target", fmt.Sprintf("http://127.0.0.1:%d", v.gokrazy),
-		"-password-file", pwFile, "-version", "v2-update-test", "-watch", "30s")
+	cmd := exec.Command(penimage, "update", "-board", board, "-target", fmt.Sprintf("http://127.0.0.1:%d", v.gokrazy),
+		"-password-file", pwFile, "-version", "v2-update-test", "-watch", "10s")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	updateStart := time.Now()
@@ -313,7 +334,7 @@ func TestUpdatePC(t *testing.T) {
 		t.Fatalf("penimage update: %v\nstdout:\n%s\nstderr:\n%s\n%s", err, stdout.String(), stderr.String(), v.diagnose())
 	}
 	took := time.Since(updateStart)
-	t.Logf("penimage update took %.1fs (including the build and 30s of watching):\n%s%s", took.Seconds(), stderr.String(), stdout.String())
+	t.Logf("penimage update took %.1fs (including the build and 10s of watching):\n%s%s", took.Seconds(), stderr.String(), stdout.String())
 	if !strings.Contains(stdout.String(), "it runs pen v2-update-test") {
 		t.Errorf("penimage update printed %q; want it to say it runs pen v2-update-test", stdout.String())
 	}
