@@ -33,7 +33,7 @@ func updateCmd(args []string, stdout, stderr io.Writer) error {
 	version := fs.String("version", "", "pen's version string in the new build (git describe by default)")
 	kexec := fs.Bool("kexec", false, "reboot by kexec instead of through the firmware and boot loader")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the appliance to come back")
-	watch := fs.Duration("watch", 60*time.Second, "how long to keep watching the new build once it answers, for a rollback by its trial boot (0: don't)")
+	watch := fs.Duration("watch", 90*time.Second, "how long to keep watching the new build once it answers, for a rollback by its trial boot (which decides within 60 s of boot by default); 0 returns as soon as it answers")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
