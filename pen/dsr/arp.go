@@ -166,13 +166,18 @@ func (ns *neighbours) learn(p *arp.Packet, ours [6]byte, now time.Time) (used, c
 	if p.Operation != arp.OperationReply || [6]byte(p.TargetHardwareAddr) != ours {
 		return false, false
 	}
+	return ns.answered(p.SenderIP, [6]byte(p.SenderHardwareAddr), now)
+}
+
+// answered takes in that ip is at mac (an ARP reply or a neighbour
+// advertisement), if we asked for ip and are waiting for the answer.
+func (ns *neighbours) answered(ip netip.Addr, mac [6]byte, now time.Time) (used, changed bool) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
-	n := ns.m[p.SenderIP]
+	n := ns.m[ip]
 	if n == nil || n.asked.IsZero() {
 		return false, false
 	}
-	mac := [6]byte(p.SenderHardwareAddr)
 	if mac == ([6]byte{}) || mac == broadcastMAC || mac[0]&1 != 0 {
 		return false, false
 	}

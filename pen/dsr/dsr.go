@@ -92,6 +92,7 @@ type DSR struct {
 	ifi    *net.Interface
 	mac    [6]byte
 	ownIP  netip.Addr // the interface's first IPv4 address, or 0.0.0.0
+	ownLL  netip.Addr // the interface's IPv6 link-local address, or ::
 	own    map[netip.Addr]bool
 	conn   *batchConn
 	fast   *fastPath // nil: user space forwards the VIP's frames
@@ -136,8 +137,9 @@ func New(cfg Config) (*DSR, error) {
 	if cfg.Pool == nil {
 		return nil, errors.New("dsr: no server pool")
 	}
-	if cfg.VIP.IsValid() && !cfg.VIP.Is4() {
-		return nil, fmt.Errorf("dsr: VIP %v is not an IPv4 address", cfg.VIP)
+	cfg.VIP = cfg.VIP.Unmap()
+	if cfg.VIP.IsValid() && (cfg.VIP.IsUnspecified() || cfg.VIP.IsMulticast() || cfg.VIP.IsLinkLocalUnicast()) {
+		return nil, fmt.Errorf("dsr: VIP %v cannot be forwarded to", cfg.VIP)
 	}
 	if !cfg.VIP.IsValid() && cfg.Tarpit == nil {
 		return nil, errors.New("dsr: neither a VIP nor a tarpit")
@@ -159,7 +161,7 @@ func New(cfg Config) (*DSR, error) {
 	}
 	d := newDSR(cfg, ifi.Name, [6]byte(ifi.HardwareAddr), own)
 	d.ifi = ifi
-	if cfg.VIP.IsValid() && !cfg.NoFastPath {
+	if cfg.VIP.Is4() && !cfg.NoFastPath {
 		if d.fast, err = newFastPath(ifi, cfg, d.mac); err != nil {
 			d.log.Warn("forwarding in user space: the kernel has no fast path", "op", "fastpath", "error", err)
 			d.fast = nil
@@ -167,7 +169,7 @@ func New(cfg Config) (*DSR, error) {
 	}
 	prog, err := filter(cfg.VIP, cfg.Tarpit != nil, d.fast != nil)
 	if err == nil {
-		d.conn, err = listen(ifi, prog)
+		d.conn, err = listen(ifi, prog, cfg.VIP)
 	}
 	if err != nil {
 		if d.fast != nil {
@@ -191,6 +193,7 @@ func newDSR(cfg Config, name string, mac [6]byte, own []netip.Addr) *DSR {
 		cfg:      cfg,
 		mac:      mac,
 		ownIP:    netip.IPv4Unspecified(),
+		ownLL:    netip.IPv6Unspecified(),
 		own:      map[netip.Addr]bool{},
 		log:      log.With("iface", name),
 		neigh:    newNeighbours(cfg.ARPRefresh),
@@ -205,6 +208,9 @@ func newDSR(cfg Config, name string, mac [6]byte, own []netip.Addr) *DSR {
 		d.own[ip] = true
 		if ip.Is4() && d.ownIP.IsUnspecified() {
 			d.ownIP = ip
+		}
+		if ip.Is6() && ip.IsLinkLocalUnicast() && d.ownLL.IsUnspecified() {
+			d.ownLL = ip.WithZone("")
 		}
 	}
 	empty := map[netip.Addr]bool{}
@@ -246,17 +252,23 @@ func (d *DSR) Run(ctx context.Context) error {
 // in step: every tick, and at once when an ARP reply changed a MAC.
 func (d *DSR) control(ctx context.Context) {
 	out := newBatch(batchSize, 0)
-	buf := make([]byte, batchSize*(vnetHeaderLen+arpFrameLen))
+	const slot = vnetHeaderLen + ndFrameLen // the larger of ARP and ND
+	buf := make([]byte, batchSize*slot)
 	frame := func(i int) []byte {
-		b := buf[i*(vnetHeaderLen+arpFrameLen) : (i+1)*(vnetHeaderLen+arpFrameLen)]
+		b := buf[i*slot : (i+1)*slot]
 		clear(b[:vnetHeaderLen])
 		return b
 	}
-	if d.cfg.VIP.IsValid() {
+	if d.cfg.VIP.Is4() {
 		// Announce the VIP so that neighbours' caches point at us.
 		f := frame(0)
 		gratuitousARP(f[vnetHeaderLen:], d.mac, d.cfg.VIP)
-		d.conn.send(out, [][]byte{f})
+		d.conn.send(out, [][]byte{f[:vnetHeaderLen+arpFrameLen]})
+	}
+	if d.cfg.VIP.Is6() {
+		f := frame(0)
+		g := naReply(f[vnetHeaderLen:], d.mac, [6]byte{}, d.cfg.VIP, netip.Addr{})
+		d.conn.send(out, [][]byte{f[:vnetHeaderLen+len(g)]})
 	}
 	t := time.NewTicker(tickEvery)
 	defer t.Stop()
@@ -265,7 +277,7 @@ func (d *DSR) control(ctx context.Context) {
 		s := d.cfg.Pool.Servers()
 		addrs := map[netip.Addr]bool{}
 		for _, b := range servers(s) {
-			if b.Addr.Is4() {
+			if d.family(b.Addr) {
 				addrs[b.Addr] = true
 			}
 		}
@@ -279,8 +291,13 @@ func (d *DSR) control(ctx context.Context) {
 				frames = frames[:0]
 			}
 			f := frame(len(frames))
-			arpRequest(f[vnetHeaderLen:], d.mac, d.ownIP, a)
-			frames = append(frames, f[:vnetHeaderLen+arpFrameLen])
+			if a.Is4() {
+				arpRequest(f[vnetHeaderLen:], d.mac, d.ownIP, a)
+				frames = append(frames, f[:vnetHeaderLen+arpFrameLen])
+			} else {
+				nsRequest(f[vnetHeaderLen:], d.mac, d.ownLL, a)
+				frames = append(frames, f[:vnetHeaderLen+ndFrameLen])
+			}
 		}
 		d.sendARP(out, frames)
 		for _, a := range failed {
@@ -325,7 +342,7 @@ func servers(s Servers) []Backend {
 // weights or their MACs changed.
 func (d *DSR) update(s Servers) {
 	usable := func(b Backend) (candidateSig, bool) {
-		if !b.Up || !b.Addr.Is4() {
+		if !b.Up || !d.family(b.Addr) {
 			return candidateSig{}, false
 		}
 		mac, ok := d.neigh.mac(b.Addr)
@@ -390,7 +407,7 @@ func (d *DSR) update(s Servers) {
 func (d *DSR) readLoop() error {
 	in := newBatch(batchSize, bufSize)
 	out := newBatch(batchSize, 0)
-	replies := make([]byte, batchSize*(vnetHeaderLen+tarpitReplyLen+arpFrameLen))
+	replies := make([]byte, batchSize*replySize)
 	frames := make([][]byte, 0, batchSize)
 	st := &readState{
 		limit: newLimiter(32, 64, 10000, d.secret),
@@ -409,7 +426,7 @@ func (d *DSR) readLoop() error {
 		now := d.now()
 		frames = frames[:0]
 		for i := range n {
-			reply := replies[i*(vnetHeaderLen+tarpitReplyLen+arpFrameLen):][:vnetHeaderLen+tarpitReplyLen+arpFrameLen]
+			reply := replies[i*replySize:][:replySize]
 			f, why := d.handle(in.bufs[i][:in.lens[i]], in.trunc[i], reply, st, now)
 			if why != 0 {
 				d.stats.dropped[why].Add(1)
@@ -424,6 +441,10 @@ func (d *DSR) readLoop() error {
 		}
 	}
 }
+
+// replySize is the room for one reply built while reading: a tarpit
+// SYN/ACK, an ARP reply or a neighbour advertisement.
+const replySize = vnetHeaderLen + ndFrameLen
 
 // readState belongs to the reading goroutine.
 type readState struct {
@@ -445,14 +466,24 @@ func (d *DSR) handle(buf []byte, trunc bool, reply []byte, st *readState, now ti
 		return nil, DropMalformed
 	}
 	f := buf[vnetHeaderLen:]
+	var p ipFrame
+	var why Reason
 	switch etherType(f) {
 	case etherTypeARP:
 		return d.handleARP(f, reply, now)
 	case etherTypeIPv4:
+		p, why = parseIPv4(f)
+	case etherTypeIPv6:
+		if !d.cfg.VIP.Is6() {
+			return nil, DropNotIPv4
+		}
+		p, why = parseIPv6(f)
+		if why == 0 && p.proto == protoICMPv6 && p.dst != d.cfg.VIP {
+			return d.handleND(f, p, reply, now)
+		}
 	default:
 		return nil, DropNotIPv4
 	}
-	p, why := parseIPv4(f)
 	if why != 0 {
 		return nil, why
 	}
@@ -463,7 +494,11 @@ func (d *DSR) handle(buf []byte, trunc bool, reply []byte, st *readState, now ti
 		if d.cfg.Port != 0 && !p.fragment && p.dport != d.cfg.Port {
 			return nil, DropNotOurs
 		}
-		t := d.table.Load().pick(flowKey(p.src, p.sport, d.cfg.HashPort))
+		sport := p.sport
+		if p.fragment {
+			sport = 0
+		}
+		t := d.table.Load().pick(flowKey(p.src, sport, d.cfg.HashPort))
 		if t == nil {
 			return nil, DropNoServer
 		}
@@ -525,6 +560,64 @@ func (d *DSR) handleARP(f, reply []byte, now time.Time) ([]byte, Reason) {
 		return nil, 0
 	}
 	return nil, DropARP
+}
+
+// handleND answers neighbour solicitations for an IPv6 VIP and takes in
+// advertisements that answer ours.
+func (d *DSR) handleND(f []byte, p ipFrame, reply []byte, now time.Time) ([]byte, Reason) {
+	m, why := parseND(f, p)
+	if why != 0 {
+		return nil, why
+	}
+	switch m.typ {
+	case icmpNS:
+		if m.target != d.cfg.VIP {
+			return nil, DropARP
+		}
+		to := [6]byte(f[6:12])
+		if m.hasLL {
+			to = m.ll
+		}
+		if to[0]&1 != 0 {
+			return nil, DropARP
+		}
+		clear(reply[:vnetHeaderLen])
+		r := naReply(reply[vnetHeaderLen:], d.mac, to, d.cfg.VIP, p.src)
+		d.stats.arpAnswered.Add(1)
+		return reply[:vnetHeaderLen+len(r)], 0
+	case icmpNA:
+		if !m.hasLL || !m.target.Is6() || p.src.IsUnspecified() {
+			return nil, DropARP
+		}
+		// An answer to our solicitation comes to our MAC, or to all
+		// nodes when we asked from ::.
+		if dst := [6]byte(f[0:6]); dst != d.mac && !(d.ownLL.IsUnspecified() && dst[0] == 0x33) {
+			return nil, DropARP
+		}
+		used, changed := d.neigh.answered(m.target, m.ll, now)
+		if !used {
+			return nil, DropARP
+		}
+		d.stats.arpLearnt.Add(1)
+		if changed {
+			d.log.Info("server MAC learnt", "op", "nd", "backend", m.target, "mac", net.HardwareAddr(m.ll[:]).String())
+			select {
+			case d.rebuild <- struct{}{}:
+			default:
+			}
+		}
+		return nil, 0
+	}
+	return nil, DropARP
+}
+
+// family reports whether a server's address is of the VIP's family (IPv4
+// for a tarpit alone).
+func (d *DSR) family(a netip.Addr) bool {
+	if d.cfg.VIP.Is6() {
+		return a.Is6() && !a.Is4In6()
+	}
+	return a.Is4()
 }
 
 // tarpitted reports whether SYNs to ip get a tarpit reply.

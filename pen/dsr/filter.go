@@ -8,6 +8,15 @@ import (
 	"golang.org/x/net/bpf"
 )
 
+// jump is a jump whose targets are labels, resolved by assemble.
+type jump struct {
+	at                  int
+	skipTrue, skipFalse string // labels; "" = the next instruction
+	cond                bpf.JumpTest
+	val                 uint32
+	always              bool // an unconditional jump to skipTrue
+}
+
 // Packet types as the kernel reports them (linux/if_packet.h).
 const (
 	packetOtherHost = 3
@@ -34,13 +43,6 @@ func filter(vip netip.Addr, tarpit, fastPath bool) ([]bpf.RawInstruction, error)
 		accept  = "accept"
 		vipFrag = "vipfrag"
 	)
-	type jump struct {
-		at                  int
-		skipTrue, skipFalse string // labels; "" = the next instruction
-		cond                bpf.JumpTest
-		val                 uint32
-		always              bool // an unconditional jump to skipTrue
-	}
 	var prog []bpf.Instruction
 	var jumps []jump
 	labels := map[string]int{}
@@ -55,6 +57,29 @@ func filter(vip netip.Addr, tarpit, fastPath bool) ([]bpf.RawInstruction, error)
 	jumpIf(bpf.JumpEqual, packetOtherHost, drop, "")
 	emit(bpf.LoadAbsolute{Off: 12, Size: 2})
 	jumpIf(bpf.JumpEqual, etherTypeARP, accept, "")
+	if vip.Is6() {
+		// IPv6: neighbour solicitations and advertisements, and the
+		// VIP's packets; no tarpit, no fast path.
+		jumpIf(bpf.JumpEqual, etherTypeIPv6, "", drop)
+		v := vip.As16()
+		for i := 0; i < 16; i += 4 {
+			emit(bpf.LoadAbsolute{Off: uint32(ethHeaderLen + 24 + i), Size: 4})
+			jumpIf(bpf.JumpEqual, binary.BigEndian.Uint32(v[i:i+4]), "", "nd")
+		}
+		jumps = append(jumps, jump{at: len(prog), skipTrue: accept, always: true})
+		emit(nil)
+		labels["nd"] = len(prog)
+		emit(bpf.LoadAbsolute{Off: ethHeaderLen + 6, Size: 1})
+		jumpIf(bpf.JumpEqual, protoICMPv6, "", drop)
+		emit(bpf.LoadAbsolute{Off: ethHeaderLen + ipv6Header, Size: 1})
+		jumpIf(bpf.JumpEqual, icmpNS, accept, "")
+		jumpIf(bpf.JumpEqual, icmpNA, accept, drop)
+		labels[drop] = len(prog)
+		emit(bpf.RetConstant{Val: 0})
+		labels[accept] = len(prog)
+		emit(bpf.RetConstant{Val: 0xffffffff})
+		return assemble(prog, jumps, labels)
+	}
 	jumpIf(bpf.JumpEqual, etherTypeIPv4, "", drop)
 	if vip.IsValid() {
 		v := vip.As4()
@@ -86,7 +111,11 @@ func filter(vip netip.Addr, tarpit, fastPath bool) ([]bpf.RawInstruction, error)
 	emit(bpf.RetConstant{Val: 0})
 	labels[accept] = len(prog)
 	emit(bpf.RetConstant{Val: 0xffffffff})
+	return assemble(prog, jumps, labels)
+}
 
+// assemble resolves the labels of the jumps and assembles the program.
+func assemble(prog []bpf.Instruction, jumps []jump, labels map[string]int) ([]bpf.RawInstruction, error) {
 	for _, j := range jumps {
 		skip := func(label string) (uint8, error) {
 			if label == "" {

@@ -10,6 +10,9 @@ const (
 	ethHeaderLen  = 14
 	etherTypeIPv4 = 0x0800
 	etherTypeARP  = 0x0806
+	etherTypeIPv6 = 0x86dd
+	ipv6Header    = 40
+	protoICMPv6   = 58
 	ipv4MinHeader = 20
 	protoTCP      = 6
 	protoUDP      = 17
@@ -22,12 +25,12 @@ const (
 	tcpACK = 0x10
 )
 
-// ipv4Frame is what the forwarder needs to know of an Ethernet frame
-// carrying IPv4: offsets into the frame and the fields it decides on. It
-// is filled by parseIPv4 without copying the frame.
-type ipv4Frame struct {
-	l3, l4   int // offsets of the IPv4 header and of the transport header
-	end      int // end of the IPv4 packet (total length) within the frame
+// ipFrame is what the forwarder needs to know of an Ethernet frame
+// carrying IPv4 or IPv6: offsets into the frame and the fields it decides
+// on. It is filled by parseIPv4 or parseIPv6 without copying the frame.
+type ipFrame struct {
+	l3, l4   int // offsets of the IP header and of the transport header
+	end      int // end of the IP packet (its length) within the frame
 	proto    uint8
 	src, dst netip.Addr
 	// fragment is true for every fragment but the first: it carries no
@@ -53,7 +56,7 @@ func etherType(f []byte) uint16 {
 // that disagrees with the frame, or a transport header cut short. A frame
 // may be longer than the IPv4 packet (Ethernet padding); end marks where
 // the packet stops.
-func parseIPv4(f []byte) (p ipv4Frame, why Reason) {
+func parseIPv4(f []byte) (p ipFrame, why Reason) {
 	if etherType(f) != etherTypeIPv4 {
 		return p, DropNotIPv4
 	}
@@ -169,7 +172,7 @@ func transportChecksum(src, dst netip.Addr, proto uint8, seg []byte) uint16 {
 // whose checksum was left for offload (TP_STATUS_CSUMNOTREADY): the frame
 // then leaves this host correct whatever the next device does. Fragments
 // and protocols other than TCP and UDP are left alone.
-func completeChecksum(f []byte, p ipv4Frame) {
+func completeChecksum(f []byte, p ipFrame) {
 	if p.fragment {
 		return
 	}
@@ -185,7 +188,7 @@ func completeChecksum(f []byte, p ipv4Frame) {
 // checksumOK reports whether an IPv4 frame's header and transport
 // checksums are right (tests and the fuzz target use it to check frames
 // that pen builds).
-func checksumOK(f []byte, p ipv4Frame) bool {
+func checksumOK(f []byte, p ipFrame) bool {
 	if fold(sum(0, f[p.l3:p.l4])) != 0 {
 		return false
 	}

@@ -30,12 +30,18 @@ func seedFrames() [][]byte {
 	)
 	frag := tcpFrame(penMAC, clientMAC, clientIP, vip, 40000, 80, tcpACK, nil, []byte("12345678"))
 	binary.BigEndian.PutUint16(frag[20:22], 0x2001)
-	out = append(out, frag)
+	out = append(out, frag,
+		tcp6Frame(penMAC, clientMAC, client6, vip6, 40000, 80, tcpSYN, nil, nil),
+		tcp6Frame(penMAC, clientMAC, client6, vip6, 40000, 80, tcpACK, [][]byte{{0, 0, 1, 4, 0, 0, 0, 0}, {44, 0, 0, 0x10, 0, 0, 0, 1}}, []byte("x")),
+		nsRequest(make([]byte, ndFrameLen), clientMAC, client6, vip6),
+		naReply(make([]byte, ndFrameLen), penMAC, b1MAC, b1IP6, penLL),
+	)
 	return out
 }
 
-// FuzzHandle feeds any frame to the frame handler (Ethernet, ARP, IPv4,
-// TCP and UDP parsing, forwarding, ARP answers and the tarpit): it never
+// FuzzHandle feeds any frame to the frame handler of an IPv4 and of an
+// IPv6 DSR (Ethernet, ARP, IPv4, IPv6, neighbour discovery, TCP and UDP
+// parsing, forwarding, ARP and ND answers and the tarpit): it never
 // panics, a forwarded frame differs from its original only in its
 // Ethernet addresses, and every reply it builds has right checksums.
 func FuzzHandle(f *testing.F) {
@@ -43,40 +49,57 @@ func FuzzHandle(f *testing.F) {
 		f.Add(s)
 	}
 	pool := twoServers()
+	pool6 := &fakePool{s: Servers{List: []Backend{{Index: 0, Addr: b1IP6, Up: true}, {Index: 1, Addr: b2IP6, Up: true}}}}
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		d := newDSR(Config{Pool: pool, VIP: vip, Tarpit: tarpitNet.Contains}, "fuzz0", penMAC, nil)
-		d.neigh.track(map[netip.Addr]bool{b1IP: true, b2IP: true}, time.Unix(0, 0))
-		d.neigh.due(time.Unix(0, 0)) // requests out: replies in the input are taken
-		d.update(pool.Servers())
-		in := vnet(frame)
-		orig := append([]byte(nil), in...)
-		out, why := d.handle(in, false, make([]byte, vnetHeaderLen+tarpitReplyLen+arpFrameLen), testReadState(), time.Unix(1, 0))
-		if out == nil {
-			if why == 0 && etherType(frame) != etherTypeARP {
-				t.Fatal("frame neither sent nor dropped")
-			}
-			return
-		}
-		if why != 0 {
-			t.Fatalf("frame sent and dropped (%v)", why)
-		}
-		o := out[vnetHeaderLen:]
-		switch {
-		case &out[0] == &in[0]: // forwarded in place
-			if !bytes.Equal(o[12:], orig[vnetHeaderLen+12:]) || [6]byte(o[6:12]) != penMAC {
-				t.Fatal("forwarding changed more than the Ethernet addresses")
-			}
-		case etherType(o) == etherTypeARP:
-			if _, why := parseARP(o); why != 0 || len(o) != arpFrameLen {
-				t.Fatalf("ARP reply does not parse: %v", why)
-			}
-		default:
-			p, why := parseIPv4(o)
-			if why != 0 || !checksumOK(o, p) || p.flags != tcpSYN|tcpACK {
-				t.Fatalf("tarpit reply wrong: %v %+v", why, p)
-			}
-		}
+		fuzzHandle(t, newDSR(Config{Pool: pool, VIP: vip, Tarpit: tarpitNet.Contains}, "fuzz0", penMAC, nil), frame)
+		fuzzHandle(t, newDSR(Config{Pool: pool6, VIP: vip6}, "fuzz0", penMAC, []netip.Addr{penLL}), frame)
 	})
+}
+
+func fuzzHandle(t *testing.T, d *DSR, frame []byte) {
+	addrs := map[netip.Addr]bool{}
+	for _, b := range d.cfg.Pool.Servers().List {
+		addrs[b.Addr] = true
+	}
+	d.neigh.track(addrs, time.Unix(0, 0))
+	d.neigh.due(time.Unix(0, 0)) // requests out: replies in the input are taken
+	d.update(d.cfg.Pool.Servers())
+	in := vnet(frame)
+	orig := append([]byte(nil), in...)
+	out, why := d.handle(in, false, make([]byte, replySize), testReadState(), time.Unix(1, 0))
+	if out == nil {
+		if why == 0 && etherType(frame) != etherTypeARP && etherType(frame) != etherTypeIPv6 {
+			t.Fatal("frame neither sent nor dropped")
+		}
+		return
+	}
+	if why != 0 {
+		t.Fatalf("frame sent and dropped (%v)", why)
+	}
+	o := out[vnetHeaderLen:]
+	switch {
+	case &out[0] == &in[0]: // forwarded in place
+		if !bytes.Equal(o[12:], orig[vnetHeaderLen+12:]) || [6]byte(o[6:12]) != penMAC {
+			t.Fatal("forwarding changed more than the Ethernet addresses")
+		}
+	case etherType(o) == etherTypeARP:
+		if _, why := parseARP(o); why != 0 || len(o) != arpFrameLen {
+			t.Fatalf("ARP reply does not parse: %v", why)
+		}
+	case etherType(o) == etherTypeIPv6:
+		p, why := parseIPv6(o)
+		if why != 0 {
+			t.Fatalf("NA does not parse: %v", why)
+		}
+		if m, why := parseND(o, p); why != 0 || m.typ != icmpNA || m.target != vip6 {
+			t.Fatalf("NA wrong: %v %+v", why, m)
+		}
+	default:
+		p, why := parseIPv4(o)
+		if why != 0 || !checksumOK(o, p) || p.flags != tcpSYN|tcpACK {
+			t.Fatalf("tarpit reply wrong: %v %+v", why, p)
+		}
+	}
 }
 
 // FuzzTarpitReply builds a SYN with any options and payload: the reply's

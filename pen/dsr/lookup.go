@@ -85,8 +85,14 @@ func (l *lookup) pick(key uint64) *target {
 // flowKey is the key a client's frames are placed by: its address, and
 // with -r its source port as well, as Pen's hash does.
 func flowKey(src netip.Addr, sport uint16, withPort bool) uint64 {
-	a := src.As4()
-	k := uint64(binary.BigEndian.Uint32(a[:])) << 16
+	var k uint64
+	if src.Is4() {
+		a := src.As4()
+		k = uint64(binary.BigEndian.Uint32(a[:])) << 16
+	} else {
+		a := src.As16()
+		k = mix64(binary.BigEndian.Uint64(a[:8])^mix64(binary.BigEndian.Uint64(a[8:]))) << 16
+	}
 	if withPort {
 		k |= uint64(sport)
 	}

@@ -36,16 +36,37 @@ type topo struct {
 	backends []*netnstest.Host
 	pool     *fakePool
 	dsr      *DSR
+	v6       bool // the VIP and the servers are IPv6
 }
 
 const (
-	topoVIP    = "198.18.0.100"
-	topoClient = "198.18.0.1"
+	topoVIP     = "198.18.0.100"
+	topoClient  = "198.18.0.1"
+	topoVIP6    = "2001:db8::100"
+	topoClient6 = "2001:db8::1"
 )
 
 func topoMAC(host int) string { return fmt.Sprintf("02:70:65:6e:00:%02x", host) }
 
 func backendIP(i int) string { return fmt.Sprintf("198.18.0.%d", 11+i) }
+
+func backendIP6(i int) string { return fmt.Sprintf("2001:db8::%d", 11+i) }
+
+// vip is the VIP of the test's family with a port.
+func (tp *topo) vip(port int) string {
+	if tp.v6 {
+		return net.JoinHostPort(topoVIP6, fmt.Sprint(port))
+	}
+	return net.JoinHostPort(topoVIP, fmt.Sprint(port))
+}
+
+// clientAddr is the client's i-th extra address of the test's family.
+func (tp *topo) clientAddr(i int) string {
+	if tp.v6 {
+		return fmt.Sprintf("2001:db8::4:%x", i+1)
+	}
+	return fmt.Sprintf("198.18.%d.%d", 4+i/200, 1+i%200)
+}
 
 // newTopo builds the network with n backends, each serving TCP and UDP on
 // the VIP (see serveBackend).
@@ -58,12 +79,13 @@ func newTopo(t *testing.T, nBackends int) *topo {
 		tp.sw.Port("br0", port)
 		h.IP("link", "set", "eth0", "address", topoMAC(mac))
 	}
-	attach(tp.client, "vclient", 1, topoClient+"/16")
+	attach(tp.client, "vclient", 1, topoClient+"/16", topoClient6+"/64")
 	attach(tp.pen, "vpen", 2)
 	for i := range nBackends {
 		b := n.Host(fmt.Sprintf("b%d", i))
-		attach(b, fmt.Sprintf("vb%d", i), 0x10+i, backendIP(i)+"/16")
+		attach(b, fmt.Sprintf("vb%d", i), 0x10+i, backendIP(i)+"/16", backendIP6(i)+"/64")
 		b.IP("addr", "add", topoVIP+"/32", "dev", "lo")
+		b.IP("addr", "add", topoVIP6+"/128", "dev", "lo")
 		for _, dev := range []string{"all", "eth0"} {
 			b.Sysctl("net.ipv4.conf."+dev+".arp_ignore", "1")
 			b.Sysctl("net.ipv4.conf."+dev+".arp_announce", "2")
@@ -79,14 +101,20 @@ func newTopo(t *testing.T, nBackends int) *topo {
 // with the SHA-256 of what it read; and a UDP server on VIP:53 that
 // answers every datagram with "NAME CLIENTADDR".
 func serveBackend(t *testing.T, h *netnstest.Host, name string) {
+	for _, vip := range []string{topoVIP, topoVIP6} {
+		serveBackendOn(t, h, name, vip)
+	}
+}
+
+func serveBackendOn(t *testing.T, h *netnstest.Host, name, vip string) {
 	var ln net.Listener
 	var pc net.PacketConn
 	if err := h.Do(func() error {
 		var err error
-		if ln, err = net.Listen("tcp", topoVIP+":80"); err != nil {
+		if ln, err = net.Listen("tcp", net.JoinHostPort(vip, "80")); err != nil {
 			return err
 		}
-		pc, err = net.ListenPacket("udp", topoVIP+":53")
+		pc, err = net.ListenPacket("udp", net.JoinHostPort(vip, "53"))
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -151,13 +179,20 @@ func (tp *topo) start(t *testing.T, cfg Config, want int) {
 	if tp.pool == nil {
 		tp.pool = &fakePool{}
 		for i := range tp.backends {
-			tp.pool.s.List = append(tp.pool.s.List, Backend{Index: i, Addr: netip.MustParseAddr(backendIP(i)), Weight: 1, Up: true})
+			a := backendIP(i)
+			if tp.v6 {
+				a = backendIP6(i)
+			}
+			tp.pool.s.List = append(tp.pool.s.List, Backend{Index: i, Addr: netip.MustParseAddr(a), Weight: 1, Up: true})
 		}
 	}
 	cfg.Interface = "eth0"
 	cfg.Pool = tp.pool
 	if !cfg.VIP.IsValid() {
 		cfg.VIP = netip.MustParseAddr(topoVIP)
+		if tp.v6 {
+			cfg.VIP = netip.MustParseAddr(topoVIP6)
+		}
 	}
 	if err := tp.pen.Do(func() error {
 		var err error
@@ -221,7 +256,7 @@ func (tp *topo) dial(network, src, addr string) (net.Conn, error) {
 // whoTCP returns the backend that a connection from src reached and the
 // client address it saw.
 func (tp *topo) whoTCP(src string) (name, seen string, err error) {
-	c, err := tp.dial("tcp", src, topoVIP+":80")
+	c, err := tp.dial("tcp", src, tp.vip(80))
 	if err != nil {
 		return "", "", err
 	}
@@ -236,6 +271,15 @@ func (tp *topo) whoTCP(src string) (name, seen string, err error) {
 		return "", "", fmt.Errorf("greeting %q", line)
 	}
 	return f[0], f[1], nil
+}
+
+// unmapped writes an address as the test wrote it (servers may see an
+// IPv4 client as ::ffff:a.b.c.d).
+func unmapped(a string) string {
+	if ip, err := netip.ParseAddr(a); err == nil {
+		return ip.Unmap().String()
+	}
+	return a
 }
 
 // forwarding is the two ways the VIP's frames are forwarded: by the
@@ -260,23 +304,31 @@ func (tp *topo) checkMode(t *testing.T, noFastPath bool) {
 
 func TestNetnsTCPAndUDPThroughDSR(t *testing.T) {
 	for _, m := range forwarding {
-		t.Run(m.name, func(t *testing.T) { testTCPAndUDP(t, m.noFastPath) })
+		t.Run(m.name, func(t *testing.T) { testTCPAndUDP(t, m.noFastPath, false) })
 	}
 }
 
-func testTCPAndUDP(t *testing.T, noFastPath bool) {
+// IPv6 DSR: neighbour discovery in place of ARP, forwarding in user space.
+func TestNetnsIPv6ThroughDSR(t *testing.T) { testTCPAndUDP(t, true, true) }
+
+func testTCPAndUDP(t *testing.T, noFastPath, v6 bool) {
+	prefix := "/16"
+	if v6 {
+		prefix = "/64"
+	}
 	tp := newTopo(t, 2)
+	tp.v6 = v6
 	tp.start(t, Config{Port: 80, NoFastPath: noFastPath}, 2)
 	tp.checkMode(t, noFastPath)
 	seen := map[string]bool{}
 	for i := range 20 {
-		src := fmt.Sprintf("198.18.4.%d", i+1)
-		tp.client.IP("addr", "add", src+"/16", "dev", "eth0")
+		src := tp.clientAddr(i)
+		tp.client.IP("addr", "add", src+prefix, "dev", "eth0", "nodad")
 		name, addr, err := tp.whoTCP(src)
 		if err != nil {
 			t.Fatalf("TCP from %s: %v (stats %+v)", src, err, tp.dsr.Stats())
 		}
-		if addr != src {
+		if unmapped(addr) != src {
 			t.Errorf("backend %s saw client %s, want %s", name, addr, src)
 		}
 		seen[name] = true
@@ -285,14 +337,14 @@ func testTCPAndUDP(t *testing.T, noFastPath bool) {
 		t.Errorf("20 clients reached only %v", seen)
 	}
 	// A port other than the VIP's is not forwarded.
-	if c, err := tp.dial("tcp", "", topoVIP+":81"); err == nil {
+	if c, err := tp.dial("tcp", "", tp.vip(81)); err == nil {
 		c.Close()
 		t.Error("connected to VIP:81, which pen does not forward")
 	}
 
 	// 50 MB from the client, through pen (the direction that crosses it,
 	// in TSO super-frames with partial checksums), hash compared.
-	c, err := tp.dial("tcp", "", topoVIP+":80")
+	c, err := tp.dial("tcp", "", tp.vip(80))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,12 +374,13 @@ func testTCPAndUDP(t *testing.T, noFastPath bool) {
 
 	// UDP (-U), every port.
 	tu := newTopo(t, 2)
+	tu.v6 = v6
 	tu.start(t, Config{UDP: true, NoFastPath: noFastPath}, 2)
 	tu.checkMode(t, noFastPath)
 	for i := range 10 {
-		src := fmt.Sprintf("198.18.5.%d", i+1)
-		tu.client.IP("addr", "add", src+"/16", "dev", "eth0")
-		c, err := tu.dial("udp", src, topoVIP+":53")
+		src := tu.clientAddr(100 + i)
+		tu.client.IP("addr", "add", src+prefix, "dev", "eth0", "nodad")
+		c, err := tu.dial("udp", src, tu.vip(53))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -339,11 +392,11 @@ func testTCPAndUDP(t *testing.T, noFastPath bool) {
 		if err != nil {
 			t.Fatalf("UDP from %s: %v (stats %+v)", src, err, tu.dsr.Stats())
 		}
-		if f := strings.Fields(string(buf[:n])); len(f) != 2 || f[1] != src {
+		if f := strings.Fields(string(buf[:n])); len(f) != 2 || unmapped(f[1]) != src {
 			t.Errorf("UDP answer %q, want the client %s", buf[:n], src)
 		}
 	}
-	if c, err := tu.dial("tcp", "", topoVIP+":80"); err == nil {
+	if c, err := tu.dial("tcp", "", tu.vip(80)); err == nil {
 		c.Close()
 		t.Error("TCP connected through a UDP-mode DSR")
 	}
@@ -355,6 +408,9 @@ func (tp *topo) addClients(t *testing.T, n int) []string {
 	var addrs []string
 	for i := range n {
 		a := fmt.Sprintf("198.18.%d.%d", 8+i/200, 1+i%200)
+		if tp.v6 {
+			a = fmt.Sprintf("2001:db8::8:%x", i+1)
+		}
 		addrs = append(addrs, a)
 		fmt.Fprintf(&b, "addr add %s/16 dev eth0\n", a)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 	"unsafe"
@@ -42,7 +43,7 @@ type batchConn struct {
 	rc syscall.RawConn
 }
 
-func listen(ifi *net.Interface, prog []bpf.RawInstruction) (*batchConn, error) {
+func listen(ifi *net.Interface, prog []bpf.RawInstruction, vip netip.Addr) (*batchConn, error) {
 	pc, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, &packet.Config{Filter: prog})
 	if err != nil {
 		return nil, fmt.Errorf("opening AF_PACKET socket on %s: %w", ifi.Name, err)
@@ -61,6 +62,17 @@ func listen(ifi *net.Interface, prog []bpf.RawInstruction) (*batchConn, error) {
 		// Frames the host itself sends on the interface are not ours
 		// (the filter drops them too, on kernels without this option).
 		unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+		if vip.Is6() {
+			// Solicitations for the VIP go to its solicited-node
+			// multicast address: the interface must let them in.
+			_, mac := solicitedNode(vip)
+			mr := unix.PacketMreq{Ifindex: int32(ifi.Index), Type: unix.PACKET_MR_MULTICAST, Alen: 6}
+			copy(mr.Address[:], mac[:])
+			if err := unix.SetsockoptPacketMreq(int(fd), unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, &mr); err != nil {
+				serr = os.NewSyscallError("setsockopt PACKET_ADD_MEMBERSHIP", err)
+				return
+			}
+		}
 		// Room for bursts: frames wait here while a batch is handled.
 		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) != nil {
 			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)

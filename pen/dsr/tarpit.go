@@ -31,7 +31,7 @@ const (
 // answering the SYN in frame f (parsed as p), from our MAC. The initial
 // sequence number is a keyed hash of the connection, so repeated SYNs get
 // the same answer and nobody can predict it without the key.
-func tarpitReply(b, f []byte, p ipv4Frame, ours [6]byte, key uint64) []byte {
+func tarpitReply(b, f []byte, p ipFrame, ours [6]byte, key uint64) []byte {
 	b = b[:tarpitReplyLen]
 	copy(b[0:6], f[6:12]) // back to the sender's MAC
 	copy(b[6:12], ours[:])
