@@ -1,18 +1,20 @@
 // Package dsr implements Direct Server Return and the scanner tarpit on
 // raw Ethernet frames, as Pen's dsr_if and tarpit_acl do: an AF_PACKET
-// socket on one interface answers ARP for the virtual address (VIP),
-// rewrites only the Ethernet addresses of the frames sent to the VIP and
-// hands them to the chosen backend, which holds the VIP on its loopback
-// and answers the client directly; SYNs to tarpitted addresses get a
-// SYN/ACK and nothing more.
+// socket on one interface answers ARP (or IPv6 neighbour discovery) for
+// the virtual address (VIP), the frames sent to the VIP get only their
+// Ethernet addresses rewritten and go to the chosen backend, which holds
+// the VIP on its loopback and answers the client directly; SYNs to
+// tarpitted addresses get a SYN/ACK and nothing more. docs/DSR.md says
+// how to set up the network.
 //
 // The package asks its Pool which servers exist and which are usable (the
 // engine adapts pen/balance to it) and knows nothing of the configuration
-// syntax. Files: frame.go (Ethernet, IPv4, TCP and UDP headers and
-// checksums), arp.go (ARP answers, backend MAC learning), lookup.go (the
-// consistent-hash table), tarpit.go (SYN/ACK and rate limit), filter.go
-// (the kernel socket filter), socket_linux.go (batched AF_PACKET I/O with
-// offload state carried across), stats.go (counters).
+// syntax. Files: frame.go and frame6.go (Ethernet, IPv4, IPv6, TCP and UDP
+// headers, checksums, neighbour discovery), arp.go (ARP answers, backend
+// MAC learning), lookup.go (the consistent-hash table), tarpit.go (SYN/ACK
+// and rate limit), filter.go (the socket's filter), socket_linux.go
+// (batched AF_PACKET I/O with offload state carried across),
+// fastpath_linux.go (forwarding in the kernel), stats.go (counters).
 package dsr
 
 import (
@@ -33,7 +35,7 @@ import (
 // Backend is one server as DSR sees it.
 type Backend struct {
 	Index  int        // the pool's number for it, passed back to Failed
-	Addr   netip.Addr // IPv4; others are never used
+	Addr   netip.Addr // servers of another family than the VIP's are not used
 	Weight int        // share of the flows; 0 counts as 1, as in Pen
 	Prio   int        // with Servers.Prio, only the lowest value in use takes flows
 	Up     bool       // the pool would choose it: configured and not blacklisted
@@ -50,7 +52,8 @@ type Servers struct {
 type Pool interface {
 	// Servers returns the servers now. It is called a few times a second.
 	Servers() Servers
-	// Failed reports that a server did not answer ARP: it is to be
+	// Failed reports that a server did not answer ARP (or neighbour
+	// solicitations): it is to be
 	// treated as a failed connect is (blacklisted, shown as failed).
 	Failed(index int)
 }
@@ -58,7 +61,7 @@ type Pool interface {
 // Config says what to forward.
 type Config struct {
 	Interface string     // the interface frames are read from and sent on
-	VIP       netip.Addr // the virtual IPv4 address; invalid: tarpit only
+	VIP       netip.Addr // the virtual address, IPv4 or IPv6; invalid: tarpit only
 	Port      uint16     // the VIP's port; 0 forwards every port
 	UDP       bool       // forward UDP (Pen's -U) instead of TCP
 	HashPort  bool       // place flows by client address and source port (Pen's -r)
@@ -67,9 +70,10 @@ type Config struct {
 	// nothing. The VIP, the interface's own addresses and the servers'
 	// are never tarpitted, whatever it says.
 	Tarpit func(netip.Addr) bool
-	// ARPRefresh is how often a known backend MAC is asked again
-	// (default 30 s). Three unanswered requests in a row, a second
-	// apart, make the backend count as failed.
+	// ARPRefresh is how often a known backend MAC is asked again, by
+	// ARP or neighbour solicitation (default 30 s). Three unanswered
+	// requests in a row, a second apart, make the backend count as
+	// failed.
 	ARPRefresh time.Duration
 	Logger     *slog.Logger // nil: discard
 	// NoFastPath keeps all forwarding in user space, on the AF_PACKET
@@ -275,13 +279,14 @@ func (d *DSR) control(ctx context.Context) {
 	for {
 		now := d.now()
 		s := d.cfg.Pool.Servers()
-		addrs := map[netip.Addr]bool{}
+		addrs, all := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 		for _, b := range servers(s) {
+			all[b.Addr.Unmap()] = true
 			if d.family(b.Addr) {
 				addrs[b.Addr] = true
 			}
 		}
-		d.backends.Store(&addrs)
+		d.backends.Store(&all)
 		d.neigh.track(addrs, now)
 		ask, failed := d.neigh.due(now)
 		var frames [][]byte
@@ -295,8 +300,8 @@ func (d *DSR) control(ctx context.Context) {
 				arpRequest(f[vnetHeaderLen:], d.mac, d.ownIP, a)
 				frames = append(frames, f[:vnetHeaderLen+arpFrameLen])
 			} else {
-				nsRequest(f[vnetHeaderLen:], d.mac, d.ownLL, a)
-				frames = append(frames, f[:vnetHeaderLen+ndFrameLen])
+				r := nsRequest(f[vnetHeaderLen:], d.mac, d.ownLL, a)
+				frames = append(frames, f[:vnetHeaderLen+len(r)])
 			}
 		}
 		d.sendARP(out, frames)

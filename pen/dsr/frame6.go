@@ -157,16 +157,21 @@ func parseND(f []byte, p ipFrame) (ndMessage, Reason) {
 }
 
 // ndFrame builds a neighbour solicitation or advertisement into b (at
-// least ndFrameLen bytes) with a link-layer address option, and returns it.
+// least ndFrameLen bytes), with a link-layer address option when m has
+// one, and returns it.
 func ndFrame(b []byte, ethDst, ethSrc [6]byte, src, dst netip.Addr, m ndMessage) []byte {
-	b = b[:ndFrameLen]
+	n := ndMsgLen
+	if m.hasLL {
+		n += ndOptLen
+	}
+	b = b[:ethHeaderLen+ipv6Header+n]
 	clear(b)
 	copy(b[0:6], ethDst[:])
 	copy(b[6:12], ethSrc[:])
 	binary.BigEndian.PutUint16(b[12:14], etherTypeIPv6)
 	ip := b[ethHeaderLen:]
 	ip[0] = 0x60
-	binary.BigEndian.PutUint16(ip[4:6], ndSolicitLen)
+	binary.BigEndian.PutUint16(ip[4:6], uint16(n))
 	ip[6] = protoICMPv6
 	ip[7] = ndHopLimit
 	s, d := src.As16(), dst.As16()
@@ -177,12 +182,14 @@ func ndFrame(b []byte, ethDst, ethSrc [6]byte, src, dst netip.Addr, m ndMessage)
 	t[4] = m.flags
 	tg := m.target.As16()
 	copy(t[8:24], tg[:])
-	t[ndMsgLen] = ndOptSrcLL
-	if m.typ == icmpNA {
-		t[ndMsgLen] = ndOptTgtLL
+	if m.hasLL {
+		t[ndMsgLen] = ndOptSrcLL
+		if m.typ == icmpNA {
+			t[ndMsgLen] = ndOptTgtLL
+		}
+		t[ndMsgLen+1] = 1
+		copy(t[ndMsgLen+2:], m.ll[:])
 	}
-	t[ndMsgLen+1] = 1
-	copy(t[ndMsgLen+2:], m.ll[:])
 	binary.BigEndian.PutUint16(t[2:4], fold(sum(pseudoHeaderSum6(src, dst, protoICMPv6, len(t)), t)))
 	return b
 }
@@ -197,9 +204,12 @@ func solicitedNode(a netip.Addr) (netip.Addr, [6]byte) {
 
 // nsRequest asks who has ip: a neighbour solicitation to its
 // solicited-node address, from src (our link-local address) with our MAC.
+// From :: (an interface without a link-local address) it may carry no
+// link-layer address (RFC 4861 section 7.1.1), and the answer goes to all
+// nodes.
 func nsRequest(b []byte, ours [6]byte, src, ip netip.Addr) []byte {
 	dst, mac := solicitedNode(ip)
-	return ndFrame(b, mac, ours, src, dst, ndMessage{typ: icmpNS, target: ip, ll: ours})
+	return ndFrame(b, mac, ours, src, dst, ndMessage{typ: icmpNS, target: ip, ll: ours, hasLL: !src.IsUnspecified()})
 }
 
 // naReply answers a solicitation for target (the VIP), to its sender.
@@ -210,5 +220,5 @@ func naReply(b []byte, ours, to [6]byte, target, dst netip.Addr) []byte {
 		// answered to all nodes, unsolicited.
 		dst, to, flags = netip.MustParseAddr("ff02::1"), [6]byte{0x33, 0x33, 0, 0, 0, 1}, naOverride
 	}
-	return ndFrame(b, to, ours, target, dst, ndMessage{typ: icmpNA, flags: flags, target: target, ll: ours})
+	return ndFrame(b, to, ours, target, dst, ndMessage{typ: icmpNA, flags: flags, target: target, ll: ours, hasLL: true})
 }

@@ -175,3 +175,28 @@ func TestNeighbourDiscovery(t *testing.T) {
 		t.Errorf("IPv4 with an IPv6 VIP: %v", why)
 	}
 }
+
+// Without a link-local address pen solicits from :: without a link-layer
+// option, and takes the answer sent to all nodes.
+func TestNeighbourDiscoveryWithoutLinkLocal(t *testing.T) {
+	pool := &fakePool{s: Servers{List: []Backend{{Index: 0, Addr: b1IP6, Weight: 1, Up: true}}}}
+	d := newDSR(Config{Pool: pool, VIP: vip6}, "test0", penMAC, nil)
+	req := nsRequest(make([]byte, ndFrameLen), penMAC, d.ownLL, b1IP6)
+	p, why := parseIPv6(req)
+	if why != 0 || !p.src.IsUnspecified() {
+		t.Fatalf("NS: %+v %v", p, why)
+	}
+	if m, why := parseND(req, p); why != 0 || m.hasLL || len(req) != ethHeaderLen+ipv6Header+ndMsgLen {
+		t.Errorf("NS from :: %+v %v, %d bytes", m, why, len(req))
+	}
+	d.neigh.track(map[netip.Addr]bool{b1IP6: true}, d.now())
+	d.neigh.due(d.now())
+	// The server's answer to a solicitation from ::, to all nodes.
+	na := ndFrame(make([]byte, ndFrameLen), [6]byte{0x33, 0x33, 0, 0, 0, 1}, b1MAC, b1IP6, netip.MustParseAddr("ff02::1"), ndMessage{typ: icmpNA, flags: naOverride, target: b1IP6, ll: b1MAC, hasLL: true})
+	if _, why := d.handle(vnet(na), false, make([]byte, replySize), testReadState(), d.now()); why != 0 {
+		t.Errorf("NA to all nodes: %v", why)
+	}
+	if mac, ok := d.neigh.mac(b1IP6); !ok || mac != b1MAC {
+		t.Errorf("learnt %x %v", mac, ok)
+	}
+}
