@@ -66,15 +66,19 @@ const DefaultSize = 2 << 30
 // DefaultHostname is the hostname unless told otherwise.
 const DefaultHostname = "pen"
 
-// Packages compiled into every image, relative to the module root or as
-// import paths, with where each binary goes in the root file system.
+// ModulePath is the path of this module.
+const ModulePath = "github.com/pen-lb/pen-appliance"
+
+// Packages compiled into every image, by import path (so that they build
+// from the source tree and from a module version alike), with where each
+// binary goes in the root file system.
 var programs = []struct{ pkg, dest string }{
-	{"./appliance/cmd/init", "gokrazy/init"},
+	{ModulePath + "/appliance/cmd/init", "gokrazy/init"},
 	{"github.com/gokrazy/gokrazy/cmd/dhcp", "gokrazy/dhcp"},
 	{"github.com/gokrazy/gokrazy/cmd/ntp", "gokrazy/ntp"},
 	{"github.com/gokrazy/gokrazy/cmd/randomd", "gokrazy/randomd"},
 	{"github.com/gokrazy/gokrazy/cmd/heartbeat", "gokrazy/heartbeat"},
-	{"./pen/cmd/pen", "user/pen"},
+	{ModulePath + "/pen/cmd/pen", "user/pen"},
 }
 
 // Options configure a build.
@@ -91,8 +95,14 @@ type Options struct {
 	Config []byte
 	// Size is the image size in bytes.
 	Size int64
-	// ModuleDir is the root of this module, where go.mod is.
+	// ModuleDir is where the go commands run: the root of this module's
+	// source tree, or, with Standalone, a directory whose go.mod requires
+	// a version of this module.
 	ModuleDir string
+	// Standalone builds from the module version ModuleDir's go.mod
+	// requires, as an installed penimage does: the go commands may add
+	// what they download to go.mod and go.sum (-mod=mod).
+	Standalone bool
 	// Version is pen's version string; "git describe" of ModuleDir when
 	// empty.
 	Version string
@@ -100,7 +110,7 @@ type Options struct {
 	Time time.Time
 	// Progress receives one line per step; nil discards them.
 	Progress io.Writer
-	// PenPackage is the package installed as /user/pen, "./pen/cmd/pen"
+	// PenPackage is the package installed as /user/pen, ModulePath+"/pen/cmd/pen"
 	// when empty; experiments may substitute another program.
 	PenPackage string
 }
@@ -440,6 +450,9 @@ func compile(ctx context.Context, opts Options, outDir string) (map[string]strin
 	ldflags := fmt.Sprintf("-X main.buildTimestamp=%s -X github.com/pen-lb/pen-appliance/pen/version.Version=%s",
 		buildTimestamp(opts.Time), opts.Version)
 	args := []string{"build", "-trimpath", "-tags", "gokrazy,netgo,osusergo", "-ldflags", ldflags, "-o", outDir + string(filepath.Separator)}
+	if opts.Standalone {
+		args = append(args, "-mod=mod")
+	}
 	pkgs := make([]string, len(programs))
 	for i, prog := range programs {
 		pkgs[i] = prog.pkg

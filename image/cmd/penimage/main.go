@@ -5,8 +5,10 @@
 //	penimage update -target http://HOST:9080 (-board pc | -image FILE) [-password-file F]
 //	penimage flash (-image FILE | -board pc) -o /dev/sdX
 //
-// It runs inside this module's source tree, where it cross-compiles the
-// appliance's programs. See docs/APPLIANCE.md.
+// Inside this module's source tree it cross-compiles the appliance's
+// programs from the tree; installed with go install …/penimage@VERSION, it
+// builds them from that module version, from any directory. See
+// docs/APPLIANCE.md.
 package main
 
 import (
@@ -16,9 +18,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -140,20 +140,24 @@ func build(ctx context.Context, a buildArgs, stdout, stderr io.Writer) error {
 	if generated {
 		password = image.GeneratePassword()
 	}
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(gomod)), "go.mod") {
-		return fmt.Errorf("run penimage inside the pen appliance source tree (go env GOMOD: %v)", err)
+	src, err := findSource(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	if a.version == "" && src.standalone {
+		a.version = src.version
 	}
 	res, err := image.Build(ctx, image.Options{
-		Board:     b,
-		Output:    a.output,
-		Hostname:  a.hostname,
-		Password:  password,
-		Config:    config,
-		Size:      n,
-		ModuleDir: filepath.Dir(strings.TrimSpace(string(gomod))),
-		Version:   a.version,
-		Progress:  stderr,
+		Board:      b,
+		Output:     a.output,
+		Hostname:   a.hostname,
+		Password:   password,
+		Config:     config,
+		Size:       n,
+		ModuleDir:  src.dir,
+		Standalone: src.standalone,
+		Version:    a.version,
+		Progress:   stderr,
 	})
 	if err != nil {
 		return err
