@@ -132,6 +132,9 @@ func (s *Server) firmwarePage(w http.ResponseWriter, r *http.Request, x *session
 // the script is read up to this limit and its rest discarded.
 const maxImage = 64 << 30
 
+// uploadTimeout bounds an image upload, writing included.
+const uploadTimeout = 30 * time.Minute
+
 // firmwareUpload writes an update image (the output of penimage build)
 // through gokrazy's update API, as an OTA client does, and switches the
 // next boot to it; the next boot is a trial. The body is a multipart form
@@ -148,6 +151,12 @@ func (s *Server) firmwareUpload(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "pen does not run on an appliance: there is no firmware to update.", http.StatusNotFound)
 		return
 	}
+	// An image takes longer than the admin listener's ReadTimeout and
+	// WriteTimeout allow over a slow link; only a logged-in session gets
+	// here.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(uploadTimeout))
+	rc.SetWriteDeadline(time.Now().Add(uploadTimeout))
 	r.Body = http.MaxBytesReader(w, r.Body, maxImage)
 	mr, err := r.MultipartReader()
 	if err != nil {

@@ -11,6 +11,10 @@
 // /metrics and /healthz included) and admin_password_file (where the
 // password is read, and where a new one is written).
 //
+// On the appliance (its init names the firmware state in pen's
+// environment) the firmware page (firmware.go) shows the running build and
+// the last update and writes update images through gokrazy's update API.
+//
 // Pages work without JavaScript; app.js only adds the live chart, the
 // auto-refreshing dashboard and confirmations. Templates, style sheet and
 // script are embedded (assets/), and the Content-Security-Policy allows no
