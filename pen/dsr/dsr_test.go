@@ -479,3 +479,37 @@ func TestFilterWithFastPath(t *testing.T) {
 		}
 	}
 }
+
+func TestFilterIPv6(t *testing.T) {
+	ext := tcp6Frame(penMAC, clientMAC, client6, vip6, 1, 80, tcpACK, [][]byte{{44, 0, 0, 0x10, 0, 0, 0, 1}}, nil)
+	for _, fast := range []bool{false, true} {
+		prog, err := filter(vip6, false, fast)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var insns []bpf.Instruction
+		for _, r := range prog {
+			insns = append(insns, r.Disassemble())
+		}
+		vm, err := bpf.NewVM(insns[3:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, c := range map[string]struct {
+			f    []byte
+			want bool
+		}{
+			"ns":            {nsRequest(make([]byte, ndFrameLen), clientMAC, client6, vip6), true},
+			"na":            {naReply(make([]byte, ndFrameLen), b1MAC, penMAC, b1IP6, penLL), true},
+			"vip tcp":       {tcp6Frame(penMAC, clientMAC, client6, vip6, 1, 80, tcpACK, nil, nil), !fast},
+			"vip fragment":  {ext, true},
+			"other address": {tcp6Frame(penMAC, clientMAC, client6, b1IP6, 1, 80, tcpACK, nil, nil), false},
+			"ipv4 vip":      {tcpFrame(penMAC, clientMAC, clientIP, vip, 1, 80, tcpACK, nil, nil), false},
+			"arp":           {arpRequest(make([]byte, arpFrameLen), clientMAC, clientIP, vip), true},
+		} {
+			if n, _ := vm.Run(c.f); (n > 0) != c.want {
+				t.Errorf("fast path %v, %s: passed %v, want %v", fast, name, n > 0, c.want)
+			}
+		}
+	}
+}

@@ -147,17 +147,18 @@ func (fp *fastPath) counters() [fastCounters]fastCounter {
 
 // fastProgram is the TCX program. Header bytes are copied to the stack
 // with bpf_skb_load_bytes (which works on GSO and non-linear frames
-// alike), placed so that the IPv4 addresses are 4-byte aligned:
+// alike), placed so that the addresses are 4-byte aligned:
 //
-//	fp-50 .. fp-17  Ethernet and IPv4 header (34 bytes)
-//	fp-56 .. fp-53  source and destination port
-//	fp-72 .. fp-61  the new Ethernet addresses
-//	fp-4            map key
+//	IPv4: fp-50 .. fp-17  Ethernet and IPv4 header (34 bytes)
+//	      fp-56 .. fp-53  source and destination port
+//	IPv6: fp-66 .. fp-9   Ethernet and IPv6 header and the ports (58 bytes)
+//	fp-88 .. fp-77        the new Ethernet addresses
+//	fp-4                  map key
+//
+// IPv6 packets with extension headers are left to user space.
 func fastProgram(ifindex int, cfg Config, ours [6]byte, slotsFD, ctrsFD int) asm.Instructions {
 	const (
-		hdr   = -50
-		ports = -56
-		macs  = -72
+		macs  = -88
 		key   = -4
 		pass  = "pass"
 		noctr = "noctr"
@@ -171,44 +172,117 @@ func fastProgram(ifindex int, cfg Config, ours [6]byte, slotsFD, ctrsFD int) asm
 		binary.BigEndian.PutUint16(b[:], v)
 		return int32(ne.Uint16(b[:]))
 	}
-	v := cfg.VIP.As4()
-	vip := int32(ne.Uint32(v[:]))
 	proto := int32(protoTCP)
 	if cfg.UDP {
 		proto = protoUDP
 	}
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		// Ethernet and IPv4 header.
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Imm(asm.R2, 0),
-		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, hdr),
-		asm.Mov.Imm(asm.R4, ethHeaderLen+ipv4MinHeader),
-		asm.FnSkbLoadBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, pass),
-		asm.LoadMem(asm.R2, asm.R10, hdr+12, asm.Half),
-		asm.JNE.Imm32(asm.R2, be16(etherTypeIPv4), pass),
-		asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen+16, asm.Word),
-		asm.JNE.Imm32(asm.R2, vip, pass),
-		asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen+9, asm.Byte),
-		asm.JNE.Imm32(asm.R2, proto, pass),
-		// Not a fragment after the first.
-		asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen+6, asm.Half),
-		asm.And.Imm32(asm.R2, be16(0x1fff)),
-		asm.JNE.Imm32(asm.R2, 0, pass),
-		// The ports, after a header of IHL*4 bytes.
-		asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen, asm.Byte),
-		asm.And.Imm(asm.R2, 0x0f),
-		asm.LSh.Imm(asm.R2, 2),
-		asm.JLT.Imm(asm.R2, ipv4MinHeader, pass),
-		asm.Add.Imm(asm.R2, ethHeaderLen),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, ports),
-		asm.Mov.Imm(asm.R4, 4),
-		asm.FnSkbLoadBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, pass),
+	load := func(off int16, n int32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.R6),
+			asm.Mov.Imm(asm.R2, 0),
+			asm.Mov.Reg(asm.R3, asm.R10),
+			asm.Add.Imm(asm.R3, int32(off)),
+			asm.Mov.Imm(asm.R4, n),
+			asm.FnSkbLoadBytes.Call(),
+			asm.JNE.Imm(asm.R0, 0, pass),
+		}
+	}
+	// mix is SplitMix64's finaliser on R7 (mix64), with R2 and R3 spare.
+	mix := func() asm.Instructions {
+		var out asm.Instructions
+		for _, step := range []struct {
+			shift int32
+			mul   uint64
+		}{{30, 0xbf58476d1ce4e5b9}, {27, 0x94d049bb133111eb}, {31, 0}} {
+			out = append(out,
+				asm.Mov.Reg(asm.R2, asm.R7),
+				asm.RSh.Imm(asm.R2, step.shift),
+				asm.Xor.Reg(asm.R7, asm.R2),
+			)
+			if step.mul != 0 {
+				out = append(out,
+					asm.LoadImm(asm.R3, int64(step.mul), asm.DWord),
+					asm.Mul.Reg(asm.R7, asm.R3),
+				)
+			}
+		}
+		return out
+	}
+	// be32 loads the big-endian word at off into r.
+	be32 := func(r asm.Register, off int16) asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMem(r, asm.R10, off, asm.Word),
+			asm.HostTo(asm.BE, r, asm.Word),
+		}
+	}
+
+	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
+	var ports int16
+	if cfg.VIP.Is4() {
+		const hdr = -50
+		ports = -56
+		v := cfg.VIP.As4()
+		insns = append(insns, load(hdr, ethHeaderLen+ipv4MinHeader)...)
+		insns = append(insns,
+			asm.LoadMem(asm.R2, asm.R10, hdr+12, asm.Half),
+			asm.JNE.Imm32(asm.R2, be16(etherTypeIPv4), pass),
+			asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen+16, asm.Word),
+			asm.JNE.Imm32(asm.R2, int32(ne.Uint32(v[:])), pass),
+			asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen+9, asm.Byte),
+			asm.JNE.Imm32(asm.R2, proto, pass),
+			// Not a fragment after the first.
+			asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen+6, asm.Half),
+			asm.And.Imm32(asm.R2, be16(0x1fff)),
+			asm.JNE.Imm32(asm.R2, 0, pass),
+			// The ports, after a header of IHL*4 bytes.
+			asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen, asm.Byte),
+			asm.And.Imm(asm.R2, 0x0f),
+			asm.LSh.Imm(asm.R2, 2),
+			asm.JLT.Imm(asm.R2, ipv4MinHeader, pass),
+			asm.Add.Imm(asm.R2, ethHeaderLen),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			asm.Mov.Reg(asm.R3, asm.R10),
+			asm.Add.Imm(asm.R3, int32(ports)),
+			asm.Mov.Imm(asm.R4, 4),
+			asm.FnSkbLoadBytes.Call(),
+			asm.JNE.Imm(asm.R0, 0, pass),
+		)
+		// key = source address << 16 (flowKey)
+		insns = append(insns, be32(asm.R7, hdr+ethHeaderLen+12)...)
+		insns = append(insns, asm.LSh.Imm(asm.R7, 16))
+	} else {
+		const hdr = -66
+		ports = hdr + ethHeaderLen + ipv6Header
+		v := cfg.VIP.As16()
+		insns = append(insns, load(hdr, ethHeaderLen+ipv6Header+4)...)
+		insns = append(insns,
+			asm.LoadMem(asm.R2, asm.R10, hdr+12, asm.Half),
+			asm.JNE.Imm32(asm.R2, be16(etherTypeIPv6), pass),
+			asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen+6, asm.Byte),
+			asm.JNE.Imm32(asm.R2, proto, pass),
+		)
+		for i := 0; i < 16; i += 4 {
+			insns = append(insns,
+				asm.LoadMem(asm.R2, asm.R10, hdr+ethHeaderLen+24+int16(i), asm.Word),
+				asm.JNE.Imm32(asm.R2, int32(ne.Uint32(v[i:i+4])), pass),
+			)
+		}
+		// key = mix64(high half ^ mix64(low half)) << 16 (flowKey)
+		src := int16(hdr + ethHeaderLen + 8)
+		insns = append(insns, be32(asm.R7, src+8)...)
+		insns = append(insns, asm.LSh.Imm(asm.R7, 32))
+		insns = append(insns, be32(asm.R2, src+12)...)
+		insns = append(insns, asm.Or.Reg(asm.R7, asm.R2))
+		insns = append(insns, mix()...)
+		insns = append(insns, be32(asm.R8, src)...)
+		insns = append(insns, asm.LSh.Imm(asm.R8, 32))
+		insns = append(insns, be32(asm.R2, src+4)...)
+		insns = append(insns,
+			asm.Or.Reg(asm.R8, asm.R2),
+			asm.Xor.Reg(asm.R7, asm.R8),
+		)
+		insns = append(insns, mix()...)
+		insns = append(insns, asm.LSh.Imm(asm.R7, 16))
 	}
 	if cfg.Port != 0 {
 		insns = append(insns,
@@ -216,13 +290,6 @@ func fastProgram(ifindex int, cfg Config, ours [6]byte, slotsFD, ctrsFD int) asm
 			asm.JNE.Imm32(asm.R2, be16(cfg.Port), pass),
 		)
 	}
-	// key = source address << 16 | source port with -r (flowKey), then
-	// mix64(key) % tableSize, as lookup.pick does.
-	insns = append(insns,
-		asm.LoadMem(asm.R7, asm.R10, hdr+ethHeaderLen+12, asm.Word),
-		asm.HostTo(asm.BE, asm.R7, asm.Word),
-		asm.LSh.Imm(asm.R7, 16),
-	)
 	if cfg.HashPort {
 		insns = append(insns,
 			asm.LoadMem(asm.R2, asm.R10, ports, asm.Half),
@@ -230,23 +297,8 @@ func fastProgram(ifindex int, cfg Config, ours [6]byte, slotsFD, ctrsFD int) asm
 			asm.Or.Reg(asm.R7, asm.R2),
 		)
 	}
-	mix := func(shift int32, mul uint64) asm.Instructions {
-		out := asm.Instructions{
-			asm.Mov.Reg(asm.R2, asm.R7),
-			asm.RSh.Imm(asm.R2, shift),
-			asm.Xor.Reg(asm.R7, asm.R2),
-		}
-		if mul != 0 {
-			out = append(out,
-				asm.LoadImm(asm.R3, int64(mul), asm.DWord),
-				asm.Mul.Reg(asm.R7, asm.R3),
-			)
-		}
-		return out
-	}
-	insns = append(insns, mix(30, 0xbf58476d1ce4e5b9)...)
-	insns = append(insns, mix(27, 0x94d049bb133111eb)...)
-	insns = append(insns, mix(31, 0)...)
+	// slot = mix64(key) % tableSize, as lookup.pick does.
+	insns = append(insns, mix()...)
 	insns = append(insns,
 		asm.Mod.Imm(asm.R7, tableSize),
 		asm.StoreMem(asm.R10, key, asm.R7, asm.Word),
@@ -265,7 +317,7 @@ func fastProgram(ifindex int, cfg Config, ours [6]byte, slotsFD, ctrsFD int) asm
 		asm.StoreMem(asm.R10, macs+4, asm.R2, asm.Half),
 		asm.StoreImm(asm.R10, macs+6, int64(ne.Uint16(ours[0:2])), asm.Half),
 		asm.StoreImm(asm.R10, macs+8, int64(int32(ne.Uint32(ours[2:6]))), asm.Word),
-		// Count the frame and its IPv4 bytes.
+		// Count the frame and its IP bytes.
 		asm.LoadMem(asm.R2, asm.R8, 6, asm.Byte),
 		asm.StoreMem(asm.R10, key, asm.R2, asm.Word),
 		asm.LoadMapPtr(asm.R1, ctrsFD),

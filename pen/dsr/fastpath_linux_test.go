@@ -25,8 +25,14 @@ func TestFastPathAgreesWithUserSpace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testenv.Skip(t, "loading BPF programs needs root")
 	}
-	for _, hashPort := range []bool{false, true} {
+	for _, c := range []struct {
+		v6, hashPort bool
+	}{{false, false}, {false, true}, {true, false}, {true, true}} {
+		hashPort := c.hashPort
 		cfg := Config{VIP: vip, Port: 80, HashPort: hashPort}
+		if c.v6 {
+			cfg.VIP = vip6
+		}
 		fp, err := loadFastPath(1, cfg, penMAC)
 		if errors.Is(err, os.ErrPermission) {
 			testenv.Skip(t, "loading BPF programs: "+err.Error())
@@ -47,26 +53,49 @@ func TestFastPathAgreesWithUserSpace(t *testing.T) {
 		}
 		rng := rand.New(rand.NewPCG(1, 2))
 		for range 2000 {
-			var src [4]byte
-			binary.BigEndian.PutUint32(src[:], rng.Uint32())
+			var src netip.Addr
+			var f []byte
 			sport := uint16(rng.Uint32())
-			f := tcpFrame(penMAC, clientMAC, netip.AddrFrom4(src), vip, sport, 80, tcpACK, nil, []byte("x"))
+			if c.v6 {
+				var a [16]byte
+				binary.BigEndian.PutUint64(a[:8], rng.Uint64())
+				binary.BigEndian.PutUint64(a[8:], rng.Uint64())
+				src = netip.AddrFrom16(a)
+				f = tcp6Frame(penMAC, clientMAC, src, vip6, sport, 80, tcpACK, nil, []byte("x"))
+			} else {
+				var a [4]byte
+				binary.BigEndian.PutUint32(a[:], rng.Uint32())
+				src = netip.AddrFrom4(a)
+				f = tcpFrame(penMAC, clientMAC, src, vip, sport, 80, tcpACK, nil, []byte("x"))
+			}
 			ret, out := runFast(t, fp, f)
-			want := l.pick(flowKey(netip.AddrFrom4(src), sport, hashPort)).mac
+			want := l.pick(flowKey(src, sport, hashPort)).mac
 			if ret != tcActRedirect || [6]byte(out[0:6]) != want || [6]byte(out[6:12]) != penMAC || string(out[12:len(f)]) != string(f[12:]) {
-				t.Fatalf("-r %v, client %v:%d: returned %d, MACs %x -> %x, want -> %x", hashPort, netip.AddrFrom4(src), sport, ret, out[6:12], out[0:6], want)
+				t.Fatalf("-r %v, client %v:%d: returned %d, MACs %x -> %x, want -> %x", hashPort, src, sport, ret, out[6:12], out[0:6], want)
 			}
 		}
 		frag := tcpFrame(penMAC, clientMAC, clientIP, vip, 1, 80, tcpACK, nil, []byte("12345678"))
 		binary.BigEndian.PutUint16(frag[20:22], 3)
-		withOpts := tcpFrame(penMAC, clientMAC, clientIP, vip, 1, 80, tcpACK, nil, nil)
-		for name, f := range map[string][]byte{
+		plain := tcpFrame(penMAC, clientMAC, clientIP, vip, 1, 80, tcpACK, nil, nil)
+		others := map[string][]byte{
 			"other port":    tcpFrame(penMAC, clientMAC, clientIP, vip, 1, 81, tcpSYN, nil, nil),
 			"other address": tcpFrame(penMAC, clientMAC, clientIP, b1IP, 1, 80, tcpSYN, nil, nil),
 			"udp":           udpFrame(penMAC, clientMAC, clientIP, vip, 1, 80, nil),
 			"fragment":      frag,
 			"arp":           arpRequest(make([]byte, 60), clientMAC, clientIP, vip),
-		} {
+		}
+		if c.v6 {
+			plain = tcp6Frame(penMAC, clientMAC, client6, vip6, 1, 80, tcpACK, nil, nil)
+			others = map[string][]byte{
+				"other port":        tcp6Frame(penMAC, clientMAC, client6, vip6, 1, 81, tcpSYN, nil, nil),
+				"other address":     tcp6Frame(penMAC, clientMAC, client6, b1IP6, 1, 80, tcpSYN, nil, nil),
+				"extension headers": tcp6Frame(penMAC, clientMAC, client6, vip6, 1, 80, tcpSYN, [][]byte{{0, 0, 1, 4, 0, 0, 0, 0}}, nil),
+				"ipv4 to the vip":   tcpFrame(penMAC, clientMAC, clientIP, vip, 1, 80, tcpSYN, nil, nil),
+				"ns":                nsRequest(make([]byte, ndFrameLen), clientMAC, client6, vip6),
+			}
+		}
+		withOpts := plain
+		for name, f := range others {
 			if ret, _ := runFast(t, fp, f); ret == tcActRedirect {
 				t.Errorf("%s: redirected", name)
 			}

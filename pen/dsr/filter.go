@@ -59,15 +59,23 @@ func filter(vip netip.Addr, tarpit, fastPath bool) ([]bpf.RawInstruction, error)
 	jumpIf(bpf.JumpEqual, etherTypeARP, accept, "")
 	if vip.Is6() {
 		// IPv6: neighbour solicitations and advertisements, and the
-		// VIP's packets; no tarpit, no fast path.
+		// VIP's packets (with the fast path, only those whose
+		// transport header does not follow the IPv6 header at once);
+		// no tarpit.
 		jumpIf(bpf.JumpEqual, etherTypeIPv6, "", drop)
 		v := vip.As16()
 		for i := 0; i < 16; i += 4 {
 			emit(bpf.LoadAbsolute{Off: uint32(ethHeaderLen + 24 + i), Size: 4})
 			jumpIf(bpf.JumpEqual, binary.BigEndian.Uint32(v[i:i+4]), "", "nd")
 		}
-		jumps = append(jumps, jump{at: len(prog), skipTrue: accept, always: true})
-		emit(nil)
+		if fastPath {
+			emit(bpf.LoadAbsolute{Off: ethHeaderLen + 6, Size: 1})
+			jumpIf(bpf.JumpEqual, protoTCP, drop, "")
+			jumpIf(bpf.JumpEqual, protoUDP, drop, accept)
+		} else {
+			jumps = append(jumps, jump{at: len(prog), skipTrue: accept, always: true})
+			emit(nil)
+		}
 		labels["nd"] = len(prog)
 		emit(bpf.LoadAbsolute{Off: ethHeaderLen + 6, Size: 1})
 		jumpIf(bpf.JumpEqual, protoICMPv6, "", drop)

@@ -308,8 +308,12 @@ func TestNetnsTCPAndUDPThroughDSR(t *testing.T) {
 	}
 }
 
-// IPv6 DSR: neighbour discovery in place of ARP, forwarding in user space.
-func TestNetnsIPv6ThroughDSR(t *testing.T) { testTCPAndUDP(t, true, true) }
+// IPv6 DSR: neighbour discovery in place of ARP.
+func TestNetnsIPv6ThroughDSR(t *testing.T) {
+	for _, m := range forwarding {
+		t.Run(m.name, func(t *testing.T) { testTCPAndUDP(t, m.noFastPath, true) })
+	}
+}
 
 func testTCPAndUDP(t *testing.T, noFastPath, v6 bool) {
 	prefix := "/16"
