@@ -37,6 +37,7 @@ type topo struct {
 	pool     *fakePool
 	dsr      *DSR
 	v6       bool // the VIP and the servers are IPv6
+	noVIP    bool // a tarpit alone
 }
 
 const (
@@ -188,7 +189,7 @@ func (tp *topo) start(t *testing.T, cfg Config, want int) {
 	}
 	cfg.Interface = "eth0"
 	cfg.Pool = tp.pool
-	if !cfg.VIP.IsValid() {
+	if !cfg.VIP.IsValid() && !tp.noVIP {
 		cfg.VIP = netip.MustParseAddr(topoVIP)
 		if tp.v6 {
 			cfg.VIP = netip.MustParseAddr(topoVIP6)
@@ -597,7 +598,13 @@ func (tp *topo) synScan(t *testing.T, prefix netip.Prefix, limit time.Duration) 
 }
 
 func TestNetnsTarpitSYNScan(t *testing.T) {
+	t.Run("dsr", func(t *testing.T) { testSYNScan(t, false) })
+	t.Run("tarpit-alone", func(t *testing.T) { testSYNScan(t, true) })
+}
+
+func testSYNScan(t *testing.T, noVIP bool) {
 	tp := newTopo(t, 1)
+	tp.noVIP = noVIP
 	tarpit := netip.MustParsePrefix("198.18.0.128/28")
 	tp.start(t, Config{Port: 80, Tarpit: tarpit.Contains}, 1)
 	got := tp.synScan(t, tarpit, 3*time.Second)
