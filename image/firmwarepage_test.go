@@ -2,7 +2,10 @@ package image
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os/exec"
 	"path/filepath"
@@ -151,5 +154,22 @@ func TestFirmwarePagePC(t *testing.T) {
 	}
 	if got := text("#fw-result"); !strings.HasPrefix(got, firmware.ResultGood) {
 		t.Errorf("last update %q", got)
+	}
+	// /metrics, as Prometheus scrapes it.
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := c.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		"pen_appliance_rollbacks_total 0",
+		"pen_appliance_trial 0",
+		fmt.Sprintf(`pen_appliance_firmware_info{build_time=%q,root="B",`, v2time.UTC().Format(time.RFC3339)),
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }
