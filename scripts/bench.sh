@@ -4,7 +4,18 @@
 #
 #   keepalive  HTTP requests/s with wrk against nginx, keep-alive
 #   close      the same with a new connection per request
+#              contenders: direct; pen with its default loops (one per
+#              core) and HAProxy with as many threads; pen with loops 1
+#              and HAProxy with one thread (pen-1loop, haproxy-1thread)
+#              and pen-relay: pen with kernel_relay (the sockmap relay)
 #   rss        resident memory per idle proxied connection (pen, HAProxy)
+#   bulk       one 1 GiB download through pen (and pen-relay) and
+#              HAProxy, against direct
+#   tls-keepalive  HTTPS keep-alive with wrk, ECDSA P-256 certificate, pen
+#              and HAProxy terminating TLS with the same certificate
+#   tls-ecdsa  full TLS handshakes, one request each (penbench handshake;
+#              wrk would resume sessions), ECDSA P-256
+#   tls-rsa    the same with an RSA 2048 certificate
 #   dns        DNS queries/s with dnsperf against dnsmasq, through pen -U
 #
 # Contenders alternate over rounds with identical settings (the order
@@ -32,7 +43,12 @@
 #               core); above a third the report says BUSY and the plain
 #               medians are not to be trusted.
 #   targets     pen/haproxy >= 1.10 with and without keep-alive; pen's
-#               idle connections <= 4096 B each.
+#               idle connections <= 4096 B each; bulk >= 0.90 of direct;
+#               DNS >= 0.85 of direct; HTTPS keep-alive and ECDSA
+#               handshakes >= 1.00 of HAProxy.
+#   machine     the number of cores, pen's loops, HAProxy's threads and
+#               the load average before and after, printed above the
+#               table.
 #   bench: ...  the same, one machine-readable line per test.
 # A pen that does not start or does not proxy is reported as "not working"
 # with the reason, never as a figure.
@@ -42,7 +58,16 @@
 #   BENCH_DURATION=3        seconds per wrk run
 #   BENCH_THREADS=1         wrk -t
 #   BENCH_CONNS=50          wrk -c
-#   BENCH_HAPROXY_HTTP=1    also measure HAProxy in mode http (0: skip)
+#   BENCH_HAPROXY_HTTP=0    1: also measure HAProxy in mode http
+#   BENCH_LOOPS=$(nproc)    pen's loops and HAProxy's nbthread
+#   BENCH_ONE=1             0: skip pen-1loop and haproxy-1thread
+#   BENCH_BULK_BYTES=1073741824  bytes per bulk download
+#   BENCH_BULK_ROUNDS=3     rounds of the bulk test
+#   BENCH_TLS=1             0: skip the HTTPS tests
+#   BENCH_HANDSHAKE_CONNS=16  handshakes in progress at a time
+#   BENCH_RELAY=1           0: skip pen-relay (pen with kernel_relay; it
+#                           needs root for BPF, else it logs why and
+#                           relays in user space)
 #   BENCH_RSS_CONNS=10000   idle connections held for the rss test; lowered
 #                           to fit the open-files limit (see the log line)
 #   BENCH_DNS_DURATION=3    seconds per dnsperf run
@@ -60,7 +85,16 @@ rounds=${BENCH_ROUNDS:-4}
 duration=${BENCH_DURATION:-3}
 threads=${BENCH_THREADS:-1}
 conns=${BENCH_CONNS:-50}
-haproxy_http=${BENCH_HAPROXY_HTTP:-1}
+haproxy_http=${BENCH_HAPROXY_HTTP:-0}
+cores=$(nproc)
+loops=${BENCH_LOOPS:-$cores}
+one=${BENCH_ONE:-1}
+bulk_bytes=${BENCH_BULK_BYTES:-1073741824}
+bulk_rounds=${BENCH_BULK_ROUNDS:-3}
+tls=${BENCH_TLS:-1}
+handshake_conns=${BENCH_HANDSHAKE_CONNS:-16}
+relay=${BENCH_RELAY:-1}
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 rss_conns=${BENCH_RSS_CONNS:-10000}
 dns_duration=${BENCH_DNS_DURATION:-3}
 pin=${BENCH_PIN:-0}
@@ -71,7 +105,7 @@ penbench=bin/penbench
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
-for prog in wrk nginx haproxy dnsperf; do
+for prog in wrk nginx haproxy dnsperf openssl; do
 	command -v "$prog" >/dev/null || die "$prog not found; run scripts/deps.sh (make deps)"
 done
 dnsmasq_bin=$(command -v dnsmasq || true)
@@ -186,7 +220,9 @@ pen_start() {
 }
 
 read -r p_nginx p_pen p_hap p_haphttp p_echo p_pen_rss p_hap_rss p_dns p_pen_dns \
-	<<<"$("$penbench" ports -n 9)"
+	p_pen1 p_hap1 p_bulk p_pen_bulk p_hap_bulk p_pen_tls p_pen_rsa p_hap_tls p_hap_rsa \
+	p_pen_relay p_pen_bulk_relay <<<"$("$penbench" ports -n 20)"
+log "machine: $cores cores, load average $load_before; pen with loops $loops, HAProxy with nbthread $loops"
 host=127.0.0.1
 body="pen benchmark backend"
 
@@ -216,15 +252,30 @@ http {
 }
 EOF
 
-haproxy_conf() { # haproxy_conf FILE PORT-TCP BACKEND [PORT-HTTP]
+haproxy_conf() { # haproxy_conf FILE THREADS PORT-TCP BACKEND [PORT-HTTP]
 	{
-		printf 'global\n\tnbthread 1\n\tmaxconn %s\n' "$haproxy_maxconn"
+		printf 'global\n\tnbthread %s\n\tmaxconn %s\n' "$2" "$haproxy_maxconn"
 		printf 'defaults\n\ttimeout connect 5s\n\ttimeout client 120s\n\ttimeout server 120s\n'
-		printf 'listen tcp\n\tmode tcp\n\tbind %s:%s\n\tserver s1 %s\n' "$host" "$2" "$3"
-		if [ -n "${4:-}" ]; then
-			printf 'listen http\n\tmode http\n\tbind %s:%s\n\tserver s1 %s\n' "$host" "$4" "$3"
+		printf 'listen tcp\n\tmode tcp\n\tbind %s:%s\n\tserver s1 %s\n' "$host" "$3" "$4"
+		if [ -n "${5:-}" ]; then
+			printf 'listen http\n\tmode http\n\tbind %s:%s\n\tserver s1 %s\n' "$host" "$5" "$4"
 		fi
 	} >"$1"
+}
+
+# haproxy_tls_conf FILE THREADS BACKEND NAME=PORT:PEM...: HAProxy
+# terminating TLS in mode tcp, as pen does.
+haproxy_tls_conf() {
+	local f=$1 threads=$2 backend=$3 spec
+	shift 3
+	{
+		printf 'global\n\tnbthread %s\n\tmaxconn %s\n' "$threads" "$haproxy_maxconn"
+		printf 'defaults\n\ttimeout connect 5s\n\ttimeout client 120s\n\ttimeout server 120s\n'
+		for spec in "$@"; do
+			printf 'listen %s\n\tmode tcp\n\tbind %s:%s ssl crt %s\n\tserver s1 %s\n' \
+				"${spec%%=*}" "$host" "$(echo "${spec#*=}" | cut -d: -f1)" "$(echo "${spec#*=}" | cut -d: -f2)" "$backend"
+		done
+	} >"$f"
 }
 
 http_pids=()
@@ -235,7 +286,7 @@ nginx_pid=$started_pid
 http_pids+=("$nginx_pid")
 await nginx "$nginx_pid" "$host:$p_nginx"
 
-haproxy_conf "$tmp/haproxy.cfg" "$p_hap" "$host:$p_nginx" "$p_haphttp"
+haproxy_conf "$tmp/haproxy.cfg" "$loops" "$p_hap" "$host:$p_nginx" "$p_haphttp"
 start haproxy haproxy -db -f "$tmp/haproxy.cfg"
 hap_pid=$started_pid
 http_pids+=("$hap_pid")
@@ -243,16 +294,35 @@ await haproxy "$hap_pid" "$host:$p_hap"
 
 targets=(-target "direct=http://$host:$p_nginx/")
 pid_args=(-pid "haproxy=$hap_pid" -pid "haproxy-http=$hap_pid")
-if pen_start pen "$host:$p_pen" "$host:$p_pen" "$host:$p_nginx"; then
-	targets+=(-target "pen=http://$host:$p_pen/")
-	pid_args+=(-pid "pen=$started_pid")
-	http_pids+=("$started_pid")
-else
-	for t in keepalive close; do
-		"$penbench" fail -out "$results" -test "$t" -contender pen -unit req/s -why "$pen_why"
-	done
+# pen_contender NAME PORT PEN-ARGS...: start a pen in front of nginx and
+# make it a contender, or record why it is not one.
+pen_contender() {
+	local name=$1 port=$2
+	shift 2
+	if pen_start "$name" "$host:$port" "$@" "$host:$port" "$host:$p_nginx"; then
+		targets+=(-target "$name=http://$host:$port/")
+		pid_args+=(-pid "$name=$started_pid")
+		http_pids+=("$started_pid")
+	else
+		for t in keepalive close; do
+			"$penbench" fail -out "$results" -test "$t" -contender "$name" -unit req/s -why "$pen_why"
+		done
+	fi
+}
+pen_contender pen "$p_pen" -O "loops $loops"
+if [ "$relay" = 1 ]; then
+	pen_contender pen-relay "$p_pen_relay" -O "loops $loops" -O kernel_relay
 fi
 targets+=(-target "haproxy=http://$host:$p_hap/")
+if [ "$one" = 1 ]; then
+	pen_contender pen-1loop "$p_pen1" -O "loops 1"
+	haproxy_conf "$tmp/haproxy-1.cfg" 1 "$p_hap1" "$host:$p_nginx"
+	start haproxy-1thread haproxy -db -f "$tmp/haproxy-1.cfg"
+	http_pids+=("$started_pid")
+	pid_args+=(-pid "haproxy-1thread=$started_pid")
+	await haproxy-1thread "$started_pid" "$host:$p_hap1"
+	targets+=(-target "haproxy-1thread=http://$host:$p_hap1/")
+fi
 if [ "$haproxy_http" = 1 ]; then
 	targets+=(-target "haproxy-http=http://$host:$p_haphttp/")
 fi
@@ -263,7 +333,96 @@ if [ "$pin" = 1 ]; then http_args+=(-wrk-prefix "taskset -c 0"); fi
 log "http: wrk -t$threads -c$conns -d${duration}s, $rounds rounds"
 "$penbench" http -test keepalive "${http_args[@]}"
 "$penbench" http -test close -close "${http_args[@]}"
+
+#### HTTPS: pen and HAProxy terminate TLS with the same certificates in
+#### front of the same nginx (still running)
+if [ "$tls" = 1 ]; then
+	subj=/CN=pen.bench.test
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "$subj" \
+		-keyout "$tmp/ecdsa.key" -out "$tmp/ecdsa.crt" 2>/dev/null
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "$subj" \
+		-keyout "$tmp/rsa.key" -out "$tmp/rsa.crt" 2>/dev/null
+	cat "$tmp/ecdsa.crt" "$tmp/ecdsa.key" >"$tmp/ecdsa.pem"
+	cat "$tmp/rsa.crt" "$tmp/rsa.key" >"$tmp/rsa.pem"
+	haproxy_tls_conf "$tmp/haproxy-tls.cfg" "$loops" "$host:$p_nginx" \
+		"ecdsa=$p_hap_tls:$tmp/ecdsa.pem" "rsa=$p_hap_rsa:$tmp/rsa.pem"
+	start haproxy-tls haproxy -db -f "$tmp/haproxy-tls.cfg"
+	hap_tls_pid=$started_pid
+	tls_pids=("$hap_tls_pid")
+	await haproxy-tls "$hap_tls_pid" "$host:$p_hap_tls"
+	tls_ok=()
+	for kind in ecdsa rsa; do
+		port=$p_pen_tls
+		if [ "$kind" = rsa ]; then port=$p_pen_rsa; fi
+		if pen_start "pen-$kind" "$host:$port" -O "loops $loops" -E "$tmp/$kind.crt" -K "$tmp/$kind.key" \
+			"$host:$port" "$host:$p_nginx"; then
+			tls_pids+=("$started_pid")
+			tls_ok+=("$kind=$started_pid")
+		else
+			tests=(tls-rsa)
+			if [ "$kind" = ecdsa ]; then tests=(tls-keepalive tls-ecdsa); fi
+			for t in "${tests[@]}"; do
+				"$penbench" fail -out "$results" -test "$t" -contender pen -unit req/s -why "$pen_why"
+			done
+		fi
+	done
+	pen_pid_of() { # pen_pid_of KIND: the pid of that TLS pen, or nothing
+		local e
+		for e in "${tls_ok[@]}"; do
+			if [ "${e%%=*}" = "$1" ]; then echo "${e#*=}"; fi
+		done
+	}
+	ecdsa_pid=$(pen_pid_of ecdsa)
+	rsa_pid=$(pen_pid_of rsa)
+	tls_targets=(-target "haproxy=https://$host:$p_hap_tls/" -pid "haproxy=$hap_tls_pid")
+	if [ -n "$ecdsa_pid" ]; then tls_targets+=(-target "pen=https://$host:$p_pen_tls/" -pid "pen=$ecdsa_pid"); fi
+	log "https: wrk -t$threads -c$conns -d${duration}s keep-alive; penbench handshake -conns $handshake_conns"
+	tls_wrk=(-rounds "$rounds" -duration "${duration}s" -threads "$threads" -conns "$conns"
+		-want "$body" -backend-pid "$nginx_pid" -out "$results")
+	if [ "$pin" = 1 ]; then tls_wrk+=(-wrk-prefix "taskset -c 0"); fi
+	"$penbench" http -test tls-keepalive "${tls_wrk[@]}" "${tls_targets[@]}"
+	hs=(-rounds "$rounds" -duration "${duration}s" -conns "$handshake_conns" -want "$body"
+		-backend-pid "$nginx_pid" -out "$results")
+	"${load_cpu[@]}" "$penbench" handshake -test tls-ecdsa "${hs[@]}" \
+		-target "haproxy=$host:$p_hap_tls" -pid "haproxy=$hap_tls_pid" \
+		${ecdsa_pid:+-target "pen=$host:$p_pen_tls" -pid "pen=$ecdsa_pid"}
+	"${load_cpu[@]}" "$penbench" handshake -test tls-rsa "${hs[@]}" \
+		-target "haproxy=$host:$p_hap_rsa" -pid "haproxy=$hap_tls_pid" \
+		${rsa_pid:+-target "pen=$host:$p_pen_rsa" -pid "pen=$rsa_pid"}
+	stop "${tls_pids[@]}"
+fi
 stop "${http_pids[@]}"
+
+#### Bulk transfer: one large download through each contender
+log "bulk: $bulk_bytes bytes per download from penbench bulkserver on :$p_bulk, $bulk_rounds rounds"
+start bulk "$penbench" bulkserver -listen "$host:$p_bulk" -bytes "$bulk_bytes"
+bulk_pid=$started_pid
+bulk_pids=("$bulk_pid")
+await bulk "$bulk_pid" "$host:$p_bulk"
+bulk_targets=(-target "direct=$host:$p_bulk")
+if pen_start pen-bulk "$host:$p_pen_bulk" -O "loops $loops" "$host:$p_pen_bulk" "$host:$p_bulk"; then
+	bulk_targets+=(-target "pen=$host:$p_pen_bulk" -pid "pen=$started_pid")
+	bulk_pids+=("$started_pid")
+else
+	"$penbench" fail -out "$results" -test bulk -contender pen -unit MB/s -why "$pen_why"
+fi
+if [ "$relay" = 1 ]; then
+	if pen_start pen-bulk-relay "$host:$p_pen_bulk_relay" -O "loops $loops" -O kernel_relay \
+		"$host:$p_pen_bulk_relay" "$host:$p_bulk"; then
+		bulk_targets+=(-target "pen-relay=$host:$p_pen_bulk_relay" -pid "pen-relay=$started_pid")
+		bulk_pids+=("$started_pid")
+	else
+		"$penbench" fail -out "$results" -test bulk -contender pen-relay -unit MB/s -why "$pen_why"
+	fi
+fi
+haproxy_conf "$tmp/haproxy-bulk.cfg" "$loops" "$p_hap_bulk" "$host:$p_bulk"
+start haproxy-bulk haproxy -db -f "$tmp/haproxy-bulk.cfg"
+bulk_pids+=("$started_pid")
+await haproxy-bulk "$started_pid" "$host:$p_hap_bulk"
+bulk_targets+=(-target "haproxy=$host:$p_hap_bulk" -pid "haproxy=$started_pid")
+"${load_cpu[@]}" "$penbench" bulk -rounds "$bulk_rounds" -bytes "$bulk_bytes" -backend-pid "$bulk_pid" \
+	-out "$results" "${bulk_targets[@]}"
+stop "${bulk_pids[@]}"
 
 #### RSS per idle proxied connection
 log "rss: $rss_conns idle connections through each proxy to an echo backend on :$p_echo"
@@ -271,13 +430,13 @@ start echo "$penbench" echo -listen "$host:$p_echo"
 echo_pid=$started_pid
 await echo "$echo_pid" "$host:$p_echo"
 rss_args=(-n "$rss_conns" -sources 4 -settle 2s -out "$results")
-if pen_start pen-rss "$host:$p_pen_rss" "$host:$p_pen_rss" "$host:$p_echo"; then
+if pen_start pen-rss "$host:$p_pen_rss" -O "loops $loops" "$host:$p_pen_rss" "$host:$p_echo"; then
 	"$penbench" rss -name pen -pid "$started_pid" -target "$host:$p_pen_rss" "${rss_args[@]}"
 	stop "$started_pid"
 else
 	"$penbench" fail -out "$results" -test rss -contender pen -unit B/conn -why "$pen_why"
 fi
-haproxy_conf "$tmp/haproxy-rss.cfg" "$p_hap_rss" "$host:$p_echo"
+haproxy_conf "$tmp/haproxy-rss.cfg" "$loops" "$p_hap_rss" "$host:$p_echo"
 start haproxy-rss haproxy -db -f "$tmp/haproxy-rss.cfg"
 await haproxy-rss "$started_pid" "$host:$p_hap_rss"
 "$penbench" rss -name haproxy -pid "$started_pid" -target "$host:$p_hap_rss" "${rss_args[@]}"
@@ -296,7 +455,7 @@ fi
 dns_pid=$started_pid
 await dns "$dns_pid" "$host:$p_dns" -dns
 dns_targets=(-target "direct=$host:$p_dns")
-if pen_start pen-dns "$host:$p_pen_dns" -U "$host:$p_pen_dns" "$host:$p_dns"; then
+if pen_start pen-dns "$host:$p_pen_dns" -O "loops $loops" -U "$host:$p_pen_dns" "$host:$p_dns"; then
 	dns_targets+=(-target "pen=$host:$p_pen_dns" -pid "pen=$started_pid")
 	pen_dns_pid=$started_pid
 else
@@ -311,4 +470,5 @@ stop "$dns_pid" ${pen_dns_pid:+"$pen_dns_pid"}
 #### Report
 echo
 echo "== pen benchmark: medians of $rounds rounds; wrk -t$threads -c$conns -d${duration}s; rss with $rss_conns connections =="
+echo "== machine: $cores cores; load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after; pen loops $loops, HAProxy nbthread $loops =="
 "$penbench" report "$results"

@@ -2,6 +2,9 @@ package config
 
 import "fmt"
 
+// kernel_relay / no kernel_relay (cmd_settings.go): whether quiet plain
+// TCP connections are handed to the kernel's sockmap relay.
+
 // loops [N]: how many event loops serve the clients. 0 (the default) is
 // one per CPU; 1 serves everything on one core, as Pen does. Without N it
 // prints the number configured.

@@ -34,6 +34,7 @@ var settingsCommands = map[string]*command{
 	"idlers":        {run: cmdIdlers},
 	"tcp_fastclose": {run: cmdFastClose},
 	"loops":         {run: cmdLoops},
+	"kernel_relay":  onOff(func(c *Config) *bool { return &c.KernelRelay }),
 
 	// Where transparent mode's policy routing goes (docs/TRANSPARENT.md).
 	"transparent_table":    {run: cmdTransparentRouting},

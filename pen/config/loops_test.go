@@ -18,6 +18,7 @@ func TestLoopsCommand(t *testing.T) {
 			t.Errorf("%q: %q, want %q", tc.cmd, got, tc.want)
 		}
 	}
+	exec(t, in, "kernel_relay")
 	for _, bad := range []string{"loops -1", "loops 257", "loops x"} {
 		if _, err := in.Exec(bad, FromControl); err == nil {
 			t.Errorf("%q accepted", bad)
@@ -31,11 +32,15 @@ func TestLoopsCommand(t *testing.T) {
 	if _, err := again.ExecFile(file, FromFile); err != nil {
 		t.Fatal(err)
 	}
-	if n := again.Config().Loops; n != 4 {
-		t.Errorf("read back: loops %d, want 4", n)
+	if c := again.Config(); c.Loops != 4 || !c.KernelRelay {
+		t.Errorf("read back: loops %d, kernel_relay %v; want 4, on", c.Loops, c.KernelRelay)
 	}
-	// The default (one loop per CPU) is not written.
-	if got := string(newTest(t).Render(file)); strings.Contains(got, "loops") {
-		t.Errorf("write with the default names loops:\n%s", got)
+	// The defaults (one loop per CPU, no kernel relay) are not written.
+	if got := string(newTest(t).Render(file)); strings.Contains(got, "loops") || strings.Contains(got, "kernel_relay") {
+		t.Errorf("write with the defaults names loops or kernel_relay:\n%s", got)
+	}
+	exec(t, again, "no kernel_relay")
+	if again.Config().KernelRelay {
+		t.Error("no kernel_relay left it on")
 	}
 }

@@ -250,6 +250,9 @@ type Config struct {
 	// Loops is the number of event loops (loops N): 0, the default, is
 	// one per CPU; 1 serves every connection on one core, as Pen does.
 	Loops int
+	// KernelRelay hands quiet plain TCP connections to the kernel
+	// (kernel_relay): an sk_skb program moves their bytes.
+	KernelRelay bool
 
 	// Where transparent mode's policy routing goes; 0 is the default.
 	TransparentTable    int

@@ -158,6 +158,9 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 	if c.Loops != 0 {
 		pr("loops %d\n", c.Loops)
 	}
+	if c.KernelRelay {
+		pr("kernel_relay\n")
+	}
 	onoff(c.Keepalive, "keepalive")
 	onoff(c.Transparent, "transparent")
 	if c.TransparentTable != 0 && c.TransparentTable != DefaultTransparentTable {

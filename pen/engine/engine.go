@@ -208,6 +208,7 @@ func settings(c *config.Config, reqlog *proxy.RequestLog, tlsCfg *tls.Config) pr
 		Log:         reqlog,
 		TLS:         tlsCfg,
 		Loops:       c.Loops,
+		Relay:       c.KernelRelay,
 	}
 	return s
 }

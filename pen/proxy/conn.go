@@ -47,6 +47,8 @@ const (
 	fSpliceUp                      // client->server moves by splice (bulk)
 	fSpliceDown                    // server->client moves by splice (bulk)
 	fEarly                         // the upstream socket delays ACKs until the first write
+	fNoRelay                       // not to be handed to the kernel (again)
+	fFlushing                      // on the flushing list: a shutdown waits for the kernel relay
 )
 
 // conn is one slot of the connection table. The loop goroutine owns it
@@ -68,6 +70,8 @@ type conn struct {
 	tls    *tlsFront      // the goroutine that terminates TLS for this client, or nil
 	epoch  uint64         // UDP: balancer epoch when the flow's server was last checked
 	logged bool           // the request log has a line for this connection
+	turns  uint8          // reads from the client, counted up to relayAfter
+	kr     *relayState    // the kernel relays the connection (kernel.go)
 }
 
 func (c *conn) report() config.ConnState {
@@ -534,6 +538,9 @@ func (l *Loop) closeConn(c *conn) {
 	if c.rw != nil {
 		l.freeRewriter(c.rw)
 		c.rw = nil
+	}
+	if c.kr != nil {
+		l.relayEnd(c)
 	}
 	if c.sess != nil {
 		c.sess.Close()

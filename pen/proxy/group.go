@@ -417,6 +417,7 @@ func (g *Group) Stats() Stats {
 		s.RefusedNoServer += ls.RefusedNoServer
 		s.RefusedACL += ls.RefusedACL
 		s.Pending += ls.Pending
+		s.Relayed += ls.Relayed
 	}
 	return s
 }

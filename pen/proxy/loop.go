@@ -72,6 +72,8 @@ type Settings struct {
 	TLS *tls.Config
 	// Loops is how many event loops a Group runs; 0 = one per CPU.
 	Loops int
+	// Relay hands quiet plain TCP connections to the kernel (kernel.go).
+	Relay bool
 }
 
 // Stats counts what the loop did since it started.
@@ -82,6 +84,7 @@ type Stats struct {
 	RefusedNoServer uint64 // no server could take the client
 	RefusedACL      uint64 // denied by client_acl, no abuse server
 	Pending         int
+	Relayed         int // connections the kernel relays now (kernel_relay)
 }
 
 const (
@@ -123,16 +126,18 @@ type Loop struct {
 	lfam     int           // lfd's address family
 	draining bool          // lfd closes once nothing is queued on it (Group.Configure with fewer loops)
 
-	conns   []*conn                  // the connections this loop serves, by slot; a slot's conn is reused
-	byFD    []int32                  // fd -> slot+1, for the socket command
-	pending []int32                  // slots with a connect in progress
-	ready   []int32                  // slots with work left over
-	now     int64                    // unix seconds at the top of this pass
-	flows   map[netip.AddrPort]int32 // UDP client -> slot
-	udpDst  bool                     // the UDP listener needs the local address of each datagram
-	hand    int                      // UDP: second-chance sweep position
-	idlers  int                      // idler connections open
-	fds     fdState                  // descriptor budget and EMFILE back-off
+	conns       []*conn                  // the connections this loop serves, by slot; a slot's conn is reused
+	byFD        []int32                  // fd -> slot+1, for the socket command
+	pending     []int32                  // slots with a connect in progress
+	ready       []int32                  // slots with work left over
+	flushing    []int32                  // relayed slots whose shutdown waits for the kernel
+	relayWarned bool                     // the log said that the kernel relay is not available
+	now         int64                    // unix seconds at the top of this pass
+	flows       map[netip.AddrPort]int32 // UDP client -> slot
+	udpDst      bool                     // the UDP listener needs the local address of each datagram
+	hand        int                      // UDP: second-chance sweep position
+	idlers      int                      // idler connections open
+	fds         fdState                  // descriptor budget and EMFILE back-off
 
 	buf     []byte                 // scratch buffer every read goes through
 	outBuf  []byte                 // scratch buffer for rewritten client data
@@ -146,7 +151,7 @@ type Loop struct {
 
 	// Atomic: written by the loop, read by Stats from any goroutine.
 	accepted, refusedFull, refusedNone, refusedACL atomic.Uint64
-	active, pendingN                               atomic.Int64
+	active, pendingN, relayed                      atomic.Int64
 
 	// Safe for concurrent use on its own (TLS fronts log refusals).
 	refusedTLS refusedLog
@@ -336,6 +341,8 @@ func (l *Loop) serve() error {
 		wait := 1000
 		if len(l.ready) > 0 {
 			wait = 0
+		} else if len(l.flushing) > 0 {
+			wait = 2 // the kernel relay writes what is left
 		} else if paused, ms := l.paused(); paused {
 			wait = min(wait, ms) // watch the listener again in time
 		}
@@ -363,6 +370,7 @@ func (l *Loop) serve() error {
 			}
 		}
 		l.runReady()
+		l.runFlushing()
 		if l.now != tick {
 			tick = l.now
 			l.timers()
@@ -441,6 +449,7 @@ func (l *Loop) Stats() Stats {
 		RefusedNoServer: l.refusedNone.Load(),
 		RefusedACL:      l.refusedACL.Load(),
 		Pending:         int(l.pendingN.Load()),
+		Relayed:         int(l.relayed.Load()),
 	}
 }
 
@@ -527,7 +536,7 @@ func (l *Loop) timers() {
 	}
 	idle := int64(l.set.IdleTimeout / time.Second)
 	udpIdle := int64(l.set.UDPTimeout / time.Second)
-	if idle > 0 || len(l.flows) > 0 {
+	if idle > 0 || len(l.flows) > 0 || l.relayed.Load() > 0 {
 		for _, c := range l.conns {
 			if c == nil || c.state == stateUnused {
 				continue
@@ -541,6 +550,9 @@ func (l *Loop) timers() {
 					l.closeConn(c)
 				}
 				continue
+			}
+			if c.kr != nil && l.relayCount(c) {
+				c.t = l.now // the kernel moved bytes: not idle
 			}
 			if idle > 0 && c.state == stateConnected && c.fl&fIdler == 0 && l.now-c.t >= idle {
 				l.log.Debugf(2, "Connection %d idle for %d seconds, closing", c.slot, l.now-c.t)

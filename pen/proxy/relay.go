@@ -35,6 +35,9 @@ func (l *Loop) work(c *conn) {
 		c.fl |= fQueued
 		l.ready = append(l.ready, c.slot)
 	}
+	if l.set.Relay && c.kr == nil && !more {
+		l.maybeRelay(c)
+	}
 }
 
 // runReady gives connections that used up their budget another turn.
@@ -61,10 +64,12 @@ func (l *Loop) closingTime(c *conn) bool {
 		return false
 	}
 	closed := c.state & (stateClosedUp | stateClosedDown)
-	if closed == stateClosedUp|stateClosedDown {
-		return true
+	end := closed == stateClosedUp|stateClosedDown || closed&uint8(l.set.FastClose) != 0
+	if end && c.kr != nil {
+		// What the kernel took is delivered before the sockets close.
+		return l.relayDrained(c, sideUp) && l.relayDrained(c, sideDown)
 	}
-	return closed&uint8(l.set.FastClose) != 0
+	return end
 }
 
 // pump moves data in one direction: dir sideUp is client to server,
@@ -108,6 +113,9 @@ func (l *Loop) pump(c *conn, dir int, more *bool) bool {
 			c.q[dir] = nil
 		}
 		if c.state&eof != 0 {
+			if c.kr != nil && c.fl&shut == 0 && !l.relayDrained(c, dir) {
+				return true // the shutdown waits until the kernel has written the rest
+			}
 			if c.fl&shut == 0 {
 				c.fl |= shut
 				if dst >= 0 {
@@ -199,6 +207,9 @@ func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint32, eof
 		l.dump(data)
 	}
 	if dir == sideUp {
+		if c.turns < relayAfter {
+			c.turns++
+		}
 		if c.rw != nil {
 			l.logConn = c
 			data = c.rw.Write(l.scratch(n), data)

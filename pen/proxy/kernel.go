@@ -1,0 +1,400 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// The in-kernel relay (kernel_relay). Once a plain TCP connection has
+// carried a few exchanges and nothing in pen needs to see its bytes (no
+// X-Forwarded-For, request log, dump, TLS, unix or UDP socket), the loop
+// hands its two sockets to the kernel: an sk_skb stream verdict program,
+// attached to a sockhash, sends every segment that arrives on one socket
+// out of the other, so that bytes move without waking pen.
+//
+// The program is built here with cilium/ebpf's asm package (no C compiler
+// at build or test time). It uses three maps:
+//
+//	active  sockhash, key: socket cookie; the verdict program is attached
+//	        to it, so it runs for every socket in it
+//	targets sockhash, key: socket cookie; no program: the sockets data may
+//	        be sent to
+//	peers   hash, key: socket cookie; value: the peer's cookie and the
+//	        bytes sent to it so far
+//
+// A hand-over puts both sockets in targets and their pairing in peers
+// before it puts either in active, so that no segment ever finds its peer
+// missing. Data that arrived after pen's last read and before the
+// hand-over waits in the socket's receive queue; setting SO_RCVLOWAT runs
+// the socket's data-ready callback, which hands it to the program in
+// order ahead of anything newer.
+//
+// What pen still sees, and how:
+//   - half-close and close: the sockets stay in pen's epoll set for
+//     EPOLLRDHUP (a FIN or an error wakes pen, data does not); pen reads
+//     the EOF and shuts down the other side, but only once the kernel has
+//     written into that socket every byte it took from this one (the
+//     count in peers against TCP_INFO's bytes acknowledged plus SIOCOUTQ),
+//     since the program's sends run from a work queue after it returns;
+//   - byte counts: the program adds each segment's length to its socket's
+//     entry in peers; the loop adds what is new to the server's and the
+//     client's counts once a second and at the close;
+//   - idle timeout: a connection whose counts moved is not idle.
+//
+// Where the kernel has no BPF, or pen may not use it, connections stay in
+// the loop, and one line says why.
+
+// relayMaxConns bounds the connections the kernel relays at a time (the
+// maps' size; entries are allocated as they are used).
+const relayMaxConns = 1 << 16
+
+// kernelRelay is the program and its maps, one per process, shared by
+// every loop (map updates are system calls, safe from any goroutine).
+type kernelRelay struct {
+	prog                   *ebpf.Program
+	active, targets, peers *ebpf.Map
+}
+
+var (
+	relayMu    sync.Mutex
+	relayTried bool
+	relayKern  *kernelRelay // set once, then only read
+	relayErr   error
+	loadRelay  = loadKernelRelay // tests replace it to see the fall-back
+)
+
+// getKernelRelay loads the relay on first use.
+func getKernelRelay() (*kernelRelay, error) {
+	relayMu.Lock()
+	defer relayMu.Unlock()
+	if !relayTried {
+		relayTried = true
+		relayKern, relayErr = loadRelay()
+	}
+	return relayKern, relayErr
+}
+
+// relayProgram is the verdict program:
+//
+//	cookie = bpf_get_socket_cookie(skb)
+//	p = bpf_map_lookup_elem(&peers, &cookie)
+//	if !p: return SK_PASS            (not paired: pen reads it)
+//	if skb->len == 0: return SK_DROP (a bare FIN: pen shuts the peer down)
+//	atomic p->bytes += skb->len
+//	return bpf_sk_redirect_hash(skb, &targets, &p->peer, 0)   (out of the peer)
+func relayProgram(peers, targets *ebpf.Map) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1), // the skb
+		asm.FnGetSocketCookie.Call(),
+		asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
+		asm.LoadMapPtr(asm.R1, peers.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "pass"),
+		asm.LoadMem(asm.R1, asm.R6, 0, asm.Word), // skb->len
+		asm.JEq.Imm(asm.R1, 0, "drop"),           // a bare FIN: pen sees it and shuts the peer down itself
+		asm.Mov.Reg(asm.R7, asm.R0),
+		asm.Add.Imm(asm.R7, 8),
+		asm.StoreXAdd(asm.R7, asm.R1, asm.DWord),
+		asm.Mov.Reg(asm.R3, asm.R0), // &p->peer
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.LoadMapPtr(asm.R2, targets.FD()),
+		asm.Mov.Imm(asm.R4, 0), // egress: send it out of the peer
+		asm.FnSkRedirectHash.Call(),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, 1).WithSymbol("pass"), // SK_PASS
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("drop"), // SK_DROP
+		asm.Return(),
+	}
+}
+
+func loadKernelRelay() (*kernelRelay, error) {
+	// Kernels before 5.11 count BPF memory against RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, err
+	}
+	k := &kernelRelay{}
+	var err error
+	sockhash := func(name string) (*ebpf.Map, error) {
+		return ebpf.NewMap(&ebpf.MapSpec{Name: name, Type: ebpf.SockHash, KeySize: 8, ValueSize: 8, MaxEntries: 2 * relayMaxConns})
+	}
+	if k.active, err = sockhash("pen_active"); err != nil {
+		return nil, fmt.Errorf("sockhash: %w", err)
+	}
+	if k.targets, err = sockhash("pen_targets"); err != nil {
+		k.close()
+		return nil, fmt.Errorf("sockhash: %w", err)
+	}
+	if k.peers, err = ebpf.NewMap(&ebpf.MapSpec{Name: "pen_peers", Type: ebpf.Hash, KeySize: 8, ValueSize: 16,
+		MaxEntries: 2 * relayMaxConns, Flags: unix.BPF_F_NO_PREALLOC}); err != nil {
+		k.close()
+		return nil, fmt.Errorf("hash map: %w", err)
+	}
+	if k.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pen_relay", Type: ebpf.SkSKB,
+		AttachType: ebpf.AttachSkSKBStreamVerdict, License: "GPL", Instructions: relayProgram(k.peers, k.targets)}); err != nil {
+		k.close()
+		return nil, fmt.Errorf("sk_skb program: %w", err)
+	}
+	if err = link.RawAttachProgram(link.RawAttachProgramOptions{Target: k.active.FD(), Program: k.prog,
+		Attach: ebpf.AttachSkSKBStreamVerdict}); err != nil {
+		k.close()
+		return nil, fmt.Errorf("attaching the verdict program: %w", err)
+	}
+	return k, nil
+}
+
+func (k *kernelRelay) close() {
+	if k.prog != nil {
+		k.prog.Close()
+	}
+	for _, m := range []*ebpf.Map{k.active, k.targets, k.peers} {
+		if m != nil {
+			m.Close()
+		}
+	}
+}
+
+// relayState is what a relayed connection keeps (conn.kr).
+type relayState struct {
+	cookie  [2]uint64 // [sideDown], [sideUp]
+	counted [2]uint64 // bytes from each side already added to the counts
+	written [2]uint64 // bytes written into each socket before the hand-over
+	since   int64     // when a shutdown started waiting for the kernel to drain
+}
+
+// peerValue is an entry of peers.
+type peerValue struct {
+	Peer  uint64
+	Bytes uint64
+}
+
+func socketCookie(fd int) (uint64, error) {
+	var b [8]byte
+	l := uint32(8)
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_COOKIE,
+		uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&l)), 0)
+	if e != 0 {
+		return 0, e
+	}
+	return binary.NativeEndian.Uint64(b[:]), nil
+}
+
+// written is how many bytes were ever written into the TCP socket fd:
+// those acknowledged plus those still in its send queue.
+func written(fd int) (uint64, error) {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0, err
+	}
+	outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+	if err != nil {
+		return 0, err
+	}
+	return ti.Bytes_acked + uint64(outq), nil
+}
+
+// handOver gives the connection's sockets to the kernel. On error nothing
+// has changed and the loop keeps relaying.
+func (k *kernelRelay) handOver(down, up int) (*relayState, error) {
+	st := &relayState{}
+	var err error
+	for side, fd := range [2]int{down, up} {
+		if st.cookie[side], err = socketCookie(fd); err != nil {
+			return nil, fmt.Errorf("SO_COOKIE: %w", err)
+		}
+		if st.written[side], err = written(fd); err != nil {
+			return nil, fmt.Errorf("TCP_INFO: %w", err)
+		}
+	}
+	undo := func() {
+		for _, c := range st.cookie {
+			k.active.Delete(c)
+			k.targets.Delete(c)
+			k.peers.Delete(c)
+		}
+	}
+	for side, fd := range [2]int{down, up} {
+		if err := k.targets.Update(st.cookie[side], uint64(fd), ebpf.UpdateNoExist); err != nil {
+			undo()
+			return nil, fmt.Errorf("sockhash: %w", err)
+		}
+		if err := k.peers.Update(st.cookie[side], peerValue{Peer: st.cookie[1-side]}, ebpf.UpdateNoExist); err != nil {
+			undo()
+			return nil, fmt.Errorf("peers: %w", err)
+		}
+	}
+	for side, fd := range [2]int{down, up} {
+		if err := k.active.Update(st.cookie[side], uint64(fd), ebpf.UpdateNoExist); err != nil {
+			if side == 1 {
+				// The client's socket is relayed already: its data
+				// went to the server. Only a close ends this cleanly.
+				return st, fmt.Errorf("sockhash: %w (half handed over)", err)
+			}
+			undo()
+			return nil, fmt.Errorf("sockhash: %w", err)
+		}
+	}
+	// Run the data-ready callback for what arrived before the hand-over.
+	for _, fd := range [2]int{down, up} {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
+	}
+	return st, nil
+}
+
+// sent reports the bytes the kernel has taken from each side so far.
+func (k *kernelRelay) sent(st *relayState) (down, up uint64, err error) {
+	var v peerValue
+	if err := k.peers.Lookup(st.cookie[sideDown], &v); err != nil {
+		return 0, 0, err
+	}
+	down = v.Bytes
+	if err := k.peers.Lookup(st.cookie[sideUp], &v); err != nil {
+		return 0, 0, err
+	}
+	return down, v.Bytes, nil
+}
+
+// forget removes the connection's entries (its sockets leave the
+// sockhashes when they close).
+func (k *kernelRelay) forget(st *relayState) {
+	for _, c := range st.cookie {
+		k.peers.Delete(c)
+	}
+}
+
+// The loop's side of the relay.
+
+// relayAfter is how many reads from the client a connection must have
+// seen before it is handed over: a connection with one request and one
+// answer ends before a hand-over would pay for itself. A connection that
+// carries bulk data (splice mode) is handed over at its first pause.
+const relayAfter = 2
+
+// relayFlushWait is how long a half-close waits at most for the kernel to
+// write what it took from the other side.
+const relayFlushWait = 10
+
+// maybeRelay hands c to the kernel when it may go there and is quiet now.
+func (l *Loop) maybeRelay(c *conn) {
+	if (c.turns < relayAfter && c.fl&(fSpliceUp|fSpliceDown) == 0) || c.state != stateConnected || c.q[sideDown] != nil || c.q[sideUp] != nil ||
+		c.fl&(fReadDown|fReadUp|fBuffered|fTLS|fUnixUp|fUDP|fIdler|fDummy|fHupDown|fHupUp|fNoRelay) != 0 ||
+		!c.peer.Addr().IsValid() {
+		return
+	}
+	c.fl |= fNoRelay // tried once, whatever happens
+	k, err := getKernelRelay()
+	if err != nil {
+		if !l.relayWarned {
+			l.relayWarned = true
+			l.log.Printf("kernel_relay: BPF is not available (%v); pen relays every connection itself", err)
+		}
+		return
+	}
+	st, err := k.handOver(int(c.down), int(c.up))
+	if st == nil {
+		l.logFull("kernel_relay: hand-over of connection %d: %v; pen relays it", c.slot, err)
+		return
+	}
+	c.kr = st
+	if err != nil {
+		l.logFull("kernel_relay: connection %d: %v; closing it", c.slot, err)
+		l.closeConn(c)
+		return
+	}
+	// From now on only a FIN or an error wakes the loop.
+	for side, fd := range [2]int32{c.down, c.up} {
+		unix.EpollCtl(l.ep, unix.EPOLL_CTL_MOD, int(fd), &unix.EpollEvent{
+			Events: unix.EPOLLRDHUP | unix.EPOLLET, Fd: c.slot, Pad: int32(c.gen<<1 | uint32(side))})
+	}
+	l.relayed.Add(1)
+}
+
+// relayCount adds what the kernel moved since the last count to the
+// server's and the client's counts; it reports whether anything moved.
+func (l *Loop) relayCount(c *conn) bool {
+	k := relayKern
+	down, up, err := k.sent(c.kr)
+	if err != nil {
+		return false
+	}
+	moved := false
+	if d := down - c.kr.counted[sideDown]; d > 0 {
+		c.sess.Sent(int(d))
+		c.kr.counted[sideDown] = down
+		moved = true
+	}
+	if d := up - c.kr.counted[sideUp]; d > 0 {
+		c.sess.Received(int(d))
+		c.kr.counted[sideUp] = up
+		moved = true
+	}
+	return moved
+}
+
+// relayDrained reports whether the kernel has written into the socket of
+// dir (sideUp: the server's) every byte it took from the other side, so
+// that a shutdown of that socket loses nothing. A wait longer than
+// relayFlushWait seconds gives up.
+func (l *Loop) relayDrained(c *conn, dir int) bool {
+	k := relayKern
+	down, up, err := k.sent(c.kr)
+	if err != nil {
+		return true
+	}
+	took, fd := down, c.up
+	if dir == sideDown {
+		took, fd = up, c.down
+	}
+	w, err := written(int(fd))
+	if err != nil || w-c.kr.written[dir] >= took {
+		c.kr.since = 0
+		return true
+	}
+	if c.kr.since == 0 {
+		c.kr.since = l.now
+	}
+	if l.now-c.kr.since > relayFlushWait {
+		l.logFull("kernel_relay: connection %d: %d bytes not delivered after %d seconds", c.slot, took-(w-c.kr.written[dir]), relayFlushWait)
+		return true
+	}
+	if c.fl&fFlushing == 0 {
+		c.fl |= fFlushing
+		l.flushing = append(l.flushing, c.slot)
+	}
+	return false
+}
+
+// runFlushing looks again at connections waiting for the kernel to drain.
+func (l *Loop) runFlushing() {
+	if len(l.flushing) == 0 {
+		return
+	}
+	f := l.flushing
+	l.flushing = nil
+	for _, slot := range f {
+		c := l.conns[slot]
+		if c == nil || c.state == stateUnused {
+			continue
+		}
+		c.fl &^= fFlushing
+		l.work(c)
+	}
+}
+
+// relayEnd counts the last bytes and forgets the connection's entries.
+func (l *Loop) relayEnd(c *conn) {
+	l.relayCount(c)
+	relayKern.forget(c.kr)
+	c.kr = nil
+	l.relayed.Add(-1)
+}

@@ -1,0 +1,246 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pen-lb/pen-appliance/internal/testenv"
+)
+
+func needKernelRelay(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "the in-kernel relay needs root (CAP_BPF and CAP_NET_ADMIN) to load its BPF program")
+	}
+	if _, err := getKernelRelay(); err != nil {
+		testenv.Skip(t, "BPF sockhash and sk_skb programs are not available: "+err.Error())
+	}
+}
+
+// lines asks n questions on c and checks each answer.
+func lines(t *testing.T, c net.Conn, r *bufio.Reader, prefix string, n int) {
+	t.Helper()
+	for i := range n {
+		q := fmt.Sprintf("%s %d\n", prefix, i)
+		if _, err := io.WriteString(c, q); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		got, err := r.ReadString('\n')
+		if err != nil || got != q {
+			t.Fatalf("%q answered %q, %v", q, got, err)
+		}
+	}
+}
+
+// A relayed connection carries data both ways without the loop (50 MB
+// compared by hash), the counts of servers see every byte, a half-close
+// reaches the server after everything sent before it, and the server's
+// last bytes and its close reach the client.
+func TestKernelRelay(t *testing.T) {
+	needKernelRelay(t)
+	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	c := h.dial()
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	r := bufio.NewReader(c)
+	lines(t, c, r, "before", 3)
+	waitFor(t, func() bool { return h.loop.Stats().Relayed == 1 }, "the hand-over to the kernel")
+	lines(t, c, r, "relayed", 100)
+
+	const size = 50 << 20
+	src := make([]byte, size)
+	rand.NewChaCha8([32]byte{1}).Read(src)
+	want := sha256.Sum256(src)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(src)
+		if err == nil {
+			// Half-close: the echo server answers everything, then ends.
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		errc <- err
+	}()
+	hash := sha256.New()
+	n, err := io.Copy(hash, r)
+	if err != nil || n != size {
+		t.Fatalf("read back %d bytes of %d: %v", n, size, err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(hash.Sum(nil), want[:]) {
+		t.Fatal("the data came back changed")
+	}
+	waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the connection to close")
+	var asked int64
+	for i := range 3 {
+		asked += int64(len(fmt.Sprintf("before %d\n", i)))
+	}
+	for i := range 100 {
+		asked += int64(len(fmt.Sprintf("relayed %d\n", i)))
+	}
+	st := h.tb.ServerStates()[0]
+	if st.Sent != uint64(asked+size) || st.Received != uint64(asked+size) {
+		t.Errorf("servers counts %d bytes sent, %d received; want %d both", st.Sent, st.Received, asked+size)
+	}
+	if h.loop.Stats().Relayed != 0 {
+		t.Errorf("still %d relayed connections", h.loop.Stats().Relayed)
+	}
+}
+
+// The server closes first: its last answer and the close reach the client.
+func TestKernelRelayServerCloses(t *testing.T) {
+	needKernelRelay(t)
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		r := bufio.NewReader(c)
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if l == "bye\n" {
+				io.WriteString(c, strings.Repeat("x", 1<<20)+"\n")
+				c.Close()
+				return
+			}
+			io.WriteString(c, l)
+		}
+	})
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	c := h.dial()
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(c)
+	lines(t, c, r, "q", 3)
+	waitFor(t, func() bool { return h.loop.Stats().Relayed == 1 }, "the hand-over to the kernel")
+	io.WriteString(c, "bye\n")
+	last, err := r.ReadString('\n')
+	if err != nil || len(last) != 1<<20+1 {
+		t.Fatalf("last answer: %d bytes, %v", len(last), err)
+	}
+	if _, err := r.ReadByte(); err != io.EOF {
+		t.Errorf("after the server's close: %v, want EOF", err)
+	}
+	c.Close()
+	waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the connection to close")
+}
+
+// The idle timeout closes a relayed connection that is quiet, and not one
+// whose bytes the kernel moves.
+func TestKernelRelayIdleTimeout(t *testing.T) {
+	needKernelRelay(t)
+	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true; s.IdleTimeout = 2 * time.Second },
+		fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	quiet, busy := h.dial(), h.dial()
+	defer quiet.Close()
+	defer busy.Close()
+	qr, br := bufio.NewReader(quiet), bufio.NewReader(busy)
+	quiet.SetDeadline(time.Now().Add(20 * time.Second))
+	busy.SetDeadline(time.Now().Add(20 * time.Second))
+	lines(t, quiet, qr, "q", 3)
+	lines(t, busy, br, "b", 3)
+	waitFor(t, func() bool { return h.loop.Stats().Relayed == 2 }, "the hand-over to the kernel")
+	end := time.Now().Add(5 * time.Second)
+	for time.Now().Before(end) {
+		lines(t, busy, br, "busy", 1)
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := qr.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the quiet connection: %v, want it closed by the idle timeout", err)
+	}
+	lines(t, busy, br, "still", 1)
+}
+
+// Without BPF, connections stay in the loop and one line says why.
+func TestKernelRelayFallBack(t *testing.T) {
+	relayMu.Lock()
+	saveTried, saveKern, saveErr, saveLoad := relayTried, relayKern, relayErr, loadRelay
+	relayTried, relayKern, relayErr = false, nil, nil
+	loadRelay = func() (*kernelRelay, error) { return nil, errors.New("operation not permitted") }
+	relayMu.Unlock()
+	t.Cleanup(func() {
+		relayMu.Lock()
+		relayTried, relayKern, relayErr, loadRelay = saveTried, saveKern, saveErr, saveLoad
+		relayMu.Unlock()
+	})
+	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	for range 3 {
+		c := h.dial()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		lines(t, c, bufio.NewReader(c), "q", 5)
+		c.Close()
+	}
+	if h.loop.Stats().Relayed != 0 {
+		t.Error("a connection was handed over without BPF")
+	}
+	log := h.logText()
+	if n := strings.Count(log, "kernel_relay: BPF is not available (operation not permitted); pen relays every connection itself"); n != 1 {
+		t.Errorf("the fall-back was logged %d times, want once:\n%s", n, log)
+	}
+}
+
+// A download is handed over in the middle of its stream, at a pause of
+// pen's splice, and arrives whole and in order.
+func TestKernelRelayMidStream(t *testing.T) {
+	needKernelRelay(t)
+	const size = 200 << 20
+	src := make([]byte, size)
+	rand.NewChaCha8([32]byte{2}).Read(src)
+	want := sha256.Sum256(src)
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		for off := 0; off < size; off += 1 << 20 {
+			if _, err := c.Write(src[off : off+1<<20]); err != nil {
+				return
+			}
+		}
+	})
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	c := h.dial()
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	hash := sha256.New()
+	relayed := false
+	buf := make([]byte, 64<<10)
+	var n int
+	for {
+		m, err := c.Read(buf)
+		hash.Write(buf[:m])
+		n += m
+		if !relayed && h.loop.Stats().Relayed == 1 {
+			relayed = true
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", n, err)
+		}
+		if n < size/2 {
+			time.Sleep(time.Millisecond) // a slow reader: pen's splice pauses
+		}
+	}
+	if n != size || !bytes.Equal(hash.Sum(nil), want[:]) {
+		t.Fatalf("%d bytes of %d arrived, equal: %v", n, size, bytes.Equal(hash.Sum(nil), want[:]))
+	}
+	if !relayed {
+		t.Error("the download was never handed to the kernel")
+	}
+	c.Close()
+	waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the connection to close")
+	if st := h.tb.ServerStates()[0]; st.Received != size {
+		t.Errorf("servers counts %d bytes received, want %d", st.Received, size)
+	}
+}
