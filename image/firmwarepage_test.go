@@ -15,7 +15,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/pen-lb/pen-appliance/appliance/firmware"
+	"github.com/pen-lb/pen-appliance/internal/firmware"
 	"github.com/pen-lb/pen-appliance/boards"
 	"github.com/pen-lb/pen-appliance/internal/testenv"
 )

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pen-lb/pen-appliance/appliance/firmware"
+	"github.com/pen-lb/pen-appliance/internal/firmware"
 	"github.com/pen-lb/pen-appliance/image/internal/partition"
 	"github.com/pen-lb/pen-appliance/internal/testenv"
 )

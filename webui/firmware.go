@@ -13,7 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/pen-lb/pen-appliance/appliance/firmware"
+	"github.com/pen-lb/pen-appliance/internal/firmware"
 	"github.com/pen-lb/pen-appliance/pen/version"
 )
 

@@ -14,8 +14,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/pen-lb/pen-appliance/appliance/firmware"
-	"github.com/pen-lb/pen-appliance/appliance/firmware/firmwaretest"
+	"github.com/pen-lb/pen-appliance/internal/firmware"
+	"github.com/pen-lb/pen-appliance/internal/firmware/firmwaretest"
 	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pen-lb/pen-appliance/appliance/firmware"
-	"github.com/pen-lb/pen-appliance/appliance/firmware/firmwaretest"
+	"github.com/pen-lb/pen-appliance/internal/firmware"
+	"github.com/pen-lb/pen-appliance/internal/firmware/firmwaretest"
 )
 
 // fakeGokrazy is the appliance's gokrazy update API, recording what it is

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pen-lb/pen-appliance/appliance/firmware"
+	"github.com/pen-lb/pen-appliance/internal/firmware"
 	"github.com/pen-lb/pen-appliance/pen/acl"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/metrics"

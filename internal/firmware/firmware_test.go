@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pen-lb/pen-appliance/appliance/firmware/firmwaretest"
+	"github.com/pen-lb/pen-appliance/internal/firmware/firmwaretest"
 )
 
 const guid = "60c24cc1-f3f9-427a-8199-1a2b3c4d0001"

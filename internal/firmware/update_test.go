@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/pen-lb/pen-appliance/appliance/firmware/firmwaretest"
+	"github.com/pen-lb/pen-appliance/internal/firmware/firmwaretest"
 )
 
 // fakeGokrazy is gokrazy's update API as far as Install uses it.
