@@ -344,19 +344,10 @@ func copyImage(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64
 	return h.Sum(nil), written, nil
 }
 
+var zeroChunk = make([]byte, flashChunk)
+
 func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
+	return bytes.Equal(b, zeroChunk[:len(b)])
 }
 
 // dropCache makes the next reads of f come from the disk: the block
