@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"strings"
 )
 
@@ -82,20 +81,5 @@ func cmdStatus(x *txn, cmd string, args []string) error {
 }
 
 func cmdDebug(x *txn, cmd string, args []string) error {
-	c := x.cfg
-	n, set, err := optInt(cmd, args)
-	if err != nil {
-		return err
-	}
-	if set {
-		if n < 0 {
-			return errors.New("debug: level must not be negative")
-		}
-		if err := checkInt(cmd, n, 0, MaxInt, ""); err != nil {
-			return err
-		}
-		c.Debug = n
-	}
-	x.printf("%d\n", c.Debug)
-	return nil
+	return intSetting(x, cmd, args, &x.cfg.Debug, 0, "debug: level must not be negative", MaxInt, "")
 }

@@ -48,61 +48,37 @@ var settingsCommands = map[string]*command{
 	"select": {run: cmdEventMechanism},
 }
 
-func cmdBlacklist(x *txn, cmd string, args []string) error {
-	c := x.cfg
+// intSetting runs a command that shows an integer setting and, given a
+// number, sets it: below least is refused with tooLow, and the number must
+// fit in at most limit (unit names it in the error: " seconds" or "").
+func intSetting(x *txn, cmd string, args []string, p *int, least int, tooLow string, limit int, unit string) error {
 	n, set, err := optInt(cmd, args)
 	if err != nil {
 		return err
 	}
 	if set {
-		if n < 0 {
-			return errors.New("blacklist: time must not be negative")
+		if n < least {
+			return errors.New(tooLow)
 		}
-		if err := checkSeconds(cmd, n); err != nil {
+		if err := checkInt(cmd, n, 0, limit, unit); err != nil {
 			return err
 		}
-		c.Blacklist = n
+		*p = n
 	}
-	x.printf("%d\n", c.Blacklist)
+	x.printf("%d\n", *p)
 	return nil
+}
+
+func cmdBlacklist(x *txn, cmd string, args []string) error {
+	return intSetting(x, cmd, args, &x.cfg.Blacklist, 0, "blacklist: time must not be negative", MaxSeconds, " seconds")
 }
 
 func cmdTimeout(x *txn, cmd string, args []string) error {
-	c := x.cfg
-	n, set, err := optInt(cmd, args)
-	if err != nil {
-		return err
-	}
-	if set {
-		if n < 1 {
-			return errors.New("timeout: must be at least 1 second")
-		}
-		if err := checkSeconds(cmd, n); err != nil {
-			return err
-		}
-		c.Timeout = n
-	}
-	x.printf("%d\n", c.Timeout)
-	return nil
+	return intSetting(x, cmd, args, &x.cfg.Timeout, 1, "timeout: must be at least 1 second", MaxSeconds, " seconds")
 }
 
 func cmdTracking(x *txn, cmd string, args []string) error {
-	c := x.cfg
-	n, set, err := optInt(cmd, args)
-	if err != nil {
-		return err
-	}
-	if set {
-		if n < 0 {
-			return errors.New("tracking: time must not be negative")
-		}
-		if err := checkSeconds(cmd, n); err != nil {
-			return err
-		}
-		c.Tracking = n
-	}
-	x.printf("%d\n", c.Tracking)
-	return nil
+	return intSetting(x, cmd, args, &x.cfg.Tracking, 0, "tracking: time must not be negative", MaxSeconds, " seconds")
 }
 
 func cmdIdleTimeout(x *txn, cmd string, args []string) error {
