@@ -52,3 +52,40 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("penimage --bogus exited 0")
 	}
 }
+
+// TestCommandErrors runs the built penimage: update and flash without
+// their required flags print their usage and exit 2; an unreachable
+// appliance and a target that is no block device or file are refused
+// with exit 1 and a message that says so, before anything is built.
+func TestCommandErrors(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "penimage")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"update"}, 2, "usage: penimage update -target"},
+		{[]string{"update", "-target", "http://127.0.0.1:9"}, 2, "usage: penimage update"},
+		{[]string{"update", "-target", "http://127.0.0.1:9", "-board", "pc"}, 1, "penimage: contacting the appliance: "},
+		{[]string{"update", "-target", "ftp://x", "-board", "pc"}, 1, "want http://HOST:PORT"},
+		{[]string{"flash", "-o", "x.img"}, 2, "usage: penimage flash"},
+		{[]string{"flash", "-board", "pc", "-image", "a.img", "-o", "x.img"}, 2, "usage: penimage flash"},
+		{[]string{"flash", "-board", "pc", "-o", "/dev/null"}, 1, "/dev/null is neither a block device nor a regular file"},
+	} {
+		cmd := exec.Command(bin, c.args...)
+		cmd.Env = append(cmd.Environ(), "PENIMAGE_PASSWORD=x")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != c.code || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("penimage %s: exit %d, stderr %q; want exit %d and %q", strings.Join(c.args, " "), code, stderr.String(), c.code, c.want)
+		}
+	}
+}
