@@ -70,6 +70,11 @@ type Config struct {
 	// nothing. The VIP, the interface's own addresses and the servers'
 	// are never tarpitted, whatever it says.
 	Tarpit func(netip.Addr) bool
+	// TarpitNets, when not nil, are IPv4 networks that hold every
+	// address Tarpit matches (at most 32): the socket's filter then lets
+	// only SYNs to them reach pen. Without them, every SYN addressed to
+	// the interface's MAC does, and Tarpit decides.
+	TarpitNets []TarpitNet
 	// ARPRefresh is how often a known backend MAC is asked again, by
 	// ARP or neighbour solicitation (default 30 s). Three unanswered
 	// requests in a row, a second apart, make the backend count as
@@ -171,7 +176,7 @@ func New(cfg Config) (*DSR, error) {
 			d.fast = nil
 		}
 	}
-	prog, err := filter(cfg.VIP, cfg.Tarpit != nil, d.fast != nil)
+	prog, err := filter(cfg.VIP, cfg.Tarpit != nil, cfg.TarpitNets, d.fast != nil)
 	if err == nil {
 		d.conn, err = listen(ifi, prog, cfg.VIP)
 	}

@@ -389,7 +389,7 @@ func TestTarpit(t *testing.T) {
 // The socket filter passes ARP, the VIP and SYNs (when tarpitting), and
 // nothing else.
 func TestFilter(t *testing.T) {
-	prog, err := filter(vip, true, false)
+	prog, err := filter(vip, true, nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +403,7 @@ func TestFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	noTarpit, _ := filter(vip, false, false)
+	noTarpit, _ := filter(vip, false, nil, false)
 	var insns2 []bpf.Instruction
 	for _, r := range noTarpit {
 		insns2 = append(insns2, r.Disassemble())
@@ -451,7 +451,7 @@ func TestFilter(t *testing.T) {
 // With the fast path, the socket sees of the VIP's frames only the
 // fragments the kernel program cannot place.
 func TestFilterWithFastPath(t *testing.T) {
-	prog, err := filter(vip, false, true)
+	prog, err := filter(vip, false, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -483,7 +483,7 @@ func TestFilterWithFastPath(t *testing.T) {
 func TestFilterIPv6(t *testing.T) {
 	ext := tcp6Frame(penMAC, clientMAC, client6, vip6, 1, 80, tcpACK, [][]byte{{44, 0, 0, 0x10, 0, 0, 0, 1}}, nil)
 	for _, fast := range []bool{false, true} {
-		prog, err := filter(vip6, false, fast)
+		prog, err := filter(vip6, false, nil, fast)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -511,5 +511,37 @@ func TestFilterIPv6(t *testing.T) {
 				t.Errorf("fast path %v, %s: passed %v, want %v", fast, name, n > 0, c.want)
 			}
 		}
+	}
+}
+
+// With the tarpit's networks, only SYNs to them pass the filter.
+func TestFilterTarpitNets(t *testing.T) {
+	nets := []TarpitNet{
+		{Addr: netip.MustParseAddr("198.18.0.128"), Mask: [4]byte{255, 255, 255, 240}},
+		{Addr: netip.MustParseAddr("198.18.7.0"), Mask: [4]byte{255, 255, 0, 255}}, // not contiguous
+	}
+	prog, err := filter(vip, true, nets, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var insns []bpf.Instruction
+	for _, r := range prog {
+		insns = append(insns, r.Disassemble())
+	}
+	vm, err := bpf.NewVM(insns[3:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dst, want := range map[string]bool{
+		"198.18.0.130": true, "198.18.0.143": true, "198.18.0.144": false,
+		"198.18.9.0": true, "198.18.9.1": false, "198.18.0.2": false,
+	} {
+		f := tcpFrame(penMAC, clientMAC, clientIP, netip.MustParseAddr(dst), 1, 2, tcpSYN, nil, nil)
+		if n, _ := vm.Run(f); (n > 0) != want {
+			t.Errorf("SYN to %s: passed %v, want %v", dst, n > 0, want)
+		}
+	}
+	if n, _ := vm.Run(tcpFrame(penMAC, clientMAC, clientIP, vip, 1, 80, tcpACK, nil, nil)); n == 0 {
+		t.Error("the VIP's frames are filtered out")
 	}
 }

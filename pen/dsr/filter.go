@@ -8,6 +8,17 @@ import (
 	"golang.org/x/net/bpf"
 )
 
+// TarpitNet is an IPv4 network as Pen's access lists write it: an address
+// and a netmask, which need not be contiguous.
+type TarpitNet struct {
+	Addr netip.Addr
+	Mask [4]byte
+}
+
+// maxTarpitNets bounds the networks the filter checks; with more, it lets
+// every SYN through.
+const maxTarpitNets = 32
+
 // jump is a jump whose targets are labels, resolved by assemble.
 type jump struct {
 	at                  int
@@ -34,10 +45,11 @@ const (
 // sockets see are taken before the fast path runs, so passing them all
 // would send them twice.
 //
-// The tarpit's addresses are not in the filter: the access list may hold
-// deny entries, netmasks that are not prefixes and countries, which a
-// filter cannot express; user space decides on the SYNs that pass.
-func filter(vip netip.Addr, tarpit, fastPath bool) ([]bpf.RawInstruction, error) {
+// With nets, only SYNs to addresses in them pass; without, every SYN to
+// IF's MAC passes (an access list with deny entries or countries cannot
+// be expressed here). Either way user space decides on the SYNs that
+// pass.
+func filter(vip netip.Addr, tarpit bool, nets []TarpitNet, fastPath bool) ([]bpf.RawInstruction, error) {
 	const (
 		drop    = "drop"
 		accept  = "accept"
@@ -106,7 +118,21 @@ func filter(vip netip.Addr, tarpit, fastPath bool) ([]bpf.RawInstruction, error)
 		emit(bpf.LoadMemShift{Off: ethHeaderLen})
 		emit(bpf.LoadIndirect{Off: ethHeaderLen + 13, Size: 1})
 		emit(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: tcpSYN | tcpACK | tcpRST | tcpFIN})
-		jumpIf(bpf.JumpEqual, tcpSYN, accept, drop)
+		if len(nets) == 0 || len(nets) > maxTarpitNets {
+			jumpIf(bpf.JumpEqual, tcpSYN, accept, drop)
+		} else {
+			jumpIf(bpf.JumpEqual, tcpSYN, "", drop)
+			for i, n := range nets {
+				a := n.Addr.As4()
+				emit(bpf.LoadAbsolute{Off: ethHeaderLen + 16, Size: 4})
+				emit(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: binary.BigEndian.Uint32(n.Mask[:])})
+				next := ""
+				if i == len(nets)-1 {
+					next = drop
+				}
+				jumpIf(bpf.JumpEqual, binary.BigEndian.Uint32(a[:])&binary.BigEndian.Uint32(n.Mask[:]), accept, next)
+			}
+		}
 	}
 	if fastPath {
 		jumps = append(jumps, jump{at: len(prog), skipTrue: drop, always: true})

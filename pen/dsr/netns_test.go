@@ -602,11 +602,17 @@ func TestNetnsTarpitSYNScan(t *testing.T) {
 	t.Run("tarpit-alone", func(t *testing.T) { testSYNScan(t, true) })
 }
 
+// testSYNScan scans a tarpitted /28; a tarpit alone also gives the
+// socket's filter its network.
 func testSYNScan(t *testing.T, noVIP bool) {
 	tp := newTopo(t, 1)
 	tp.noVIP = noVIP
 	tarpit := netip.MustParsePrefix("198.18.0.128/28")
-	tp.start(t, Config{Port: 80, Tarpit: tarpit.Contains}, 1)
+	cfg := Config{Port: 80, Tarpit: tarpit.Contains}
+	if noVIP {
+		cfg.TarpitNets = []TarpitNet{{Addr: tarpit.Addr(), Mask: [4]byte{255, 255, 255, 240}}}
+	}
+	tp.start(t, cfg, 1)
 	got := tp.synScan(t, tarpit, 3*time.Second)
 	if len(got) != 16 {
 		t.Errorf("SYN scan of %v: %d of 16 addresses answered: %v", tarpit, len(got), got)
