@@ -3,6 +3,7 @@ package webui
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/daemon"
 	"github.com/pen-lb/pen-appliance/pen/metrics"
 )
@@ -21,7 +22,9 @@ func Attach(d *daemon.Daemon) {
 		if err := metrics.Register(reg, metrics.EngineSource(d.Engine()), snap); err != nil {
 			return err
 		}
-		s := New(Options{Interp: d.Interp(), State: EngineState(d.Engine()), Log: d.Log(), Gatherer: reg, Config: snap})
+		state := EngineState(d.Engine())
+		d.Interp().SetStatus(func(c *config.Config) any { return runtimeStatus(state, c) })
+		s := New(Options{Interp: d.Interp(), State: state, Log: d.Log(), Gatherer: reg, Config: snap})
 		s.Start()
 		d.OnStop(s.Close)
 		return nil

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"os"
 	"time"
 )
@@ -15,6 +16,7 @@ var runtimeCommands = map[string]*command{
 	"pid":        {run: func(x *txn, _ string, _ []string) error { x.printf("%d\n", os.Getpid()); return nil }},
 	"recent":     {run: cmdRecent},
 	"socket":     {run: cmdSocket},
+	"state":      {run: cmdState},
 }
 
 // cmdConnection is close and connection.
@@ -105,5 +107,54 @@ func cmdSocket(x *txn, cmd string, args []string) error {
 		conn = x.in.eng.SocketConn(fd)
 	}
 	x.printf("Socket %d belongs to connection %d\n", fd, conn)
+	return nil
+}
+
+// State is the reply of the state command: pen's running state as one
+// JSON object, for programs (the appliance's admin UI reads every
+// service's pen this way through its control socket).
+type State struct {
+	PID        int               `json:"pid"`
+	Listen     string            `json:"listen"`
+	UDP        bool              `json:"udp"`
+	DSR        string            `json:"dsr_if,omitempty"`
+	ConfigFile string            `json:"config_file,omitempty"`
+	AutoWrite  bool              `json:"autowrite"`
+	Changes    map[Origin]uint64 `json:"changes"`
+	// Config is the configuration as write would save it.
+	Config string `json:"config"`
+	// Runtime is what the status hook reports (SetStatus); null without
+	// one.
+	Runtime any `json:"runtime"`
+}
+
+// SetStatus sets the hook whose value the state command reports as
+// "runtime" (the admin UI sets it to the engine's counters). It is
+// called with the interpreter locked.
+func (in *Interp) SetStatus(f func(c *Config) any) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.status = f
+}
+
+func cmdState(x *txn, cmd string, args []string) error {
+	if err := noArgs(cmd, args); err != nil {
+		return err
+	}
+	c := x.cfg
+	st := State{
+		PID: os.Getpid(), Listen: c.Listen, UDP: c.UDP, DSR: c.DSRIf,
+		ConfigFile: x.in.proc.ConfigFile, AutoWrite: c.AutoWrite,
+		Changes: x.in.ChangesBy(),
+		Config:  string(Render(c, x.in.proc, x.in.proc.ConfigFile, x.in.now())),
+	}
+	if x.in.status != nil && !x.dry {
+		st.Runtime = x.in.status(c)
+	}
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	x.printf("%s\n", data)
 	return nil
 }

@@ -78,6 +78,7 @@ type Interp struct {
 	mu      sync.Mutex
 	cfg     *Config
 	eng     Engine
+	status  func(c *Config) any // the state command's runtime part (SetStatus)
 	proc    Process
 	resolve Resolver
 	log     *diag.Logger

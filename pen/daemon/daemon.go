@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -451,7 +452,7 @@ func (d *Daemon) serve() error {
 		return err
 	}
 	d.eng = eng
-	if d.ctrl != "" && os.Getuid() == 0 && d.proc.User == "" {
+	if d.ctrl != "" && os.Getuid() == 0 && d.proc.User == "" && !privateSocket(d.ctrl) {
 		eng.RefuseControl("Won't open control port running as root; use -u to run as different user")
 	}
 	if d.in.Config().Debug > 0 {
@@ -578,4 +579,22 @@ func (d *Daemon) signals(sigs <-chan os.Signal) {
 			return
 		}
 	}
+}
+
+// privateSocket reports whether a control spec names a unix socket in a
+// directory that root owns and nobody else may enter (the appliance's
+// /tmp/pen, mode 0700). Pen refuses a control port to root without -u
+// because any local user could reach it; no other user can reach such a
+// socket, so pen opens it as root.
+func privateSocket(spec string) bool {
+	l, err := config.ParseListen(spec, false, nil)
+	if err != nil || l.Path == "" {
+		return false
+	}
+	fi, err := os.Stat(filepath.Dir(l.Path))
+	if err != nil || !fi.IsDir() || fi.Mode().Perm()&0o077 != 0 {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Uid == 0
 }
