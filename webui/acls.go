@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -164,10 +165,10 @@ func (s *Server) aclAdd(w http.ResponseWriter, r *http.Request, x *session) {
 			}
 			f.Errors[field] = e
 		} else if err := s.apply(r, x, []string{line}); err != nil {
-			f.Errors[""] = err.Error()
+			f.fail(err)
 		}
 	}
-	if len(f.Errors) > 0 {
+	if f.refused() {
 		s.aclsView(w, r, x, http.StatusBadRequest, f)
 		return
 	}
@@ -210,7 +211,7 @@ func (s *Server) aclClear(w http.ResponseWriter, r *http.Request, x *session) {
 
 func (s *Server) aclApply(w http.ResponseWriter, r *http.Request, x *session, f *form, n int, lines []string) {
 	if err := s.apply(r, x, lines); err != nil {
-		f.Errors[""] = err.Error()
+		f.fail(err)
 		s.aclsView(w, r, x, http.StatusBadRequest, f)
 		return
 	}
@@ -239,10 +240,14 @@ func (s *Server) aclUse(w http.ResponseWriter, r *http.Request, x *session) {
 	}
 	if len(f.Errors) == 0 && len(lines) > 0 {
 		if err := s.apply(r, x, lines); err != nil {
-			f.Errors[""] = err.Error()
+			f.fail(err)
+			var le *LockoutError
+			if errors.As(err, &le) && r.PostFormValue("admin_acl") != strconv.Itoa(c.Admin.ACL) {
+				f.Errors["admin_acl"] = fmt.Sprintf("Not applied: list %s would lock you out; admin_acl stays %d.", r.PostFormValue("admin_acl"), c.Admin.ACL)
+			}
 		}
 	}
-	if len(f.Errors) > 0 {
+	if f.refused() {
 		s.aclsView(w, r, x, http.StatusBadRequest, f)
 		return
 	}

@@ -33,6 +33,12 @@ func (s *Server) apply(r *http.Request, x *session, lines []string) error {
 	if err := stopsPen(data); err != nil {
 		return err
 	}
+	if cons := s.consequences(cur, next, lines); len(cons) > 0 {
+		ce := &ConfirmError{Consequences: cons, Lines: lines}
+		if r.PostFormValue("confirm") != ce.token() {
+			return ce
+		}
+	}
 	rejected := s.in.Rejected()
 	if len(lines) == 1 {
 		_, err = s.in.Exec(lines[0], config.FromWeb)

@@ -60,6 +60,9 @@ type Flash struct {
 	// Rejected names the copy pen kept of a configuration file that had
 	// been edited on disk before the change replaced it, or "".
 	Rejected string
+	// Changed is how an upload changed the saved configuration
+	// ("- old line", "+ new line").
+	Changed []string
 }
 
 type sessions struct {

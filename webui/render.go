@@ -8,7 +8,9 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pen-lb/pen-appliance/pen/version"
@@ -40,7 +42,7 @@ func parseTemplates() map[string]*template.Template {
 	out := map[string]*template.Template{}
 	for _, name := range pageNames {
 		t := template.New("layout.html").Funcs(funcs)
-		out[name] = template.Must(t.ParseFS(assets, "assets/templates/layout.html", "assets/templates/"+name+".html"))
+		out[name] = template.Must(t.ParseFS(assets, "assets/templates/layout.html", "assets/templates/parts.html", "assets/templates/"+name+".html"))
 	}
 	return out
 }
@@ -72,18 +74,34 @@ type view struct {
 }
 
 // Err is the error to show next to field of form id, if that form was the
-// one submitted.
+// one submitted. In a form that edits running values the message names
+// what was refused, since the field shows the running value again.
 func (v *view) Err(id, field string) string {
 	if v.Form == nil || v.Form.ID != id {
 		return ""
 	}
-	return v.Form.Errors[field]
+	msg := v.Form.Errors[field]
+	if msg == "" || v.Form.Keep {
+		return msg
+	}
+	if vals := v.Form.Values[field]; len(vals) > 0 && strings.TrimSpace(vals[0]) != "" && !strings.Contains(msg, "Not applied") {
+		return fmt.Sprintf("%s (you entered %q; the field shows the value in effect)", msg, vals[0])
+	}
+	return msg
 }
 
-// Val is the value to put into field of form id: what was submitted, if
-// that form failed, else def.
+// ErrID is the element id of the error of field in form id, the target
+// of the "Not applied" banner's links.
+func (v *view) ErrID(id, field string) string { return errID(id, field) }
+
+func errID(id, field string) string { return "err-" + id + "-" + field }
+
+// Val is the value to put into field of form id. A refused form that
+// edits running values shows them again (nothing was applied, so the
+// page tells the truth and the next Apply does not repeat the refused
+// value); a refused form that adds something new keeps what was typed.
 func (v *view) Val(id, field string, def any) string {
-	if v.Form != nil && v.Form.ID == id {
+	if v.Form != nil && v.Form.ID == id && v.Form.Keep {
 		if vals, ok := v.Form.Values[field]; ok && len(vals) > 0 {
 			return vals[0]
 		}
@@ -102,10 +120,61 @@ type form struct {
 	ID     string
 	Values url.Values
 	Errors map[string]string
+	// Keep: the form adds something new, so a refused form keeps what
+	// was typed; other forms show the running values again.
+	Keep bool
+	// Confirm is set when the change waits for the user to confirm its
+	// consequences.
+	Confirm *confirmation
+	Action  string // the path the form was posted to
+	Back    string // the page it came from
+}
+
+// fieldError is one entry of the "Not applied" banner.
+type fieldError struct {
+	Target string // element id of the message
+	Label  string
+	Msg    string
+}
+
+// FieldErrors lists the errors of the form's fields (not the form-level
+// one), in field order, for the banner at the top of the page.
+func (f *form) FieldErrors() []fieldError {
+	var out []fieldError
+	for k, msg := range f.Errors {
+		if k == "" {
+			continue
+		}
+		out = append(out, fieldError{Target: errID(f.ID, k), Label: fieldLabel(f.ID, k), Msg: msg})
+	}
+	slices.SortFunc(out, func(a, b fieldError) int { return strings.Compare(a.Label, b.Label) })
+	return out
+}
+
+// Count is the number of errors.
+func (f *form) Count() int { return len(f.Errors) }
+
+func fieldLabel(id, field string) string {
+	switch {
+	case strings.HasPrefix(id, "edit-"):
+		return "server " + strings.TrimPrefix(id, "edit-") + ", " + field
+	case strings.HasPrefix(id, "bl-"):
+		return "server " + strings.TrimPrefix(id, "bl-") + ", blacklist seconds"
+	case id == "add":
+		return "new server, " + field
+	case strings.HasPrefix(id, "add-"):
+		return "ACL " + strings.TrimPrefix(id, "add-") + ", " + field
+	}
+	return field
 }
 
 func newForm(id string, r *http.Request) *form {
-	return &form{ID: id, Values: r.PostForm, Errors: map[string]string{}}
+	back := r.URL.Path
+	if i := strings.Index(back[1:], "/"); i >= 0 {
+		back = back[:i+1]
+	}
+	return &form{ID: id, Values: r.PostForm, Errors: map[string]string{}, Keep: id == "add" || strings.HasPrefix(id, "add-") || id == "upload",
+		Action: r.URL.Path, Back: back}
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, v *view) {
@@ -124,6 +193,9 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 
 // show renders a page for a logged-in session, with its pending messages.
 func (s *Server) show(w http.ResponseWriter, r *http.Request, x *session, status int, name, title string, f *form, data any) {
+	if f != nil && f.Confirm != nil && len(f.Errors) == 0 {
+		status = http.StatusOK // a question, not a refusal
+	}
 	s.render(w, r, status, name, &view{
 		Title: title, Nav: name, CSRF: x.csrf, Flash: s.sessions.takeFlash(x),
 		LoggedIn: true, Form: f, Data: data,

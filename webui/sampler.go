@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/metrics"
 )
 
@@ -34,6 +35,9 @@ type Sampler struct {
 	series map[uint64]*series
 	stop   chan struct{}
 	done   chan struct{}
+	// observe, if set, sees every sample's configuration and server
+	// states (the servers' state history, history.go).
+	observe func(now time.Time, c *config.Config, states []config.ServerState)
 }
 
 type series struct {
@@ -96,6 +100,9 @@ func (sm *Sampler) run(stop, done chan struct{}) {
 func (sm *Sampler) Sample(now time.Time) {
 	c := sm.cfg.Config()
 	states := sm.state.Servers()
+	if sm.observe != nil {
+		sm.observe(now, c, states)
+	}
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
 	tick := sm.tick

@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"html"
 	"net/http"
 	"net/url"
 	"os"
@@ -58,7 +59,7 @@ func TestUnsavedChangeSaysSo(t *testing.T) {
 	if r := h.upload("more.cfg", "blacklist 12\n"); r.code != http.StatusSeeOther {
 		t.Fatalf("upload: HTTP %d\n%s", r.code, r.body)
 	}
-	contains(t, "page after an unsaved upload", h.get("/config").body, "Applied, but not saved:", "Applied more.cfg: 1 commands.")
+	contains(t, "page after an unsaved upload", html.UnescapeString(h.get("/config").body), "Applied, but not saved:", "Applied more.cfg.", "+ blacklist 12")
 	if h.in.Config().Blacklist != 12 {
 		t.Error("the upload is not in effect")
 	}

@@ -28,7 +28,7 @@ type serverRow struct {
 	Weight  int
 	Prio    int
 	ACL     int
-	State   string // "up", "blacklisted" or "unused"
+	State   string // "up", "untried", "blacklisted" or "unused" (stateOf)
 	Until   time.Time
 	Left    time.Duration // blacklisted for this much longer
 	Conns   int
@@ -36,6 +36,15 @@ type serverRow struct {
 	Fails   uint64
 	Sent    uint64 // to the server
 	Recv    uint64 // from the server
+	// LastFailure is the last failed connect (zero if none).
+	LastFailure time.Time
+	// Since is when the server entered its state as the UI saw it;
+	// SinceKnown is false when the UI only saw it in that state from
+	// the start of its watch.
+	Since      time.Time
+	SinceKnown bool
+	Changes    []stateChange
+	Now        time.Time
 }
 
 func row(slot string, i int, s config.Server, st config.ServerState, now time.Time) serverRow {
@@ -43,24 +52,56 @@ func row(slot string, i int, s config.Server, st config.ServerState, now time.Ti
 		Slot: slot, Index: i, ID: s.ID(), Address: metrics.Address(s), Host: s.Host.String(), Port: s.ReportedPort(),
 		Max: s.Max, Hard: s.Hard, Weight: s.Weight, Prio: s.Prio, ACL: s.ACL,
 		Conns: st.Conns, Total: st.Total, Fails: st.Failures, Sent: st.Sent, Recv: st.Received,
+		LastFailure: st.Failed, Now: now,
 	}
-	switch {
-	case s.Unused():
-		r.State = "unused"
-	case !st.Until.IsZero() && st.Until.After(now):
-		r.State, r.Until, r.Left = "blacklisted", st.Until, st.Until.Sub(now)
-	default:
-		r.State = "up"
+	r.State = stateOf(s, st, now)
+	if r.State == "blacklisted" {
+		r.Until, r.Left = st.Until, st.Until.Sub(now)
 	}
 	return r
 }
 
-// StateText is the state column: "up", "blacklisted 25 s (until 12:00:00)", "unused".
+// StateText is the state column: "up", "no failures yet" (nobody has
+// connected to it yet), "blacklisted 25 s (until 12:00:00)", "unused".
 func (r serverRow) StateText() string {
-	if r.State == "blacklisted" {
+	switch r.State {
+	case "blacklisted":
 		return fmt.Sprintf("blacklisted %s (until %s)", humanDuration(r.Left), r.Until.Format("15:04:05"))
+	case "untried":
+		return "no failures yet"
 	}
 	return r.State
+}
+
+// StateLabel is the short state for the servers page's pill.
+func (r serverRow) StateLabel() string {
+	if r.State == "untried" {
+		return "no failures yet"
+	}
+	return r.State
+}
+
+// StateSub is the line under the pill: how long in this state, how long
+// a blacklisting lasts, the last failure.
+func (r serverRow) StateSub() string {
+	var parts []string
+	switch {
+	case r.State == "blacklisted":
+		parts = append(parts, fmt.Sprintf("%s left, until %s", humanDuration(r.Left), r.Until.Format("15:04:05")))
+	case r.State == "untried":
+		parts = append(parts, "no client yet")
+	}
+	if !r.Since.IsZero() && r.State != "unused" {
+		if r.SinceKnown {
+			parts = append(parts, "for "+since(r.Now, r.Since))
+		} else {
+			parts = append(parts, "for at least "+since(r.Now, r.Since))
+		}
+	}
+	if !r.LastFailure.IsZero() {
+		parts = append(parts, fmt.Sprintf("last failure %s (%s ago)", r.LastFailure.Format("15:04:05"), since(r.Now, r.LastFailure)))
+	}
+	return strings.Join(parts, " · ")
 }
 
 func (s *Server) rows(c *config.Config) (servers, special []serverRow) {
@@ -71,12 +112,19 @@ func (s *Server) rows(c *config.Config) (servers, special []serverRow) {
 		st = s.state.Servers()
 		em, ab = s.state.SpecialStates()
 	}
+	if s.hist != nil {
+		s.hist.observe(now, c, st)
+	}
 	for i, sv := range c.Servers {
 		var ss config.ServerState
 		if i < len(st) {
 			ss = st[i]
 		}
-		servers = append(servers, row(strconv.Itoa(i), i, sv, ss, now))
+		rw := row(strconv.Itoa(i), i, sv, ss, now)
+		if s.hist != nil {
+			rw.Since, rw.SinceKnown, rw.Changes = s.hist.get(sv.ID())
+		}
+		servers = append(servers, rw)
 	}
 	if c.Emergency != nil {
 		var ss config.ServerState
@@ -165,13 +213,16 @@ func (s *Server) dashboard(w http.ResponseWriter, r *http.Request, x *session) {
 func (s *Server) apiState(w http.ResponseWriter, r *http.Request, x *session) {
 	d := s.dashData()
 	cells := map[string]string{
-		"serving":  map[bool]string{true: "serving", false: "not serving"}[d.Serving],
-		"accepted": strconv.FormatUint(d.Stats.Accepted, 10),
-		"active":   strconv.Itoa(d.Stats.Active),
-		"pending":  strconv.Itoa(d.Stats.Pending),
-		"refused":  strconv.FormatUint(d.Refused, 10),
-		"tracked":  strconv.Itoa(d.Tracked),
-		"changes":  strconv.FormatUint(d.Changes, 10),
+		"serving":           map[bool]string{true: "serving", false: "not serving"}[d.Serving],
+		"accepted":          strconv.FormatUint(d.Stats.Accepted, 10),
+		"active":            strconv.Itoa(d.Stats.Active),
+		"pending":           strconv.Itoa(d.Stats.Pending),
+		"refused":           strconv.FormatUint(d.Refused, 10),
+		"refused_acl":       strconv.FormatUint(d.Stats.RefusedACL, 10),
+		"refused_full":      strconv.FormatUint(d.Stats.RefusedFull, 10),
+		"refused_no_server": strconv.FormatUint(d.Stats.RefusedNoServer, 10),
+		"tracked":           strconv.Itoa(d.Tracked),
+		"changes":           strconv.FormatUint(d.Changes, 10),
 	}
 	states := map[string]string{}
 	for _, rw := range append(d.Servers, d.Special...) {
@@ -289,10 +340,10 @@ func (s *Server) serverAdd(w http.ResponseWriter, r *http.Request, x *session) {
 	words := s.serverWords(r, f, n, nil)
 	if len(f.Errors) == 0 {
 		if err := s.apply(r, x, []string{fmt.Sprintf("server %d %s", n, strings.Join(words, " "))}); err != nil {
-			f.Errors[""] = err.Error()
+			f.fail(err)
 		}
 	}
-	if len(f.Errors) > 0 {
+	if f.refused() {
 		s.serversView(w, r, x, http.StatusBadRequest, f)
 		return
 	}
@@ -327,10 +378,10 @@ func (s *Server) rowAction(w http.ResponseWriter, r *http.Request, x *session, p
 	lines := build(n, sv, f)
 	if len(f.Errors) == 0 && len(lines) > 0 {
 		if err := s.apply(r, x, lines); err != nil {
-			f.Errors[""] = err.Error()
+			f.fail(err)
 		}
 	}
-	if len(f.Errors) > 0 {
+	if f.refused() {
 		s.serversView(w, r, x, http.StatusBadRequest, f)
 		return
 	}

@@ -47,10 +47,6 @@ func (s *Server) settingsView(w http.ResponseWriter, r *http.Request, x *session
 		d.ListenerError = err.Error()
 	}
 	mode := modeName(c)
-	if f != nil && f.ID == "settings" {
-		mode = f.Values.Get("mode")
-		d.Stubborn, d.HTTP = f.Values.Get("stubborn") != "", f.Values.Get("http") != ""
-	}
 	for _, m := range []string{"tracking", "roundrobin", "hash", "weight", "prio"} {
 		d.Modes = append(d.Modes, modeChoice{m, modeText[m], m == mode})
 	}
@@ -130,10 +126,10 @@ func (s *Server) settingsSave(w http.ResponseWriter, r *http.Request, x *session
 	}
 	if len(f.Errors) == 0 && len(lines) > 0 {
 		if err := s.apply(r, x, lines); err != nil {
-			f.Errors[""] = err.Error()
+			f.fail(err)
 		}
 	}
-	if len(f.Errors) > 0 {
+	if f.refused() {
 		s.settingsView(w, r, x, http.StatusBadRequest, f)
 		return
 	}
@@ -160,6 +156,11 @@ type configData struct {
 	// Rejected is the copy pen kept of the configuration file when it
 	// had been edited on disk before a change replaced it, or "".
 	Rejected string
+	// Preview: an upload waits for confirmation; Diff is how the saved
+	// configuration would change ("- old", "+ new").
+	Preview     bool
+	PreviewName string
+	Diff        []string
 }
 
 func (s *Server) configFile() string {
@@ -169,7 +170,7 @@ func (s *Server) configFile() string {
 	return "pen.cfg"
 }
 
-func (s *Server) configView(w http.ResponseWriter, r *http.Request, x *session, status int, f *form, bad string) {
+func (s *Server) configData(bad string) configData {
 	d := configData{
 		Text: string(s.in.Render(s.configFile())), File: s.in.Process().ConfigFile,
 		AutoWrite: s.in.Config().AutoWrite, BadLine: bad,
@@ -179,7 +180,11 @@ func (s *Server) configView(w http.ResponseWriter, r *http.Request, x *session, 
 			d.Rejected = kept
 		}
 	}
-	s.show(w, r, x, status, "config", "Configuration", f, d)
+	return d
+}
+
+func (s *Server) configView(w http.ResponseWriter, r *http.Request, x *session, status int, f *form, bad string) {
+	s.show(w, r, x, status, "config", "Configuration", f, s.configData(bad))
 }
 
 func (s *Server) configPage(w http.ResponseWriter, r *http.Request, x *session) {
@@ -192,9 +197,10 @@ func (s *Server) configDownload(w http.ResponseWriter, r *http.Request, x *sessi
 	w.Write(s.in.Render(s.configFile()))
 }
 
-// configUpload applies an uploaded configuration file the way pen reads
-// -F (on top of the running configuration), after validating every line
-// and checking that it would not lock out this browser.
+// configUpload checks an uploaded configuration file the way pen reads
+// -F (on top of the running configuration): every line, and that it
+// would not lock out this browser; then it shows what would change and
+// waits for the user's confirmation (configApply).
 func (s *Server) configUpload(w http.ResponseWriter, r *http.Request, x *session) {
 	f := newForm("upload", r)
 	file, hdr, err := r.FormFile("file")
@@ -217,15 +223,7 @@ func (s *Server) configUpload(w http.ResponseWriter, r *http.Request, x *session
 	if name == "." || name == "/" || strings.ContainsAny(name, "\r\n") {
 		name = "upload"
 	}
-	fl, bad, err := s.applyFile(r, x, name, data)
-	if err != nil {
-		f.Errors["file"] = err.Error()
-		s.configView(w, r, x, http.StatusBadRequest, f, bad)
-		return
-	}
-	fl.Note = fmt.Sprintf("Applied %s: %d commands.", name, len(fl.Cmds))
-	s.sessions.addFlash(x, fl)
-	http.Redirect(w, r, "/config", http.StatusSeeOther)
+	s.uploadPreview(w, r, x, f, name, data)
 }
 
 // applyFile is apply for an uploaded file: errors name the line, and bad
@@ -276,7 +274,7 @@ func (s *Server) configWrite(w http.ResponseWriter, r *http.Request, x *session)
 	}
 	if err := s.apply(r, x, []string{"write"}); err != nil {
 		f := newForm("write", r)
-		f.Errors[""] = err.Error()
+		f.fail(err)
 		s.configView(w, r, x, http.StatusBadRequest, f, "")
 		return
 	}

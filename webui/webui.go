@@ -112,6 +112,8 @@ type Server struct {
 	sessions *sessions
 	logins   *limiter
 	sampler  *Sampler
+	hist     *history
+	pending  pendingUploads // uploads waiting for confirmation
 	lst      *listeners
 
 	fw *Firmware // nil unless pen runs on an appliance
@@ -155,6 +157,8 @@ func New(o Options) *Server {
 		s.metrics = promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{ErrorLog: promLog{log}})
 	}
 	s.sampler = NewSampler(snap, o.State, SampleInterval, SampleWindow)
+	s.hist = newHistory()
+	s.sampler.observe = s.hist.observe
 	s.lst = newListeners(s)
 	s.handler = s.routes()
 	return s
@@ -199,6 +203,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /config", s.page(s.configPage))
 	mux.HandleFunc("GET /config/download", s.page(s.configDownload))
 	mux.HandleFunc("POST /config/upload", s.action(maxUpload+maxForm, s.configUpload))
+	mux.HandleFunc("POST /config/apply", s.action(maxForm, s.configApply))
 	mux.HandleFunc("POST /config/write", s.action(maxForm, s.configWrite))
 	mux.HandleFunc("GET /firmware", s.page(s.firmwarePage))
 	mux.HandleFunc("POST /firmware/upload", s.firmwareUpload)

@@ -2,6 +2,7 @@ package webui
 
 import (
 	"bytes"
+	"html"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -233,7 +234,7 @@ func TestBadInputRefused(t *testing.T) {
 	}
 }
 
-var errRE = regexp.MustCompile(`<div class="err">([^<]*)</div>`)
+var errRE = regexp.MustCompile(`<div class="err"[^>]*>([^<]*)</div>`)
 
 // errAfter returns the error message shown after the first form field
 // named field that has one, before the next field.
@@ -296,7 +297,7 @@ func TestLockoutRefused(t *testing.T) {
 		if r.code != http.StatusBadRequest {
 			t.Errorf("%s %v: HTTP %d, want 400", tc.path, tc.form, r.code)
 		}
-		contains(t, tc.path, r.body, "Not applied.", "your browser connects from 127.0.0.1", "lock yourself out")
+		contains(t, tc.path, r.body, "Not applied", "your browser connects from 127.0.0.1", "lock yourself out")
 	}
 	if render() != before || h.webChanges() != 0 {
 		t.Fatal("a lock-out was applied")
@@ -336,7 +337,38 @@ func TestLockoutRefused(t *testing.T) {
 	}
 }
 
+// upload uploads a configuration file and, when the page shows the
+// difference and asks for confirmation, confirms it: the response is the
+// confirmation's, or the refusal.
 func (h *harness) upload(name, content string) resp {
+	h.t.Helper()
+	r := h.uploadPreview(name, content)
+	if r.code != http.StatusOK || !strings.Contains(r.body, `id="confirm-apply"`) {
+		return r
+	}
+	return h.post("/config/apply", confirmForm(h.t, r.body))
+}
+
+var hiddenRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
+
+// confirmForm is the form of the confirmation a page shows.
+func confirmForm(t *testing.T, body string) url.Values {
+	t.Helper()
+	_, rest, ok := strings.Cut(body, `id="confirm"`)
+	if !ok {
+		t.Fatalf("no confirmation on the page:\n%s", body)
+	}
+	rest, _, _ = strings.Cut(rest, "</form>")
+	f := url.Values{}
+	for _, m := range hiddenRE.FindAllStringSubmatch(rest, -1) {
+		f.Add(m[1], html.UnescapeString(m[2]))
+	}
+	return f
+}
+
+// uploadPreview uploads a configuration file: pen checks it and shows
+// what would change.
+func (h *harness) uploadPreview(name, content string) resp {
 	h.t.Helper()
 	var b bytes.Buffer
 	w := multipart.NewWriter(&b)
@@ -732,7 +764,13 @@ func TestSettings(t *testing.T) {
 	f.Set("http", "on")
 	f.Set("timeout", "7")
 	f.Set("conn_max", "600")
-	if r := h.post("/settings", f); r.code != http.StatusSeeOther {
+	// Every weight is 0: weight mode asks for a confirmation first.
+	r := h.post("/settings", f)
+	if r.code != http.StatusOK || h.in.Config().Weight {
+		t.Fatalf("HTTP %d\n%s", r.code, r.body)
+	}
+	contains(t, "confirmation", r.body, "every server&#39;s weight is 0")
+	if r := h.post("/settings", confirmForm(t, r.body)); r.code != http.StatusSeeOther {
 		t.Fatalf("HTTP %d\n%s", r.code, r.body)
 	}
 	contains(t, "flash", h.get("/settings").body, "weight\nhttp\ntimeout 7\nconn_max 600")
@@ -772,11 +810,22 @@ func TestConfigPage(t *testing.T) {
 	if h.cfgText() != before || h.webChanges() != 0 {
 		t.Fatal("a bad upload changed the configuration")
 	}
-	r = h.upload("good.cfg", "# comment\nserver 5 address 127.0.0.1 port 80\nblacklist 9\n")
+	// A good upload first shows what it would change and applies
+	// nothing; the confirmation applies it, and the message lists what
+	// changed in the saved configuration.
+	good := "# comment\nserver 5 address 127.0.0.1 port 80\nblacklist 9\n"
+	r = h.uploadPreview("good.cfg", good)
+	if r.code != http.StatusOK || h.cfgText() != before || h.webChanges() != 0 {
+		t.Fatalf("preview of good.cfg: HTTP %d, or applied\n%s", r.code, r.body)
+	}
+	contains(t, "preview", html.UnescapeString(r.body), `id="diff"`, `<span class="del">- blacklist 30</span>`, `<span class="ins">+ blacklist 9</span>`,
+		`<span class="ins">+ server 5 acl 0 address 127.0.0.1 port 80 max 0 hard 0</span>`, `id="confirm-apply"`)
+	r = h.post("/config/apply", confirmForm(t, r.body))
 	if r.code != http.StatusSeeOther {
 		t.Fatalf("good upload: HTTP %d\n%s", r.code, r.body)
 	}
-	contains(t, "flash", h.get("/config").body, "Applied good.cfg: 2 commands.", "server 5 address 127.0.0.1 port 80\nblacklist 9")
+	contains(t, "flash", html.UnescapeString(h.get("/config").body), "Applied good.cfg.", "- blacklist 30\n", "+ blacklist 9\n",
+		"+ server 5 acl 0 address 127.0.0.1 port 80 max 0 hard 0\n")
 	if c := h.in.Config(); c.Blacklist != 9 || len(c.Servers) != 6 || h.webChanges() != 1 {
 		t.Errorf("upload not applied as one change: blacklist %d, %d servers, %d changes", c.Blacklist, len(c.Servers), h.webChanges())
 	}
@@ -817,7 +866,8 @@ func TestAPI(t *testing.T) {
 	h.login()
 	h.s.sampler.Sample(time.Now())
 	r := h.get("/api/state")
-	contains(t, "/api/state", r.body, `"0:state":"up"`, `"1:conns":"0"`, `"serving":"serving"`)
+	// Nobody has connected to server 0 yet: it is not "up".
+	contains(t, "/api/state", r.body, `"0:state":"no failures yet"`, `"1:conns":"0"`, `"serving":"serving"`)
 	r = h.get("/api/samples")
 	contains(t, "/api/samples", r.body, `"interval":1`, `"slot":0,"address":"127.0.0.1:9"`)
 	if r.hdr.Get("Cache-Control") != "no-store" || !strings.HasPrefix(r.hdr.Get("Content-Type"), "application/json") {
