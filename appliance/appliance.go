@@ -1,15 +1,19 @@
 // Package appliance implements the appliance's init process, the program
 // the kernel starts as /gokrazy/init: it boots the gokrazy runtime (which
 // mounts /perm, configures the loopback interface and serves its status and
-// update API), gives pen its configuration on first boot, and supervises
-// pen together with gokrazy's own dhcp, ntp, randomd and heartbeat.
+// update API), gives pen its configuration on first boot, supervises
+// gokrazy's own dhcp, ntp, randomd and heartbeat, and runs one pen per
+// service (package services; /perm/pen/pen.cfg is service "main").
 //
 // Files and ports (see docs/APPLIANCE.md):
 //
 //   - /etc/pen/pen.cfg: the default configuration baked into the root file
 //     system by the image builder.
-//   - /perm/pen/pen.cfg: the configuration pen runs with, copied from the
-//     default on first boot and kept across updates.
+//   - /perm/pen/pen.cfg: the configuration of service "main", copied from
+//     the default on first boot and kept across updates.
+//   - /etc/pen/services/NAME.cfg: further default services, and
+//     /perm/pen/services/NAME/pen.cfg the services pen runs (package
+//     services).
 //   - /etc/http-port.txt: moves gokrazy's HTTP server to port 9080, so that
 //     pen owns ports 80 and 443.
 //   - /perm/appliance/firmware.json: the trial boot's state (package
@@ -40,6 +44,7 @@ import (
 
 	"github.com/pen-lb/pen-appliance/internal/firmware"
 	"github.com/pen-lb/pen-appliance/internal/atomicfile"
+	"github.com/pen-lb/pen-appliance/internal/services"
 	"github.com/pen-lb/pen-appliance/pen/version"
 )
 
@@ -53,6 +58,9 @@ const (
 	PenBinary = "/user/pen"
 	// SystemDir holds gokrazy's system services and this program.
 	SystemDir = "/gokrazy"
+	// DefaultServices holds the image's further default services, one
+	// NAME.cfg per service, installed on the first boot with services.
+	DefaultServices = "/etc/pen/services"
 )
 
 // PermConfig returns the path of pen's persistent configuration below
@@ -136,8 +144,23 @@ func Run(buildTimestamp string) error {
 	}
 	log.Printf("pen configuration: %s", config)
 
+	// One pen per service (package services), unless /perm is unusable:
+	// then the one pen of the image's default configuration, supervised
+	// by gokrazy as the system services are.
+	health := &Health{Config: config, Binary: PenBinary, ProcDir: "/proc"}
+	var sup *services.Supervisor
+	if config == PermConfig(PermDir) {
+		if err := services.Default.Migrate(config, DefaultServices); err != nil {
+			log.Printf("services: %v; running pen with %s alone", err, config)
+		} else {
+			sup = &services.Supervisor{Layout: services.Default, Binary: PenBinary,
+				Logf: log.Printf, Stdout: os.Stdout, Stderr: os.Stderr}
+			health.PID = func() (int, error) { return sup.PID(services.MainName) }
+		}
+	}
+
 	// The trial counts this boot before pen starts.
-	trial, err := newTrial(buildTimestamp, config)
+	trial, err := newTrial(buildTimestamp, health)
 	if err != nil {
 		log.Printf("firmware: no trial boot: %v", err)
 	} else {
@@ -154,22 +177,38 @@ func Run(buildTimestamp string) error {
 		// inspected and updated over the network.
 		log.Print(err)
 	}
-	services := make([]*gokrazy.Service, len(cmds))
+	var env []string
+	if trial != nil {
+		env = firmware.Env(firmware.StatePath, trial.Running)
+	}
+	if sup != nil {
+		sup.Env = env
+		if len(cmds) > 0 && cmds[len(cmds)-1].Path == PenBinary {
+			cmds = cmds[:len(cmds)-1]
+		}
+	}
+	procs := make([]*gokrazy.Service, len(cmds))
 	for i, cmd := range cmds {
-		if trial != nil && cmd.Path == PenBinary {
-			cmd.Env = append(os.Environ(), firmware.Env(firmware.StatePath, trial.Running)...)
+		if cmd.Path == PenBinary {
+			cmd.Env = append(os.Environ(), env...)
 		}
 		log.Printf("supervising %q", cmd.Args)
-		services[i] = gokrazy.NewService(cmd)
+		procs[i] = gokrazy.NewService(cmd)
 	}
-	if err := gokrazy.SuperviseServices(services); err != nil {
+	if err := gokrazy.SuperviseServices(procs); err != nil {
 		return fmt.Errorf("supervising services: %w", err)
+	}
+	if sup != nil {
+		log.Printf("services: supervising a pen per service of %s", services.Default.Dir)
+		if err := sup.Run(context.Background()); err != nil {
+			log.Print(err) // the system services and gokrazy's API still run
+		}
 	}
 	select {} // the supervisor and HTTP server run in the background
 }
 
 // newTrial prepares this boot's trial.
-func newTrial(buildTimestamp, config string) (*firmware.Trial, error) {
+func newTrial(buildTimestamp string, health *Health) (*firmware.Trial, error) {
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		return nil, err
@@ -184,7 +223,6 @@ func newTrial(buildTimestamp, config string) (*firmware.Trial, error) {
 	for _, err := range errs {
 		log.Printf("firmware: %v", err)
 	}
-	health := &Health{Config: config, Binary: PenBinary, ProcDir: "/proc"}
 	return &firmware.Trial{
 		StatePath:  firmware.StatePath,
 		Running:    firmware.Build{Root: root.Partition, Version: version.Version, BuildTime: buildTimestamp},

@@ -31,13 +31,22 @@ type Health struct {
 	// Host is where pen's ports are reached, 127.0.0.1 unless a test says
 	// otherwise.
 	Host string
+	// PID, if set, finds pen's process (the supervisor's pen of service
+	// main) instead of a search of ProcDir for Binary.
+	PID func() (int, error)
 
 	lastPID int
 }
 
 // Probe checks pen once.
 func (h *Health) Probe(ctx context.Context) error {
-	pid, err := findProcess(h.ProcDir, h.Binary)
+	var pid int
+	var err error
+	if h.PID != nil {
+		pid, err = h.PID()
+	} else {
+		pid, err = findProcess(h.ProcDir, h.Binary)
+	}
 	if err != nil {
 		h.lastPID = 0
 		return err

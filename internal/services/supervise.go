@@ -123,6 +123,16 @@ func (s *Supervisor) States() []State {
 	return list
 }
 
+// PID returns the process of service name's pen.
+func (s *Supervisor) PID(name string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.procs[name]; p != nil && p.st.PID != 0 {
+		return p.st.PID, nil
+	}
+	return 0, fmt.Errorf("service %s: pen is not running", name)
+}
+
 // reconcile starts the services that should run and stops the others.
 func (s *Supervisor) reconcile(ctx context.Context) {
 	names, err := s.Layout.List()
