@@ -76,15 +76,22 @@ type Config struct {
 	// the interface's MAC does, and Tarpit decides.
 	TarpitNets []TarpitNet
 	// ARPRefresh is how often a known backend MAC is asked again, by
-	// ARP or neighbour solicitation (default 30 s). Three unanswered
-	// requests in a row, a second apart, make the backend count as
-	// failed.
+	// ARP or neighbour solicitation (default 5 s, which bounds how long
+	// a dead backend keeps its flows: a few seconds more). Three
+	// unanswered requests in a row, a second apart, make the backend
+	// count as failed.
 	ARPRefresh time.Duration
 	Logger     *slog.Logger // nil: discard
 	// NoFastPath keeps all forwarding in user space, on the AF_PACKET
 	// socket, even where the kernel would run the fast path.
 	NoFastPath bool
 }
+
+// DefaultARPRefresh is how often a known backend MAC is asked again. Pen
+// asked every 60 s; a dead backend's flows go nowhere until the next
+// request goes unanswered, and one request per server every few seconds
+// costs nothing.
+const DefaultARPRefresh = 5 * time.Second
 
 // Frames per batch and the size of a receive buffer: the virtio header
 // and a GSO super-frame of up to 64 KiB plus its Ethernet header.
@@ -192,7 +199,7 @@ func New(cfg Config) (*DSR, error) {
 // newDSR makes a DSR with no socket: New adds one, tests call handle.
 func newDSR(cfg Config, name string, mac [6]byte, own []netip.Addr) *DSR {
 	if cfg.ARPRefresh <= 0 {
-		cfg.ARPRefresh = 30 * time.Second
+		cfg.ARPRefresh = DefaultARPRefresh
 	}
 	log := cfg.Logger
 	if log == nil {
