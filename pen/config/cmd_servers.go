@@ -116,6 +116,11 @@ func cmdServer(x *txn, _ string, args []string) error {
 			case "prio":
 				s.Prio = num
 			}
+		case "drain":
+			if num != 0 && num != 1 {
+				return fmt.Errorf("server %d: drain is 1 (no new connections) or 0", n)
+			}
+			s.Drain = num == 1
 		case "blacklist":
 			if num < 0 {
 				return fmt.Errorf("server %d: blacklist time must not be negative", n)
@@ -126,7 +131,7 @@ func cmdServer(x *txn, _ string, args []string) error {
 			t := num
 			bl = &t
 		default:
-			return fmt.Errorf("server %d: unknown setting %q (acl, address, port, max, hard, blacklist, weight, prio)", n, k)
+			return fmt.Errorf("server %d: unknown setting %q (acl, address, port, max, hard, blacklist, weight, prio, drain)", n, k)
 		}
 	}
 	x.setServer(n, s)

@@ -18,6 +18,7 @@ import "maps"
 //	cmd_logging.go   logging, the status page and debug
 //	cmd_files.go     include and write
 //	cmd_runtime.go   questions about the running load balancer and actions on it
+//	cmd_names.go     names (notes) of servers and access lists
 
 // command is one command of the language.
 type command struct {
@@ -41,7 +42,7 @@ func init() {
 	commands = map[string]*command{}
 	for _, group := range []map[string]*command{
 		settingsCommands, listenCommands, serverCommands, aclCommands,
-		tlsCommands, adminCommands, loggingCommands, fileCommands, runtimeCommands,
+		tlsCommands, adminCommands, loggingCommands, fileCommands, runtimeCommands, nameCommands,
 	} {
 		for name := range group {
 			if _, dup := commands[name]; dup {

@@ -110,6 +110,12 @@ type Server struct {
 	Weight int
 	Prio   int
 	ACL    int // server N acl A: clients allowed to use this server
+	// Drain (server N drain 1): the server takes no new connections,
+	// the open ones finish. pen only; Pen ignores the key.
+	Drain bool
+	// Name is a short note (name server N TEXT), shown by the admin UI;
+	// it changes nothing. pen only; Pen ignores the command.
+	Name string
 
 	id uint64 // identity of the slot, kept while it is edited
 }
@@ -202,13 +208,15 @@ func (t TLS) Enabled() bool { return t.Cert != "" }
 // Config is the whole configuration of a running pen. Use Default for a
 // starting point and Clone before changing a Config someone else holds.
 type Config struct {
-	Listen     string // listen spec; "" = not set
-	UDP        bool   // -U
-	Control    string // control listener spec; "" = none
-	Servers    []Server
-	Emergency  *Server // -e
-	Abuse      *Server // -B
-	ACLs       [acl.Lists]acl.List
+	Listen    string // listen spec; "" = not set
+	UDP       bool   // -U
+	Control   string // control listener spec; "" = none
+	Servers   []Server
+	Emergency *Server // -e
+	Abuse     *Server // -B
+	ACLs      [acl.Lists]acl.List
+	// ACLNames are notes on the access lists (name acl N TEXT).
+	ACLNames   [acl.Lists]string
 	ClientACL  int
 	ControlACL int
 	TarpitACL  int // -1 = off

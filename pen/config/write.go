@@ -150,6 +150,12 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 			}
 		}
 	}
+	for i, s := range c.Servers {
+		if s.Drain {
+			pr("server %d drain 1\n", i)
+		}
+	}
+	renderNames(pr, c)
 	pr("clients_max %d\n", c.ClientsMax)
 	pr("conn_max %d\n", c.ConnMax)
 	pr("idle_timeout %d\n", c.IdleTimeout)

@@ -323,7 +323,7 @@ func (t *Table) ClientStates() []config.ClientState {
 }
 
 func (t *Table) available(s *Server) bool {
-	return !s.Cfg.Unused() && !t.blacklisted(s)
+	return !s.Cfg.Unused() && !s.Cfg.Drain && !t.blacklisted(s)
 }
 
 func (t *Table) blacklisted(s *Server) bool {

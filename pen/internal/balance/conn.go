@@ -229,7 +229,7 @@ func (t *Table) initial(c *Conn) int {
 // client is tracked to it; connecting is the caller's job.
 func (t *Table) try(c *Conn, i int) bool {
 	s := t.server(i)
-	if s == nil || s.Cfg.Unused() || t.blacklisted(s) {
+	if s == nil || s.Cfg.Unused() || s.Cfg.Drain || t.blacklisted(s) { // a draining server takes no new connections
 		return false
 	}
 	sticky := c.cl != nil && c.cl.server == i
