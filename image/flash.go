@@ -311,7 +311,7 @@ func Flash(ctx context.Context, img, target string, opts FlashOptions) (*FlashRe
 		}
 		res.Grown = true
 	}
-	if err := Verify(dst, size, parts.Board, parts.Info.Hostname); err != nil {
+	if err := VerifyWith(dst, size, parts.Board, parts.Info.Hostname, parts.Info.KernelArgs); err != nil {
 		return nil, fmt.Errorf("checking %s: %w", target, err)
 	}
 	return res, dst.Close()

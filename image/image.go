@@ -110,6 +110,9 @@ type Options struct {
 	Time time.Time
 	// Progress receives one line per step; nil discards them.
 	Progress io.Writer
+	// KernelArgs are extra kernel arguments, after the board's (e.g.
+	// pen.trial_timeout=90s).
+	KernelArgs []string
 	// PenPackage is the package installed as /user/pen, ModulePath+"/pen/cmd/pen"
 	// when empty; experiments may substitute another program.
 	PenPackage string
@@ -176,13 +179,34 @@ func ParseSize(s string) (int64, error) {
 // called hostname, booting root A, padded with 64 spaces so that the
 // runtime can rewrite root= in place.
 func Cmdline(b boards.Board, hostname string) string {
+	return CmdlineWith(b, hostname, nil)
+}
+
+// CmdlineWith is Cmdline with extra kernel arguments after the board's.
+func CmdlineWith(b boards.Board, hostname string, extra []string) string {
 	args := []string{"console=tty1"}
 	if b.SerialConsole != "" {
 		args = append(args, "console="+b.SerialConsole)
 	}
 	args = append(args, "root="+partition.RootCmdline(hostname, partition.RootA))
 	args = append(args, b.Cmdline...)
+	args = append(args, extra...)
 	return strings.Join(args, " ") + strings.Repeat(" ", 64)
+}
+
+// checkKernelArgs refuses kernel arguments that would break the command
+// line: empty ones, white space, root=, and a line longer than the one
+// sector the runtime and boot loaders read.
+func checkKernelArgs(b boards.Board, hostname string, extra []string) error {
+	for _, a := range extra {
+		if a == "" || strings.ContainsAny(a, " \t\r\n\x00") || strings.HasPrefix(a, "root=") {
+			return fmt.Errorf("kernel argument %q: want one word, not root=", a)
+		}
+	}
+	if n := len(CmdlineWith(b, hostname, extra)); n > 511 {
+		return fmt.Errorf("the kernel command line would be %d bytes with its padding; at most 511 fit", n)
+	}
+	return nil
 }
 
 // LoaderEntry returns systemd-boot's entry for the kernel command line.
@@ -233,6 +257,9 @@ func Build(ctx context.Context, opts Options) (_ *Result, err error) {
 	}
 	if opts.Output == "" {
 		return nil, errors.New("no output file given")
+	}
+	if err := checkKernelArgs(opts.Board, opts.Hostname, opts.KernelArgs); err != nil {
+		return nil, err
 	}
 	b := opts.Board
 	layout, err := partition.NewLayout(opts.Size)
@@ -318,9 +345,9 @@ func Build(ctx context.Context, opts Options) (_ *Result, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	cmdline := Cmdline(b, opts.Hostname)
+	cmdline := CmdlineWith(b, opts.Hostname, opts.KernelArgs)
 	p.begin("boot file system")
-	info := BuildInfo{Board: b.Name, Hostname: opts.Hostname, Version: opts.Version, Timestamp: buildTimestamp(opts.Time)}
+	info := BuildInfo{Board: b.Name, Hostname: opts.Hostname, Version: opts.Version, Timestamp: buildTimestamp(opts.Time), KernelArgs: opts.KernelArgs}
 	files, err := bootFiles(b, dirs, cmdline, info)
 	if err != nil {
 		return nil, err
@@ -381,7 +408,7 @@ func Build(ctx context.Context, opts Options) (_ *Result, err error) {
 	if err := f.Sync(); err != nil {
 		return nil, err
 	}
-	if err := Verify(f, opts.Size, b, opts.Hostname); err != nil {
+	if err := VerifyWith(f, opts.Size, b, opts.Hostname, opts.KernelArgs); err != nil {
 		return nil, fmt.Errorf("checking the image: %w", err)
 	}
 	if err := f.Close(); err != nil {

@@ -28,10 +28,16 @@ type BuildInfo struct {
 	// Timestamp is the build time as the runtime's status reports it
 	// (RFC 3339, UTC, whole seconds).
 	Timestamp string
+	// KernelArgs are the extra kernel arguments it was built with.
+	KernelArgs []string
 }
 
 func (bi BuildInfo) marshal() []byte {
-	return fmt.Appendf(nil, "board %s\nhostname %s\nversion %s\ntimestamp %s\n", bi.Board, bi.Hostname, bi.Version, bi.Timestamp)
+	b := fmt.Appendf(nil, "board %s\nhostname %s\nversion %s\ntimestamp %s\n", bi.Board, bi.Hostname, bi.Version, bi.Timestamp)
+	if len(bi.KernelArgs) > 0 {
+		b = fmt.Appendf(b, "kernel_args %s\n", strings.Join(bi.KernelArgs, " "))
+	}
+	return b
 }
 
 func parseBuildInfo(b []byte) (BuildInfo, error) {
@@ -48,6 +54,8 @@ func parseBuildInfo(b []byte) (BuildInfo, error) {
 			bi.Version = v
 		case "timestamp":
 			bi.Timestamp = v
+		case "kernel_args":
+			bi.KernelArgs = strings.Fields(v)
 		}
 	}
 	if bi.Board == "" || bi.Hostname == "" || bi.Timestamp == "" {
@@ -100,7 +108,7 @@ func ReadParts(r io.ReaderAt, size int64) (*Parts, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := Verify(r, size, b, info.Hostname); err != nil {
+	if err := VerifyWith(r, size, b, info.Hostname, info.KernelArgs); err != nil {
 		return nil, fmt.Errorf("the image does not check out: %w", err)
 	}
 	bootUsed, err := fatDataEnd(bootFS)

@@ -2,7 +2,10 @@ package image
 
 import (
 	"os"
+	"strings"
 	"testing"
+
+	"github.com/pen-lb/pen-appliance/boards"
 )
 
 // TestReadParts: the pieces an update sends from a built image are the
@@ -41,5 +44,41 @@ func TestReadParts(t *testing.T) {
 	defer jf.Close()
 	if _, err := ReadParts(jf, 4<<20); err == nil {
 		t.Errorf("ReadParts accepted a file of zeros")
+	}
+}
+
+// TestBuildInfo: penbuild.txt reads back as written, kernel arguments
+// included, and lacking fields are an error.
+func TestBuildInfo(t *testing.T) {
+	bi := BuildInfo{Board: "pc", Hostname: "lb1", Version: "v1.2.3-4-gabc", Timestamp: "2026-01-02T03:04:05Z", KernelArgs: []string{"pen.trial_timeout=90s", "quiet"}}
+	got, err := parseBuildInfo(bi.marshal())
+	if err != nil || got.Board != bi.Board || got.Hostname != bi.Hostname || got.Version != bi.Version || got.Timestamp != bi.Timestamp ||
+		strings.Join(got.KernelArgs, " ") != "pen.trial_timeout=90s quiet" {
+		t.Errorf("parseBuildInfo(%q) = %+v, %v", bi.marshal(), got, err)
+	}
+	if _, err := parseBuildInfo([]byte("board pc\nversion v1\n")); err == nil {
+		t.Errorf("parseBuildInfo accepted a file without hostname and timestamp")
+	}
+}
+
+// TestKernelArgs: extra kernel arguments follow the board's, before the
+// padding; white space, root= and a line too long for one sector are
+// refused.
+func TestKernelArgs(t *testing.T) {
+	b, err := boards.Lookup("pc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := CmdlineWith(b, "pen", []string{"pen.trial_timeout=90s"})
+	if want := strings.TrimRight(Cmdline(b, "pen"), " ") + " pen.trial_timeout=90s" + strings.Repeat(" ", 64); got != want {
+		t.Errorf("CmdlineWith = %q, want %q", got, want)
+	}
+	if err := checkKernelArgs(b, "pen", []string{"pen.trial_timeout=90s", "quiet"}); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range [][]string{{""}, {"a b"}, {"root=/dev/sda2"}, {"x\n"}, {strings.Repeat("x", 300)}} {
+		if err := checkKernelArgs(b, "pen", bad); err == nil {
+			t.Errorf("checkKernelArgs(%q) accepted", bad)
+		}
 	}
 }

@@ -259,6 +259,8 @@ func (v *updateVM) adminConfig(c *http.Client) (string, error) {
 // v1, boot it, add a server in the admin UI, then have penimage build v2
 // for the appliance's hostname and push it. The VM must come back on v2
 // with the added server, the same admin certificate and the same password.
+// Then an update to a build whose pen fails must end in the appliance's
+// rollback to v2, which penimage reports with exit status 1.
 func TestUpdatePC(t *testing.T) { testUpdate(t, "pc") }
 
 // TestUpdateARM64 is TestUpdatePC for the arm64 board on qemu's virt
@@ -366,4 +368,38 @@ func testUpdate(t *testing.T, board string) {
 	if cfg, err := v.adminConfig(admin); err != nil || !added.MatchString(cfg) {
 		t.Errorf("after the update, the configuration is %q, %v; want the server added before", cfg, err)
 	}
+	if board != "pc" {
+		return
+	}
+
+	// v3, whose pen fails at start (image/testdata/failpen, never shipped),
+	// with a trial of 10 s: penimage update -image reports the rollback to
+	// v2 and exits 1, and v2 serves again.
+	v3 := filepath.Join(dir, "v3.img")
+	v3Time := time.Now().Add(time.Minute).Truncate(time.Second)
+	if _, err := Build(ctx, Options{
+		Board: b, Output: v3, Hostname: testHostname, Password: testPassword, Config: updateConfig,
+		Size: testSize, ModuleDir: moduleRoot(t), Version: "v3-broken", Time: v3Time,
+		PenPackage: "./image/testdata/failpen", KernelArgs: []string{"pen.trial_timeout=10s"},
+	}); err != nil {
+		t.Fatalf("building v3: %v", err)
+	}
+	cmd = exec.Command(penimage, "update", "-target", fmt.Sprintf("http://127.0.0.1:%d", v.gokrazy),
+		"-password-file", pwFile, "-image", v3)
+	stdout.Reset()
+	stderr.Reset()
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	updateStart = time.Now()
+	err = cmd.Run()
+	t.Logf("penimage update to the broken v3 took %.1fs:\n%s%s", time.Since(updateStart).Seconds(), stderr.String(), stdout.String())
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("penimage update to the broken v3: %v; want exit status 1\n%s", err, v.diagnose())
+	}
+	if want := "rolled back: http://127.0.0.1:" + fmt.Sprint(v.gokrazy) + " runs its old build " + build + " again"; !strings.HasPrefix(stdout.String(), want) {
+		t.Errorf("penimage update printed %q; want %q", stdout.String(), want)
+	}
+	if _, now, err := v.status(); err != nil || now != build {
+		t.Errorf("after the rollback gokrazy reports build %q, %v; want v2's %s", now, err, build)
+	}
+	v.waitFor("pen on v2 after the rollback", time.Minute, v.penAnswers)
 }

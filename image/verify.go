@@ -19,6 +19,11 @@ import (
 // runtime's FAT rules and pointing at root A, and the file systems of root
 // A, root B and /perm in place.
 func Verify(r io.ReaderAt, size int64, b boards.Board, hostname string) error {
+	return VerifyWith(r, size, b, hostname, nil)
+}
+
+// VerifyWith is Verify for an image built with extra kernel arguments.
+func VerifyWith(r io.ReaderAt, size int64, b boards.Board, hostname string, kernelArgs []string) error {
 	layout, err := partition.NewLayout(size)
 	if err != nil {
 		return err
@@ -58,7 +63,7 @@ func Verify(r io.ReaderAt, size int64, b boards.Board, hostname string) error {
 	if err != nil {
 		return fmt.Errorf("boot file system: %w", err)
 	}
-	cmdline := Cmdline(b, hostname)
+	cmdline := CmdlineWith(b, hostname, kernelArgs)
 	got, err := fr.ReadFile("/cmdline.txt")
 	if err != nil {
 		fail("runtime rules: %v", err)

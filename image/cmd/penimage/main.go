@@ -84,13 +84,14 @@ func main() {
 
 // buildArgs are the build flags, shared by build, update and flash.
 type buildArgs struct {
-	board, output, hostname, password, config, size, version string
+	board, output, hostname, password, config, size, version, kernelArgs string
 }
 
 func (a *buildArgs) flags(fs *flag.FlagSet, withIdentity bool) {
 	fs.StringVar(&a.board, "board", "", "board: "+strings.Join(boards.Names(), ", "))
 	fs.StringVar(&a.config, "config", "", "pen configuration file to install instead of the default")
 	fs.StringVar(&a.version, "version", "", "pen's version string (git describe of the source tree by default)")
+	fs.StringVar(&a.kernelArgs, "kernel-args", "", "extra kernel arguments, separated by spaces, e.g. pen.trial_timeout=90s")
 	if withIdentity {
 		fs.StringVar(&a.hostname, "hostname", image.DefaultHostname, "hostname of the appliance (the partition GUIDs derive from it; keep it for updates)")
 		fs.StringVar(&a.password, "password", "", "password of gokrazy's status and update API (user gokrazy); random and printed when empty")
@@ -157,6 +158,7 @@ func build(ctx context.Context, a buildArgs, stdout, stderr io.Writer) error {
 		ModuleDir:  src.dir,
 		Standalone: src.standalone,
 		Version:    a.version,
+		KernelArgs: strings.Fields(a.kernelArgs),
 		Progress:   stderr,
 	})
 	if err != nil {

@@ -31,6 +31,7 @@ func updateCmd(args []string, stdout, stderr io.Writer) error {
 	imageFile := fs.String("image", "", "push this image file (penimage build output) instead of building one")
 	config := fs.String("config", "", "default pen configuration to build into the image (the appliance keeps its own in /perm)")
 	version := fs.String("version", "", "pen's version string in the new build (git describe by default)")
+	kernelArgs := fs.String("kernel-args", "", "extra kernel arguments of the new build, separated by spaces, e.g. pen.trial_timeout=90s")
 	kexec := fs.Bool("kexec", false, "reboot by kexec instead of through the firmware and boot loader")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the appliance to come back")
 	watch := fs.Duration("watch", 90*time.Second, "how long to keep watching the new build once it answers, for a rollback by its trial boot (which decides within 60 s of boot by default); 0 returns as soon as it answers")
@@ -77,7 +78,7 @@ func updateCmd(args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(tmp)
 		path = filepath.Join(tmp, "update.img")
 		fmt.Fprintf(stderr, "building for %s (hostname %s, the appliance's)\n", *board, st.Hostname)
-		if err := build(ctx, buildArgs{board: *board, output: path, hostname: st.Hostname, password: password, config: *config, version: *version}, io.Discard, stderr); err != nil {
+		if err := build(ctx, buildArgs{board: *board, output: path, hostname: st.Hostname, password: password, config: *config, version: *version, kernelArgs: *kernelArgs}, io.Discard, stderr); err != nil {
 			return err
 		}
 	}
