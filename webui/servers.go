@@ -98,7 +98,9 @@ func (r serverRow) StateSub() string {
 			parts = append(parts, "for at least "+since(r.Now, r.Since))
 		}
 	}
-	if !r.LastFailure.IsZero() {
+	// A blacklisting by command sets Pen's status time ahead: only a
+	// counted failure in the past is one.
+	if r.Fails > 0 && !r.LastFailure.IsZero() && !r.LastFailure.After(r.Now) {
 		parts = append(parts, fmt.Sprintf("last failure %s (%s ago)", r.LastFailure.Format("15:04:05"), since(r.Now, r.LastFailure)))
 	}
 	return strings.Join(parts, " · ")
