@@ -42,8 +42,8 @@ import (
 	"github.com/gokrazy/gokrazy"
 	"golang.org/x/sys/unix"
 
-	"github.com/pen-lb/pen-appliance/internal/firmware"
 	"github.com/pen-lb/pen-appliance/internal/atomicfile"
+	"github.com/pen-lb/pen-appliance/internal/firmware"
 	"github.com/pen-lb/pen-appliance/internal/services"
 	"github.com/pen-lb/pen-appliance/pen/version"
 )

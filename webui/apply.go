@@ -40,7 +40,9 @@ func (s *Server) apply(r *http.Request, x *session, lines []string) error {
 		}
 	}
 	rejected := s.in.Rejected()
-	if len(lines) == 1 {
+	if s.remote != nil {
+		err = s.remote(lines) // another service's pen (services.go)
+	} else if len(lines) == 1 {
 		_, err = s.in.Exec(lines[0], config.FromWeb)
 	} else {
 		_, err = s.in.ExecLines("webui", data, config.FromWeb)

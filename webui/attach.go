@@ -18,13 +18,15 @@ import (
 func Attach(d *daemon.Daemon) {
 	d.BeforeDrop(func(d *daemon.Daemon) error {
 		snap := NewSnapshot(d.Interp())
-		reg := prometheus.NewRegistry()
-		if err := metrics.Register(reg, metrics.EngineSource(d.Engine()), snap); err != nil {
+		// On the appliance /metrics carries every service's pen, each
+		// with its service label (services.go).
+		gather, err := serviceMetrics(prometheus.NewRegistry(), metrics.EngineSource(d.Engine()), snap)
+		if err != nil {
 			return err
 		}
 		state := EngineState(d.Engine())
 		d.Interp().SetStatus(func(c *config.Config) any { return runtimeStatus(state, c) })
-		s := New(Options{Interp: d.Interp(), State: state, Log: d.Log(), Gatherer: reg, Config: snap})
+		s := New(Options{Interp: d.Interp(), State: state, Log: d.Log(), Gatherer: gather, Config: snap})
 		s.Start()
 		d.OnStop(s.Close)
 		return nil

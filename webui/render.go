@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pen-lb/pen-appliance/pen/version"
@@ -21,7 +22,7 @@ var assets embed.FS
 
 // pageNames are the templates in assets/templates, each rendered inside
 // layout.html.
-var pageNames = []string{"login", "dashboard", "servers", "acls", "settings", "config", "firmware", "rebooting"}
+var pageNames = []string{"login", "dashboard", "servers", "acls", "settings", "config", "firmware", "rebooting", "services"}
 
 var funcs = template.FuncMap{
 	"bytes":    humanBytes,
@@ -38,7 +39,20 @@ var funcs = template.FuncMap{
 	},
 }
 
+// parseTemplates parses the pages once; templates are safe for
+// concurrent use, and the appliance's services make a Server per request
+// of another service's page.
 func parseTemplates() map[string]*template.Template {
+	templatesOnce.Do(func() { parsedTemplates = parseAll() })
+	return parsedTemplates
+}
+
+var (
+	templatesOnce   sync.Once
+	parsedTemplates map[string]*template.Template
+)
+
+func parseAll() map[string]*template.Template {
 	out := map[string]*template.Template{}
 	for _, name := range pageNames {
 		t := template.New("layout.html").Funcs(funcs)
@@ -71,6 +85,10 @@ type view struct {
 	LoggedIn bool
 	Form     *form // the form that was just submitted, with its errors
 	Data     any
+
+	// Service is the appliance's service whose pages these are ("" for
+	// a pen not run by the appliance).
+	Service string
 }
 
 // Err is the error to show next to field of form id, if that form was the
@@ -198,7 +216,7 @@ func (s *Server) show(w http.ResponseWriter, r *http.Request, x *session, status
 	}
 	s.render(w, r, status, name, &view{
 		Title: title, Nav: name, CSRF: x.csrf, Flash: s.sessions.takeFlash(x),
-		LoggedIn: true, Form: f, Data: data,
+		LoggedIn: true, Form: f, Data: data, Service: s.pageService(),
 	})
 }
 

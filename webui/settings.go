@@ -251,7 +251,11 @@ func (s *Server) applyFile(r *http.Request, x *session, name string, data []byte
 		return fl, "", err
 	}
 	rejected := s.in.Rejected()
-	_, err = s.in.ExecLines(name, data, config.FromWeb)
+	if s.remote != nil {
+		err = s.remote(lines) // another service's pen (services.go)
+	} else {
+		_, err = s.in.ExecLines(name, data, config.FromWeb)
+	}
 	if err := s.saved(&fl, err, rejected); err != nil {
 		return fl, lineOf(err), fmt.Errorf("nothing was applied: %w", err)
 	}

@@ -113,10 +113,20 @@ type Server struct {
 	logins   *limiter
 	sampler  *Sampler
 	hist     *history
-	pending  pendingUploads // uploads waiting for confirmation
+	pending  *pendingUploads // uploads waiting for confirmation (one store per service on the appliance)
 	lst      *listeners
 
 	fw *Firmware // nil unless pen runs on an appliance
+
+	// The appliance's services (services.go): svc is nil for a pen not
+	// run by the appliance. mux is the routes without the guard; a
+	// service's pages run on a Server of that service, whose remote
+	// sends its changes to the service's control socket and whose
+	// service names it.
+	svc     *servicesUI
+	mux     *http.ServeMux
+	remote  func(lines []string) error
+	service string
 
 	applyMu sync.Mutex // one change from the UI at a time
 	bcrypt  chan struct{}
@@ -147,6 +157,8 @@ func New(o Options) *Server {
 		bcrypt:   make(chan struct{}, 2),
 		now:      time.Now,
 		fw:       applianceFirmware(),
+		svc:      applianceServices(),
+		pending:  new(pendingUploads),
 	}
 	if o.Gatherer != nil && s.fw != nil {
 		reg := prometheus.NewRegistry()
@@ -210,7 +222,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /firmware/reboot", s.action(maxForm, s.firmwareReboot))
 	mux.HandleFunc("GET /api/state", s.api(s.apiState))
 	mux.HandleFunc("GET /api/samples", s.api(s.apiSamples))
-	return s.guard(mux)
+	return s.guard(s.servicesRoutes(mux))
 }
 
 // ServeHTTP serves the admin UI.

@@ -166,27 +166,55 @@ func (l Layout) List() ([]string, error) {
 	return names, nil
 }
 
-// Create makes service name with the configuration text cfg. It refuses
-// a name in use.
-func (l Layout) Create(name string, cfg []byte) error {
+// Create makes service name with the configuration text cfg and further
+// files (paths relative to the service's directory; the key of a
+// certificate among them, so every file is readable by root alone). It
+// builds the directory aside and moves it into place, so the supervisor
+// never sees a half-made service; check, if not nil, runs on the
+// directory aside first and may refuse it. It refuses a name in use.
+func (l Layout) Create(name string, cfg []byte, files map[string][]byte, check func(dir string) error) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
 	dir := l.ServiceDir(name)
+	if _, err := os.Lstat(dir); err == nil {
+		return fmt.Errorf("a service named %q exists already", name)
+	}
 	if err := os.MkdirAll(l.Dir, 0o755); err != nil {
 		return err
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("a service named %q exists already", name)
+	tmp, err := os.MkdirTemp(l.Dir, ".new-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if err := atomicfile.WriteFile(filepath.Join(tmp, ConfigName), cfg, 0o600); err != nil {
+		return err
+	}
+	for rel, data := range files {
+		p := filepath.Join(tmp, rel)
+		if !strings.HasPrefix(p, tmp+string(filepath.Separator)) {
+			return fmt.Errorf("%s: not inside the service's directory", rel)
 		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(p, data, 0o600); err != nil {
+			return err
+		}
+	}
+	if check != nil {
+		if err := check(tmp); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(l.Config(name), cfg, 0o644); err != nil {
-		os.RemoveAll(dir)
-		return err
+	if _, err := os.Lstat(dir); err == nil {
+		return fmt.Errorf("a service named %q exists already", name)
 	}
-	return nil
+	return os.Rename(tmp, dir)
 }
 
 // Rename renames service from to to. The supervisor stops the pen of the

@@ -97,7 +97,7 @@ func TestMigrate(t *testing.T) {
 	if err := l.Rename("main", "../x"); err == nil {
 		t.Error("rename to ../x accepted")
 	}
-	if err := l.Create("main", []byte("listen 1\n")); err == nil {
+	if err := l.Create("main", []byte("listen 1\n"), nil, nil); err == nil {
 		t.Error("a second service main was created")
 	}
 }
@@ -161,10 +161,10 @@ func TestSupervisor(t *testing.T) {
 	echo := testenv.EchoServer(t)
 	port := freePort(t)
 	good := fmt.Sprintf("listen 127.0.0.1:%d\nserver 0 address %s\n", port, strings.Replace(echo, ":", " port ", 1))
-	if err := l.Create("web", []byte(good)); err != nil {
+	if err := l.Create("web", []byte(good), nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Create("broken", []byte("listen 127.0.0.1:1\nno_such_command 1\n")); err != nil {
+	if err := l.Create("broken", []byte("listen 127.0.0.1:1\nno_such_command 1\n"), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	var (
