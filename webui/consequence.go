@@ -131,7 +131,7 @@ func (s *Server) refusedClients(cur, next *config.Config) string {
 		who += fmt.Sprintf(" and %d more", n-len(refused))
 	}
 	return fmt.Sprintf("client_acl %d would refuse %s connected now (%s): their open connections go on, every new connection of theirs is refused.",
-		next.ClientACL, plural(n, "client", "clients"), who)
+		next.ClientACL, fmt.Sprintf("%d %s", n, plural(n, "client", "clients")), who)
 }
 
 func weightConsequence(cur, next *config.Config) string {
@@ -240,12 +240,6 @@ func (s *Server) noServerLeft(cur, next *config.Config, lines []string) string {
 func plural(n int, one, many string) string {
 	if n == 1 {
 		return one
-	}
-	if strings.Contains(many, "%d") {
-		return fmt.Sprintf(many, n)
-	}
-	if many == "clients" {
-		return fmt.Sprintf("%d clients", n)
 	}
 	return many
 }
