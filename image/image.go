@@ -28,10 +28,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,6 +47,7 @@ import (
 	"github.com/pen-lb/pen-appliance/image/internal/fat"
 	"github.com/pen-lb/pen-appliance/image/internal/partition"
 	"github.com/pen-lb/pen-appliance/image/internal/squashfs"
+	"github.com/pen-lb/pen-appliance/internal/services"
 )
 
 // DefaultConfig is the pen configuration an image carries unless the
@@ -52,6 +55,61 @@ import (
 //
 //go:embed defaults/pen.cfg
 var DefaultConfig []byte
+
+// LoadConfigs reads penimage's -config: one file (pen's configuration,
+// service main, as before), several separated by commas (the first is
+// service main, each other file.cfg service "file"), or a directory
+// (main.cfg or pen.cfg is service main, every other NAME.cfg service
+// NAME).
+func LoadConfigs(spec string) (main []byte, svcs map[string][]byte, err error) {
+	var files []string
+	mainFile := ""
+	if fi, err := os.Stat(spec); err == nil && fi.IsDir() {
+		entries, err := os.ReadDir(spec)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, e := range entries {
+			if !strings.HasSuffix(e.Name(), ".cfg") || e.IsDir() {
+				continue
+			}
+			p := filepath.Join(spec, e.Name())
+			if e.Name() == "main.cfg" || (e.Name() == "pen.cfg" && mainFile == "") {
+				mainFile = p
+			}
+			files = append(files, p)
+		}
+		if mainFile == "" {
+			return nil, nil, fmt.Errorf("-config %s: the directory holds no main.cfg (or pen.cfg), the configuration of service main", spec)
+		}
+	} else {
+		files = strings.Split(spec, ",")
+		mainFile = files[0]
+	}
+	svcs = map[string][]byte{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		if f == mainFile {
+			main = data
+			continue
+		}
+		name := strings.TrimSuffix(filepath.Base(f), ".cfg")
+		if name == "pen" && filepath.Base(mainFile) == "main.cfg" {
+			return nil, nil, fmt.Errorf("-config: both main.cfg and pen.cfg; keep one of them")
+		}
+		if err := services.ValidName(name); err != nil || name == services.MainName {
+			return nil, nil, fmt.Errorf("-config %s: %q is not a service name (letters, digits, - and _, not main)", f, name)
+		}
+		if _, dup := svcs[name]; dup {
+			return nil, nil, fmt.Errorf("-config: two files for service %s", name)
+		}
+		svcs[name] = data
+	}
+	return main, svcs, nil
+}
 
 // Ports the appliance's own services use (pen owns 80 and 443).
 const (
@@ -91,8 +149,13 @@ type Options struct {
 	Hostname string
 	// Password protects gokrazy's status and update API (user "gokrazy").
 	Password string
-	// Config is pen's default configuration; DefaultConfig when nil.
+	// Config is pen's default configuration; DefaultConfig when nil. It
+	// becomes the appliance's service "main".
 	Config []byte
+	// Services are further default services, by name (see LoadConfigs):
+	// /etc/pen/services/NAME.cfg, installed into /perm on the first boot
+	// with services.
+	Services map[string][]byte
 	// Size is the image size in bytes.
 	Size int64
 	// ModuleDir is where the go commands run: the root of this module's
@@ -648,6 +711,13 @@ func rootFS(opts Options, bins map[string]string, kernelDir string) (*squashfs.F
 	check(r.Bytes("etc/http-port.txt", 0o444, []byte(strconv.Itoa(GokrazyHTTPPort))))
 	check(r.Bytes("etc/https-port.txt", 0o444, []byte(strconv.Itoa(GokrazyHTTPSPort))))
 	check(r.Bytes("etc/pen/pen.cfg", 0o444, opts.Config))
+	for _, name := range slices.Sorted(maps.Keys(opts.Services)) {
+		if err := services.ValidName(name); err != nil || name == services.MainName {
+			check(fmt.Errorf("default service %q: not a service name", name))
+			continue
+		}
+		check(r.Bytes("etc/pen/services/"+name+".cfg", 0o444, opts.Services[name]))
+	}
 	if _, err := os.Stat("/etc/ssl/certs/ca-certificates.crt"); err == nil {
 		check(r.HostFile("etc/ssl/ca-bundle.pem", 0o444, "/etc/ssl/certs/ca-certificates.crt"))
 	}

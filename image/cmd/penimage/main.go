@@ -89,7 +89,7 @@ type buildArgs struct {
 
 func (a *buildArgs) flags(fs *flag.FlagSet, withIdentity bool) {
 	fs.StringVar(&a.board, "board", "", "board: "+strings.Join(boards.Names(), ", "))
-	fs.StringVar(&a.config, "config", "", "pen configuration file to install instead of the default")
+	fs.StringVar(&a.config, "config", "", "pen configuration file to install instead of the default; several files separated by commas, or a directory, for several services (the first file, or main.cfg, is service main; NAME.cfg is service NAME)")
 	fs.StringVar(&a.version, "version", "", "pen's version string (git describe of the source tree by default)")
 	fs.StringVar(&a.kernelArgs, "kernel-args", "", "extra kernel arguments, separated by spaces, e.g. pen.trial_timeout=90s")
 	if withIdentity {
@@ -131,8 +131,9 @@ func build(ctx context.Context, a buildArgs, stdout, stderr io.Writer) error {
 		return err
 	}
 	config := image.DefaultConfig
+	var svcs map[string][]byte
 	if a.config != "" {
-		if config, err = os.ReadFile(a.config); err != nil {
+		if config, svcs, err = image.LoadConfigs(a.config); err != nil {
 			return err
 		}
 	}
@@ -154,6 +155,7 @@ func build(ctx context.Context, a buildArgs, stdout, stderr io.Writer) error {
 		Hostname:   a.hostname,
 		Password:   password,
 		Config:     config,
+		Services:   svcs,
 		Size:       n,
 		ModuleDir:  src.dir,
 		Standalone: src.standalone,
