@@ -38,7 +38,7 @@ func TestLoadConfigs(t *testing.T) {
 		t.Errorf("a directory: %q %v %v", main, svcs, err)
 	}
 	for _, bad := range []string{
-		filepath.Join(dir, "one"),                         // no main.cfg
+		filepath.Dir(write("z/dns.cfg", "udp\n")),         // no main.cfg
 		one + "," + write("x/bad name.cfg", "listen 1\n"), // not a name
 		one + "," + write("y/main.cfg", "listen 1\n"),     // main twice
 		one + "," + dns + "," + dns,                       // dns twice
