@@ -27,6 +27,7 @@ type fakeDevice struct {
 	features string // "" with noFeatures: 404
 	noFeat   bool
 	hostname string
+	password string
 	model    string
 	kernel   string
 	build    string            // BuildTimestamp now
@@ -48,6 +49,7 @@ func newFakeDevice(t *testing.T) *fakeDevice {
 		t:        t,
 		features: "partuuid,updatehash,gpt,",
 		hostname: "pen",
+		password: fakePassword,
 		model:    "QEMU Standard PC (Q35 + ICH9, 2009)",
 		kernel:   "Linux 7.1.2 (x86_64)",
 		build:    "2026-01-01T00:00:00Z",
@@ -73,7 +75,7 @@ func (d *fakeDevice) serve(w http.ResponseWriter, r *http.Request) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.log = append(d.log, r.Method+" "+r.URL.Path)
-	if u, p, ok := r.BasicAuth(); !ok || u != "gokrazy" || p != fakePassword {
+	if u, p, ok := r.BasicAuth(); !ok || u != "gokrazy" || p != d.password {
 		w.Header().Set("WWW-Authenticate", `Basic realm="gokrazy"`)
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return

@@ -62,6 +62,9 @@ var ErrNotImplemented = errors.New("update handler not implemented by the device
 // from the client's.
 var ErrHashMismatch = errors.New("the device received different bytes than were sent")
 
+// ErrUnauthorized is returned when the device refuses the password.
+var ErrUnauthorized = errors.New("the appliance refuses the password")
+
 // User is the user name of gokrazy's API.
 const User = "gokrazy"
 
@@ -126,7 +129,7 @@ func (t *Target) do(req *http.Request, limit int64) (int, []byte, error) {
 		return resp.StatusCode, body, fmt.Errorf("%s %s: reading the reply: %w", req.Method, req.URL.Path, err)
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
-		return resp.StatusCode, body, fmt.Errorf("%s %s: HTTP 401: wrong password for %s (user %s)", req.Method, req.URL.Path, t.base, User)
+		return resp.StatusCode, body, fmt.Errorf("%s %s: HTTP 401: wrong password for %s (user %s): %w", req.Method, req.URL.Path, t.base, User, ErrUnauthorized)
 	}
 	return resp.StatusCode, body, nil
 }
@@ -473,6 +476,10 @@ func wait(ctx context.Context, t *Target, oldTS, newTS string, opts Options, out
 		st, err := t.Status(rctx)
 		rcancel()
 		switch {
+		case errors.Is(err, ErrUnauthorized):
+			// gokrazy prefers /perm/gokr-pw.txt to the image's password;
+			// the admin UI writes it.
+			return nil, fmt.Errorf("the appliance came back but refuses the password: it now takes the one in /perm/gokr-pw.txt (set in the admin UI), which the old build had not loaded yet; check its status with that password: %w", err)
 		case err != nil:
 			if !wentDown {
 				fmt.Fprintf(out, "the appliance is down (%.0fs)\n", time.Since(start).Seconds())

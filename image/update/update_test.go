@@ -260,6 +260,23 @@ func TestRollback(t *testing.T) {
 			t.Errorf("progress:\n%s", out.String())
 		}
 	})
+	t.Run("another password", func(t *testing.T) {
+		d := newFakeDevice(t)
+		img := testImage()
+		d.onReboot = func(d *fakeDevice) {
+			rebootInto(img.BuildTimestamp)(d)
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				d.mu.Lock()
+				d.password = "set-in-the-admin-ui"
+				d.mu.Unlock()
+			}()
+		}
+		_, err := Update(context.Background(), newTarget(t, d), img, fastOptions)
+		if !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), "/perm/gokr-pw.txt") {
+			t.Fatalf("Update: %v; want ErrUnauthorized naming /perm/gokr-pw.txt", err)
+		}
+	})
 	t.Run("never comes back", func(t *testing.T) {
 		d := newFakeDevice(t)
 		d.onReboot = func(d *fakeDevice) { d.down.Store(true) }
