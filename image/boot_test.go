@@ -133,7 +133,7 @@ func bootAndProxy(t *testing.T, img *testImage, qemu string, machine []string, l
 		"-device", "virtio-net-pci,netdev=n0",
 	)
 	cmd := exec.Command(qemu, args...)
-	var qemuOut bytes.Buffer
+	var qemuOut lockedBuffer
 	cmd.Stdout = &qemuOut
 	cmd.Stderr = &qemuOut
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // qemu and its socat children
@@ -169,7 +169,7 @@ func bootAndProxy(t *testing.T, img *testImage, qemu string, machine []string, l
 	get := func(url string, auth bool) (int, []byte, error) { return do("GET", url, auth) }
 	diagnose := func() string {
 		var b strings.Builder
-		fmt.Fprintf(&b, "qemu %s\n%s", strings.Join(args, " "), qemuOut.Bytes())
+		fmt.Fprintf(&b, "qemu %s\n%s", strings.Join(args, " "), qemuOut.String())
 		log, _ := os.ReadFile(serial)
 		lines := strings.Split(string(log), "\n")
 		if len(lines) > 80 {

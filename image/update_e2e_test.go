@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,13 +34,31 @@ var updateConfig = []byte(string(testConfig) + "admin_listen 8443\n" +
 	"admin_tls /perm/pen/admin-cert.pem /perm/pen/admin-key.pem\n" +
 	"admin_password_file /perm/gokr-pw.txt /etc/gokr-pw.txt\nautowrite\n")
 
+// lockedBuffer collects a process's output while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // updateVM is a qemu process running a disk image, with its ports forwarded to
 // the host's loopback interface.
 type updateVM struct {
 	t                   *testing.T
 	args                []string
 	serial              string
-	out                 *bytes.Buffer
+	out                 *lockedBuffer
 	exited              chan error
 	pen, gokrazy, admin int
 	backendToken        string
@@ -81,7 +100,7 @@ func bootForUpdate(t *testing.T, board, img string) *updateVM {
 		t.Fatalf("no VM for board %s", board)
 	}
 
-	v := &updateVM{t: t, out: new(bytes.Buffer), exited: make(chan error, 1), backendToken: "pen-appliance update test " + GeneratePassword()}
+	v := &updateVM{t: t, out: new(lockedBuffer), exited: make(chan error, 1), backendToken: "pen-appliance update test " + GeneratePassword()}
 	backend, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +144,7 @@ func bootForUpdate(t *testing.T, board, img string) *updateVM {
 
 func (v *updateVM) diagnose() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "qemu %s\n%s", strings.Join(v.args, " "), v.out.Bytes())
+	fmt.Fprintf(&b, "qemu %s\n%s", strings.Join(v.args, " "), v.out.String())
 	log, _ := os.ReadFile(v.serial)
 	lines := strings.Split(string(log), "\n")
 	if len(lines) > 100 {
