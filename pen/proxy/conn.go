@@ -49,6 +49,7 @@ const (
 	fEarly                         // the upstream socket delays ACKs until the first write
 	fNoRelay                       // not to be handed to the kernel (again)
 	fFlushing                      // on the flushing list: a shutdown waits for the kernel relay
+	fDirect                        // TLS: the front relays to the server itself once connected (tls.go)
 )
 
 // conn is one slot of the connection table. The loop goroutine owns it
@@ -146,6 +147,12 @@ func (l *Loop) serveClient(c *conn) {
 		l.logFull("epoll_ctl(add client socket): %v; closing the client", err)
 		l.closeConn(c)
 		return
+	}
+	if c.tls != nil && !l.set.HTTP && !l.set.Dump && l.set.Log == nil && !l.set.Dummy {
+		// Nothing to see in the client's bytes: once connected, the
+		// front relays to the server itself (tls.go).
+		c.fl |= fDirect
+		c.tls.direct = true
 	}
 	if l.set.HTTP || l.set.Dump || l.set.Log != nil {
 		c.fl |= fBuffered
@@ -397,6 +404,10 @@ func (l *Loop) connected(c *conn) {
 	if c.fl&fIdler != 0 {
 		c.state |= stateClosedDown
 	}
+	if c.fl&fDirect != 0 {
+		l.handToFront(c)
+		return
+	}
 	l.work(c)
 	if c.state != stateUnused && c.fl&fEarly != 0 {
 		quickAgain(c, int(c.up))
@@ -514,6 +525,12 @@ func (l *Loop) closeConn(c *conn) {
 		l.dropPending(c)
 	}
 	if c.tls != nil {
+		if c.fl&fDirect != 0 {
+			l.directCount(c)
+			if c.up < 0 && c.down < 0 {
+				l.direct.Add(-1) // handed over: the front ends it
+			}
+		}
 		c.tls.closeFromLoop()
 		c.tls = nil
 	}

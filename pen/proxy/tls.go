@@ -66,6 +66,19 @@ func (c *fileConn) CloseWrite() error {
 	return serr
 }
 
+// The direct path. When the loop need not see the client's bytes (no
+// X-Forwarded-For, request log or dump), the socket pair serves only until
+// the server's connect completes: then the loop hands the server's socket
+// to the front (handToFront) and forgets it and its end of the pair, and
+// the front relays between the client's TLS connection and the server by
+// itself, through Go's poller. That saves, per request and direction, a
+// write and a read on the pair and a wake-up of the loop. The loop keeps
+// the slot and the balancer's session: the front counts the bytes in
+// atomics, which the loop adds to the server's counts once a second and
+// at the close (and which keep the connection from the idle timeout), and
+// the front ends the slot through the loop when both directions are done;
+// close N and the idle timeout end the front through closeFromLoop.
+
 // tlsFront is the goroutine side of a TLS client.
 type tlsFront struct {
 	loop  *Loop
@@ -78,6 +91,16 @@ type tlsFront struct {
 	// closed is set by the loop (closeFromLoop) when it has closed the
 	// slot; the front reads it when a read of the client fails.
 	closed atomic.Bool
+
+	// The direct path.
+	direct  bool             // set by the loop in serveClient, before the front reads it
+	fast    config.FastClose // tcp_fastclose when the client started
+	upc     chan int         // the server's socket from the loop, or -1: no server
+	mu      sync.Mutex       // guards up
+	up      *fileConn        // the server, once handed over
+	sent    atomic.Uint64    // client to server, counted by the front
+	recv    atomic.Uint64    // server to client
+	counted [2]uint64        // sent and recv already added to the counts; the loop's
 }
 
 // startTLS gives the accepted client fd to a new front. The loop keeps
@@ -97,7 +120,8 @@ func (l *Loop) startTLS(c *conn, fd int) {
 	raw := &fileConn{File: os.NewFile(uintptr(fd), "tls-client"), remote: net.TCPAddrFromAddrPort(c.peer), local: &net.TCPAddr{}}
 	f := &tlsFront{loop: l, slot: c.slot, gen: c.gen, peer: c.peer,
 		tc:    tls.Server(raw, l.set.TLS),
-		plain: &fileConn{File: os.NewFile(uintptr(pair[1]), "tls-plain"), local: &net.UnixAddr{}, remote: &net.UnixAddr{}}}
+		plain: &fileConn{File: os.NewFile(uintptr(pair[1]), "tls-plain"), local: &net.UnixAddr{}, remote: &net.UnixAddr{}},
+		upc:   make(chan int, 1), fast: l.set.FastClose}
 	// Set before the front runs, so that closeFromLoop's deadlines,
 	// which come later, win.
 	f.tc.SetDeadline(time.Now().Add(handshakeTimeout))
@@ -130,6 +154,17 @@ func (f *tlsFront) closeFromLoop() {
 	now := time.Now()
 	f.tc.SetReadDeadline(now)
 	f.tc.SetWriteDeadline(now.Add(drainTimeout))
+	select {
+	case f.upc <- -1: // no server was handed over: the front stops waiting
+	default:
+	}
+	f.mu.Lock()
+	if f.up != nil {
+		// As the loop closes a server's socket: what the front has
+		// read is still written to the client, nothing more is read.
+		f.up.SetDeadline(now)
+	}
+	f.mu.Unlock()
 }
 
 func (f *tlsFront) serve() {
@@ -157,6 +192,10 @@ func (f *tlsFront) serve() {
 		}
 	})
 	if !started {
+		return
+	}
+	if f.direct {
+		f.serveDirect()
 		return
 	}
 	done := make(chan struct{})
@@ -254,4 +293,107 @@ func describeHandshakeError(err error) string {
 		return "the client closed the connection during the handshake"
 	}
 	return err.Error()
+}
+
+// handToFront gives the server's socket of a direct TLS connection to its
+// front, and closes the loop's end of the pair (loop goroutine).
+func (l *Loop) handToFront(c *conn) {
+	unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, int(c.up), nil)
+	fd := int(c.up)
+	l.clearFD(fd)
+	l.clearFD(int(c.down))
+	unix.Close(int(c.down))
+	c.up, c.down = -1, -1
+	c.tls.upc <- fd
+	l.direct.Add(1)
+}
+
+// directCount adds the bytes a direct front moved since the last count to
+// the server's and the client's counts; it reports whether any moved.
+func (l *Loop) directCount(c *conn) bool {
+	f := c.tls
+	s, r := f.sent.Load(), f.recv.Load()
+	moved := false
+	if d := s - f.counted[0]; d > 0 {
+		c.sess.Sent(int(d))
+		f.counted[0] = s
+		moved = true
+	}
+	if d := r - f.counted[1]; d > 0 {
+		c.sess.Received(int(d))
+		f.counted[1] = r
+		moved = true
+	}
+	return moved
+}
+
+// serveDirect relays between the client and the server's socket that the
+// loop hands over, then ends the slot.
+func (f *tlsFront) serveDirect() {
+	l := f.loop
+	fd := <-f.upc
+	if fd < 0 {
+		return // the loop ended the slot before a server was connected
+	}
+	up := &fileConn{File: os.NewFile(uintptr(fd), "tls-upstream"), local: &net.TCPAddr{}, remote: &net.TCPAddr{}}
+	defer up.Close()
+	f.mu.Lock()
+	f.up = up
+	f.mu.Unlock()
+	if f.closed.Load() {
+		return
+	}
+	abort := func() {
+		f.tc.Close()
+		up.Close()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if f.copyCounting(f.tc, up, &f.recv) {
+			if f.fast&config.FastClose(stateClosedUp) != 0 {
+				abort()
+				return
+			}
+			f.tc.CloseWrite() // close_notify: the server is done
+			return
+		}
+		abort()
+	}()
+	if f.copyCounting(up, f.tc, &f.sent) {
+		if f.fast&config.FastClose(stateClosedDown) != 0 {
+			abort()
+		} else {
+			up.CloseWrite()
+		}
+	} else if !f.closed.Load() {
+		abort()
+	}
+	<-done
+	l.do(func() {
+		if c := f.conn(); c != nil {
+			l.closeConn(c)
+		}
+	})
+}
+
+// copyCounting moves bytes from src to dst until src ends, counting them
+// in n; it reports whether src ended cleanly (EOF).
+func (f *tlsFront) copyCounting(dst io.Writer, src io.Reader, n *atomic.Uint64) bool {
+	buf := make([]byte, bufSize)
+	for {
+		m, err := src.Read(buf)
+		if m > 0 {
+			if _, werr := dst.Write(buf[:m]); werr != nil {
+				return false
+			}
+			n.Add(uint64(m))
+		}
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
 }
