@@ -117,6 +117,12 @@ func (l *Loop) startTLS(c *conn, fd int) {
 	c.down = int32(pair[0])
 	l.setFD(pair[0], c.slot)
 	c.fl |= fTLS
+	// crypto/tls writes whole records, and a handshake's flights and the
+	// session ticket after it in writes of their own: with Nagle's
+	// algorithm the ticket waits for the client's delayed ACK of the
+	// flight before it (40 ms on Linux), and so does the first answer.
+	// Go's own sockets set this too. A hint: refused, it only costs time.
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	raw := &fileConn{File: os.NewFile(uintptr(fd), "tls-client"), remote: net.TCPAddrFromAddrPort(c.peer), local: &net.TCPAddr{}}
 	f := &tlsFront{loop: l, slot: c.slot, gen: c.gen, peer: c.peer,
 		tc:    tls.Server(raw, l.set.TLS),
