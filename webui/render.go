@@ -56,7 +56,7 @@ func parseAll() map[string]*template.Template {
 	out := map[string]*template.Template{}
 	for _, name := range pageNames {
 		t := template.New("layout.html").Funcs(funcs)
-		out[name] = template.Must(t.ParseFS(assets, "assets/templates/layout.html", "assets/templates/parts.html", "assets/templates/"+name+".html"))
+		out[name] = template.Must(t.ParseFS(assets, "assets/templates/layout.html", "assets/templates/parts.html", "assets/templates/services-parts.html", "assets/templates/"+name+".html"))
 	}
 	return out
 }
@@ -87,8 +87,10 @@ type view struct {
 	Data     any
 
 	// Service is the appliance's service whose pages these are ("" for
-	// a pen not run by the appliance).
-	Service string
+	// a pen not run by the appliance); Services lists them all on the
+	// dashboard.
+	Service  string
+	Services []serviceRow
 }
 
 // Err is the error to show next to field of form id, if that form was the
@@ -216,7 +218,7 @@ func (s *Server) show(w http.ResponseWriter, r *http.Request, x *session, status
 	}
 	s.render(w, r, status, name, &view{
 		Title: title, Nav: name, CSRF: x.csrf, Flash: s.sessions.takeFlash(x),
-		LoggedIn: true, Form: f, Data: data, Service: s.pageService(),
+		LoggedIn: true, Form: f, Data: data, Service: s.pageService(), Services: s.dashboardServices(name),
 	})
 }
 

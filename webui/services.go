@@ -232,7 +232,7 @@ func servicePath(p string) bool {
 	if p == "/" {
 		return true
 	}
-	for _, pre := range []string{"/servers", "/acls", "/settings", "/config", "/api/state", "/api/samples"} {
+	for _, pre := range []string{"/servers", "/acls", "/settings", "/config", "/undo", "/api/state", "/api/samples"} {
 		if p == pre || strings.HasPrefix(p, pre+"/") {
 			return true
 		}
@@ -701,4 +701,17 @@ func (s *Server) pageService() string {
 		return s.svc.self
 	}
 	return ""
+}
+
+// dashboardServices lists the services for the dashboard of any service
+// on the appliance.
+func (s *Server) dashboardServices(page string) []serviceRow {
+	if s.svc == nil || page != "dashboard" {
+		return nil
+	}
+	rows, err := s.serviceRows()
+	if err != nil {
+		s.log.Printf("admin UI: %v", err)
+	}
+	return rows
 }

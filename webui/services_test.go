@@ -198,6 +198,12 @@ func TestServices(t *testing.T) {
 	if !strings.Contains(r.body, "B / ") {
 		t.Errorf("no traffic on the services page:\n%s", r.body)
 	}
+	// Every service's dashboard lists the services.
+	for _, svc := range []string{"main", "web"} {
+		h.get("/services/open/" + svc + "?page=dashboard")
+		r = h.get("/")
+		contains(t, svc+"'s dashboard", r.body, `id="summary-web" data-state="running"`, `id="summary-broken" data-state="failing"`, ">"+svc+":<")
+	}
 	// /metrics (as Attach gathers it) carries both services' pens with
 	// their labels.
 	g, err := serviceMetrics(prometheus.NewRegistry(), metrics.EngineSource(h.eng), NewSnapshot(h.in))
