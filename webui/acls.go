@@ -18,6 +18,7 @@ type aclEntry struct {
 
 type aclList struct {
 	N       int
+	Name    string // name acl N …
 	Entries []aclEntry
 	UsedBy  []string
 }
@@ -37,7 +38,7 @@ func (s *Server) aclsView(w http.ResponseWriter, r *http.Request, x *session, st
 	d := aclsData{ClientACL: c.ClientACL, ControlACL: c.ControlACL, TarpitACL: c.TarpitACL, AdminACL: c.Admin.ACL,
 		Client: clientName(clientAddr(r)), Allowed: adminAllowed(c, clientAddr(r))}
 	for n := range c.ACLs {
-		l := aclList{N: n}
+		l := aclList{N: n, Name: c.ACLNames[n]}
 		for k, e := range c.ACLs[n] {
 			l.Entries = append(l.Entries, aclEntry{K: k, Text: e.String()})
 		}
@@ -255,4 +256,43 @@ func (s *Server) aclUse(w http.ResponseWriter, r *http.Request, x *session) {
 		s.sessions.addFlash(x, Flash{Note: "Nothing changed."})
 	}
 	http.Redirect(w, r, "/acls", http.StatusSeeOther)
+}
+
+// aclName sets or clears a list's name (name acl N TEXT, no name acl N).
+func (s *Server) aclName(w http.ResponseWriter, r *http.Request, x *session) {
+	f := newForm("name-"+r.PostFormValue("n"), r)
+	n, ok := aclNumber(r, "n", 0)
+	if !ok {
+		f.ID = "page"
+		f.Errors[""] = "No such access list."
+		s.aclsView(w, r, x, http.StatusBadRequest, f)
+		return
+	}
+	name := strings.Join(strings.Fields(r.PostFormValue("name")), " ")
+	var lines []string
+	switch {
+	case name == s.in.Config().ACLNames[n]:
+	case name == "":
+		lines = append(lines, fmt.Sprintf("no name acl %d", n))
+	default:
+		line := fmt.Sprintf("name acl %d %s", n, name)
+		if e := s.check(line); e != "" {
+			f.Errors["name"] = e
+		} else {
+			lines = append(lines, line)
+		}
+	}
+	if len(f.Errors) == 0 && len(lines) > 0 {
+		if err := s.apply(r, x, lines); err != nil {
+			f.fail(err)
+		}
+	}
+	if f.refused() {
+		s.aclsView(w, r, x, http.StatusBadRequest, f)
+		return
+	}
+	if len(lines) == 0 {
+		s.sessions.addFlash(x, Flash{Note: "Nothing changed."})
+	}
+	http.Redirect(w, r, "/acls#acl"+strconv.Itoa(n), http.StatusSeeOther)
 }

@@ -39,6 +39,14 @@ func (s *Server) apply(r *http.Request, x *session, lines []string) error {
 			return ce
 		}
 	}
+	var states []config.ServerState
+	if s.state != nil {
+		states = s.state.Servers()
+	}
+	undo := s.undos(cur, states, lines)
+	for i := range undo {
+		undo[i].Back = pageOf(r)
+	}
 	rejected := s.in.Rejected()
 	if s.remote != nil {
 		err = s.remote(lines) // another service's pen (services.go)
@@ -47,7 +55,7 @@ func (s *Server) apply(r *http.Request, x *session, lines []string) error {
 	} else {
 		_, err = s.in.ExecLines("webui", data, config.FromWeb)
 	}
-	f := Flash{Cmds: lines}
+	f := Flash{Cmds: lines, Undo: undo}
 	if err = s.saved(&f, err, rejected); err != nil {
 		return lineErr(err)
 	}

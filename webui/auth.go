@@ -63,6 +63,8 @@ type Flash struct {
 	// Changed is how an upload changed the saved configuration
 	// ("- old line", "+ new line").
 	Changed []string
+	// Undo holds the inverses of the applied commands that have one.
+	Undo []undoItem
 }
 
 type sessions struct {

@@ -140,7 +140,7 @@ func weightConsequence(cur, next *config.Config) string {
 	}
 	var zero, weighted []string
 	for i, sv := range next.Servers {
-		if sv.Unused() {
+		if sv.Unused() || sv.Drain {
 			continue
 		}
 		if sv.Weight == 0 {
@@ -170,8 +170,9 @@ func weightConsequence(cur, next *config.Config) string {
 	}
 }
 
-// noServerLeft: servers available now (in use, not blacklisted) and none
-// after the change (removed, made unused, or blacklisted by a line).
+// noServerLeft: servers available now (in use, not draining, not
+// blacklisted) and none after the change (removed, made unused, drained,
+// or blacklisted by a line).
 func (s *Server) noServerLeft(cur, next *config.Config, lines []string) string {
 	now := s.now()
 	var st []config.ServerState
@@ -181,7 +182,7 @@ func (s *Server) noServerLeft(cur, next *config.Config, lines []string) string {
 	blacklistedNow := map[uint64]bool{}
 	availNow := 0
 	for i, sv := range cur.Servers {
-		if sv.Unused() {
+		if sv.Unused() || sv.Drain {
 			continue
 		}
 		if i < len(st) && st[i].Until.After(now) {
@@ -213,7 +214,7 @@ func (s *Server) noServerLeft(cur, next *config.Config, lines []string) string {
 	}
 	availNext := 0
 	for i, sv := range next.Servers {
-		if sv.Unused() {
+		if sv.Unused() || sv.Drain {
 			continue
 		}
 		if b, ok := blacklisting[i]; ok {

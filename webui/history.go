@@ -35,13 +35,16 @@ type stateChange struct {
 
 func newHistory() *history { return &history{servers: map[uint64]*serverHistory{}} }
 
-// stateOf is the state a page shows for a server: "unused", "blacklisted",
+// stateOf is the state a page shows for a server: "unused", "draining"
+// (server N drain 1: no new connections), "blacklisted",
 // "untried" (in use, and nobody has connected to it yet: no connection
 // made and no failure) or "up".
 func stateOf(sv config.Server, st config.ServerState, now time.Time) string {
 	switch {
 	case sv.Unused():
 		return "unused"
+	case sv.Drain:
+		return "draining"
 	case !st.Until.IsZero() && st.Until.After(now):
 		return "blacklisted"
 	case st.Total == 0 && st.Failures == 0 && st.Conns == 0:

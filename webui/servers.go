@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/pen-lb/pen-appliance/internal/firmware"
 	"github.com/pen-lb/pen-appliance/pen/acl"
@@ -28,7 +29,8 @@ type serverRow struct {
 	Weight  int
 	Prio    int
 	ACL     int
-	State   string // "up", "untried", "blacklisted" or "unused" (stateOf)
+	Name    string // name server N …
+	State   string // "up", "untried", "draining", "blacklisted" or "unused" (stateOf)
 	Until   time.Time
 	Left    time.Duration // blacklisted for this much longer
 	Conns   int
@@ -50,7 +52,7 @@ type serverRow struct {
 func row(slot string, i int, s config.Server, st config.ServerState, now time.Time) serverRow {
 	r := serverRow{
 		Slot: slot, Index: i, ID: s.ID(), Address: metrics.Address(s), Host: s.Host.String(), Port: s.ReportedPort(),
-		Max: s.Max, Hard: s.Hard, Weight: s.Weight, Prio: s.Prio, ACL: s.ACL,
+		Max: s.Max, Hard: s.Hard, Weight: s.Weight, Prio: s.Prio, ACL: s.ACL, Name: s.Name,
 		Conns: st.Conns, Total: st.Total, Fails: st.Failures, Sent: st.Sent, Recv: st.Received,
 		LastFailure: st.Failed, Now: now,
 	}
@@ -69,14 +71,19 @@ func (r serverRow) StateText() string {
 		return fmt.Sprintf("blacklisted %s (until %s)", humanDuration(r.Left), r.Until.Format("15:04:05"))
 	case "untried":
 		return "no failures yet"
+	case "draining":
+		if r.Conns == 0 {
+			return "drained (empty)"
+		}
+		return fmt.Sprintf("draining, %d left", r.Conns)
 	}
 	return r.State
 }
 
 // StateLabel is the short state for the servers page's pill.
 func (r serverRow) StateLabel() string {
-	if r.State == "untried" {
-		return "no failures yet"
+	if r.State == "untried" || r.State == "draining" {
+		return r.StateText()
 	}
 	return r.State
 }
@@ -90,6 +97,10 @@ func (r serverRow) StateSub() string {
 		parts = append(parts, fmt.Sprintf("%s left, until %s", humanDuration(r.Left), r.Until.Format("15:04:05")))
 	case r.State == "untried":
 		parts = append(parts, "no client yet")
+	case r.State == "draining" && r.Conns > 0:
+		parts = append(parts, fmt.Sprintf("no new clients; %d %s left", r.Conns, plural(r.Conns, "connection", "connections")))
+	case r.State == "draining":
+		parts = append(parts, "no connection left: it can be taken out")
 	}
 	if !r.Since.IsZero() && r.State != "unused" {
 		if r.SinceKnown {
@@ -257,12 +268,18 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // The servers page.
 
+// aclChoice is an access list in a select: its number and name.
+type aclChoice struct {
+	N    int
+	Name string
+}
+
 type serversData struct {
 	Servers   []serverRow
 	Special   []serverRow
 	Blacklist int
 	Next      int
-	ACLs      []int
+	ACLs      []aclChoice
 	Weight    bool
 	Prio      bool
 }
@@ -271,7 +288,7 @@ func (s *Server) serversView(w http.ResponseWriter, r *http.Request, x *session,
 	c := s.in.Config()
 	d := serversData{Blacklist: c.Blacklist, Next: len(c.Servers), Weight: c.Weight, Prio: c.Prio}
 	for i := 0; i < acl.Lists; i++ {
-		d.ACLs = append(d.ACLs, i)
+		d.ACLs = append(d.ACLs, aclChoice{i, c.ACLNames[i]})
 	}
 	d.Servers, d.Special = s.rows(c)
 	s.show(w, r, x, status, "servers", "Servers", f, d)
@@ -336,12 +353,38 @@ func (s *Server) serverWords(r *http.Request, f *form, n int, old *config.Server
 	return words
 }
 
+// nameLine is the command that gives server n the name in the form's
+// name field, if it differs from old ("" when it does not).
+func nameLine(r *http.Request, f *form, n int, old string) string {
+	name := strings.Join(strings.Fields(r.PostFormValue("name")), " ")
+	if name == old {
+		return ""
+	}
+	switch {
+	case len(name) > config.MaxNameLen:
+		f.Errors["name"] = fmt.Sprintf("At most %d characters.", config.MaxNameLen)
+	case strings.HasPrefix(name, "#"):
+		f.Errors["name"] = "Must not start with #."
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		f.Errors["name"] = "Printable text only."
+	case name == "":
+		return fmt.Sprintf("no name server %d", n)
+	default:
+		return fmt.Sprintf("name server %d %s", n, name)
+	}
+	return ""
+}
+
 func (s *Server) serverAdd(w http.ResponseWriter, r *http.Request, x *session) {
 	f := newForm("add", r)
 	n := len(s.in.Config().Servers)
 	words := s.serverWords(r, f, n, nil)
+	lines := []string{fmt.Sprintf("server %d %s", n, strings.Join(words, " "))}
+	if l := nameLine(r, f, n, ""); l != "" {
+		lines = append(lines, l)
+	}
 	if len(f.Errors) == 0 {
-		if err := s.apply(r, x, []string{fmt.Sprintf("server %d %s", n, strings.Join(words, " "))}); err != nil {
+		if err := s.apply(r, x, lines); err != nil {
 			f.fail(err)
 		}
 	}
@@ -396,10 +439,14 @@ func (s *Server) rowAction(w http.ResponseWriter, r *http.Request, x *session, p
 func (s *Server) serverEdit(w http.ResponseWriter, r *http.Request, x *session) {
 	s.rowAction(w, r, x, "edit", func(n int, sv config.Server, f *form) []string {
 		words := s.serverWords(r, f, n, &sv)
-		if len(words) == 0 {
-			return nil
+		var lines []string
+		if len(words) > 0 {
+			lines = append(lines, fmt.Sprintf("server %d %s", n, strings.Join(words, " ")))
 		}
-		return []string{fmt.Sprintf("server %d %s", n, strings.Join(words, " "))}
+		if l := nameLine(r, f, n, sv.Name); l != "" {
+			lines = append(lines, l)
+		}
+		return lines
 	})
 }
 
@@ -429,4 +476,84 @@ func (s *Server) serverRemove(w http.ResponseWriter, r *http.Request, x *session
 	s.rowAction(w, r, x, "rm", func(n int, sv config.Server, f *form) []string {
 		return []string{fmt.Sprintf("no server %d", n)}
 	})
+}
+
+// serverDrain starts (on=1) or ends (on=0) draining a server: it takes
+// no new connections, its open ones finish (server N drain 1|0).
+func (s *Server) serverDrain(w http.ResponseWriter, r *http.Request, x *session) {
+	s.rowAction(w, r, x, "bl", func(n int, sv config.Server, f *form) []string {
+		on := r.PostFormValue("on") == "1"
+		if on == sv.Drain {
+			return nil
+		}
+		return []string{fmt.Sprintf("server %d drain %s", n, map[bool]string{true: "1", false: "0"}[on])}
+	})
+}
+
+// bulkActions are what the servers page does to the selected servers.
+var bulkActions = map[string]string{"blacklist": "blacklist", "reinstate": "reinstate", "drain": "drain", "undrain": "end drain"}
+
+// serverBulk blacklists, reinstates, drains or ends draining of the
+// selected servers, as one change. Each selection carries the server's
+// identity; a page that is out of date changes nothing.
+func (s *Server) serverBulk(w http.ResponseWriter, r *http.Request, x *session) {
+	f := newForm("bulk", r)
+	c := s.in.Config()
+	action := r.PostFormValue("action")
+	if _, ok := bulkActions[action]; !ok {
+		f.Errors[""] = "Choose what to do with the selected servers."
+	}
+	secs := ""
+	if action == "blacklist" {
+		v, msg := word(r.PostFormValue("seconds"))
+		if msg == "" {
+			if t, err := strconv.Atoi(v); err != nil || t < 1 {
+				msg = "Seconds: a whole number, at least 1."
+			}
+		}
+		if msg != "" {
+			f.Errors["seconds"] = msg
+		}
+		secs = v
+	}
+	var lines []string
+	sel := r.PostForm["sel"]
+	if len(sel) == 0 && len(f.Errors) == 0 {
+		f.Errors[""] = "Select one or more servers first (the boxes in the first column)."
+	}
+	for _, v := range sel {
+		ns, id, _ := strings.Cut(v, ":")
+		n, err := strconv.Atoi(ns)
+		if err != nil || n < 0 || n >= len(c.Servers) || strconv.FormatUint(c.Servers[n].ID(), 10) != id {
+			f.Errors[""] = fmt.Sprintf("Server %s has changed since the page was loaded (someone else removed or replaced a server). Nothing was changed; check and try again.", ns)
+			break
+		}
+		switch action {
+		case "blacklist":
+			lines = append(lines, fmt.Sprintf("server %d blacklist %s", n, secs))
+		case "reinstate":
+			lines = append(lines, fmt.Sprintf("server %d blacklist 0", n))
+		case "drain":
+			if !c.Servers[n].Drain {
+				lines = append(lines, fmt.Sprintf("server %d drain 1", n))
+			}
+		case "undrain":
+			if c.Servers[n].Drain {
+				lines = append(lines, fmt.Sprintf("server %d drain 0", n))
+			}
+		}
+	}
+	if len(f.Errors) == 0 && len(lines) > 0 {
+		if err := s.apply(r, x, lines); err != nil {
+			f.fail(err)
+		}
+	}
+	if f.refused() {
+		s.serversView(w, r, x, http.StatusBadRequest, f)
+		return
+	}
+	if len(lines) == 0 {
+		s.sessions.addFlash(x, Flash{Note: "Nothing changed."})
+	}
+	http.Redirect(w, r, "/servers", http.StatusSeeOther)
 }
