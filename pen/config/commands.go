@@ -19,6 +19,7 @@ import "maps"
 //	cmd_files.go     include and write
 //	cmd_runtime.go   questions about the running load balancer and actions on it
 //	cmd_names.go     names (notes) of servers and access lists
+//	cmd_check.go     active health checks of servers
 
 // command is one command of the language.
 type command struct {
@@ -42,7 +43,7 @@ func init() {
 	commands = map[string]*command{}
 	for _, group := range []map[string]*command{
 		settingsCommands, listenCommands, serverCommands, aclCommands,
-		tlsCommands, adminCommands, loggingCommands, fileCommands, runtimeCommands, nameCommands,
+		tlsCommands, adminCommands, loggingCommands, fileCommands, runtimeCommands, nameCommands, checkCommands,
 	} {
 		for name := range group {
 			if _, dup := commands[name]; dup {

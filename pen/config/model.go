@@ -116,6 +116,9 @@ type Server struct {
 	// Name is a short note (name server N TEXT), shown by the admin UI;
 	// it changes nothing. pen only; Pen ignores the command.
 	Name string
+	// Check is the server's active health check (check N ...), run by
+	// the engine. pen only; Pen ignores the command.
+	Check Check
 
 	id uint64 // identity of the slot, kept while it is edited
 }

@@ -55,3 +55,43 @@ func TestNamesAndDrain(t *testing.T) {
 		}
 	}
 }
+
+// Health checks are saved by write after Pen's settings, read back, and
+// follow a server when slots move.
+func TestCheckCommand(t *testing.T) {
+	in := newTest(t)
+	for _, l := range []string{
+		"server 0 address 127.0.0.1 port 81",
+		"server 1 address 127.0.0.1 port 82",
+		"check 0 tcp",
+		"check 1 http /health 204 10",
+	} {
+		exec(t, in, l)
+	}
+	out := string(in.Render("x"))
+	for _, want := range []string{"check 0 tcp 5\n", "check 1 http /health 204 10\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("write lacks %q:\n%s", want, out)
+		}
+	}
+	again := newTest(t)
+	if _, err := again.ExecLines("x", []byte(out), FromFile); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(again.Render("x")); got != out {
+		t.Errorf("read back differently:\n%s", got)
+	}
+	exec(t, in, "no server 0")
+	if c := in.Config().Servers[0].Check; c != (Check{Kind: "http", Path: "/health", Status: 204, Interval: 10}) {
+		t.Errorf("after no server 0: %+v", c)
+	}
+	exec(t, in, "no check 0")
+	if c := in.Config().Servers[0].Check; c.Kind != "" {
+		t.Errorf("after no check: %+v", c)
+	}
+	for _, bad := range []string{"check 5 tcp", "check 0 udp", "check 0 http health", "check 0 http /h 700", "check 0 tcp 0", "check 0 tcp 5 x", "no check 9"} {
+		if _, err := in.Exec(bad, FromControl); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

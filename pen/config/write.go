@@ -156,6 +156,7 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 		}
 	}
 	renderNames(pr, c)
+	renderChecks(pr, c)
 	pr("clients_max %d\n", c.ClientsMax)
 	pr("conn_max %d\n", c.ConnMax)
 	pr("idle_timeout %d\n", c.IdleTimeout)

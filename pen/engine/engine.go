@@ -44,6 +44,12 @@ type Engine struct {
 	tlsCfg   *tls.Config
 	// rt installs the policy routing of transparent mode.
 	rt routing
+
+	// Active health checks (health.go): the checkers, and the
+	// configuration they read, behind hmu.
+	hmu     sync.Mutex
+	health  *health
+	checked *config.Config
 }
 
 // New makes an engine. ex executes control socket commands (the
@@ -173,6 +179,10 @@ func (e *Engine) Apply(c *config.Config) error {
 	}
 	e.cur = c
 	e.tlsCfg = tlsCfg
+	e.hmu.Lock()
+	e.checked = c
+	e.hmu.Unlock()
+	e.applyHealth(c)
 	return nil
 }
 
@@ -237,6 +247,7 @@ const stopGrace = 2 * time.Second
 
 // Stop closes every listener and connection.
 func (e *Engine) Stop() {
+	e.stopHealth()
 	e.loop.Stop()
 	e.mu.Lock()
 	ctrl := e.ctrl
