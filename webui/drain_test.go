@@ -177,3 +177,49 @@ func TestDrainBulkUndo(t *testing.T) {
 		t.Errorf("stale undo: HTTP %d", r.code)
 	}
 }
+
+// Health checks set on the servers page run against real servers: the
+// one that answers is shown up with its check passed (before any client
+// used it), the closed port blacklisted with the reason, in the state
+// column and in pen_server_up; the check is saved by write.
+func TestHealthCheckPage(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	h.login()
+	b0, _ := backend(t, 0)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, closedPort, _ := net.SplitHostPort(closed.Addr().String())
+	closed.Close()
+	h.exec("server 0 address 127.0.0.1 port " + b0)
+	id := func(n int) string { return itoa(h.in.Config().Servers[n].ID()) }
+	edit := func(n int, port, check string) resp {
+		return h.post("/servers/edit", url.Values{"n": {itoa(uint64(n))}, "id": {id(n)}, "address": {"127.0.0.1"}, "port": {port},
+			"max": {"0"}, "hard": {"0"}, "weight": {"0"}, "prio": {"0"}, "acl": {"0"}, "check": {check}})
+	}
+	if r := edit(0, b0, "tcp 1"); r.code != http.StatusSeeOther {
+		t.Fatalf("check on server 0: HTTP %d\n%s", r.code, r.body)
+	}
+	if r := edit(1, closedPort, "http /health 200 1"); r.code != http.StatusSeeOther {
+		t.Fatalf("check on server 1: HTTP %d\n%s", r.code, r.body)
+	}
+	if r := edit(1, closedPort, "http health"); r.code != http.StatusBadRequest || !strings.Contains(errAfter(r.body, "check"), "path starting with /") {
+		t.Errorf("a bad check: HTTP %d, %q", r.code, errAfter(r.body, "check"))
+	}
+	var page string
+	waitFor(t, "both checks' results", func() bool {
+		page = h.get("/servers").body
+		return strings.Contains(page, "check passed") && strings.Contains(page, "check failed")
+	})
+	contains(t, "servers", page, "connect: connection refused", `value="tcp 1"`, `value="http /health 200 1"`)
+	st := h.eng.Servers()
+	if st[0].Until.After(time.Now()) || !st[1].Until.After(time.Now()) {
+		t.Errorf("server 0 should be up, server 1 blacklisted: %+v", st)
+	}
+	if !strings.Contains(page, `<span class="pill up">up</span>`) {
+		t.Error("server 0, which passes its check, is not shown up")
+	}
+	contains(t, "/metrics", h.get("/metrics").body, `pen_server_up{address="127.0.0.1:`+closedPort+`",server="1"} 0`, `pen_server_up{address="127.0.0.1:`+b0+`",server="0"} 1`)
+	contains(t, "download", h.get("/config/download").body, "check 0 tcp 1\n", "check 1 http /health 200 1\n")
+}

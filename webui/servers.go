@@ -30,14 +30,20 @@ type serverRow struct {
 	Prio    int
 	ACL     int
 	Name    string // name server N …
-	State   string // "up", "untried", "draining", "blacklisted" or "unused" (stateOf)
-	Until   time.Time
-	Left    time.Duration // blacklisted for this much longer
-	Conns   int
-	Total   uint64
-	Fails   uint64
-	Sent    uint64 // to the server
-	Recv    uint64 // from the server
+	Check   string // check N … (config.Check.String), "" for none
+	// The check's last result.
+	CheckDone bool
+	CheckOK   bool
+	CheckAt   time.Time
+	CheckErr  string
+	State     string // "up", "untried", "draining", "blacklisted" or "unused" (stateOf)
+	Until     time.Time
+	Left      time.Duration // blacklisted for this much longer
+	Conns     int
+	Total     uint64
+	Fails     uint64
+	Sent      uint64 // to the server
+	Recv      uint64 // from the server
 	// LastFailure is the last failed connect (zero if none).
 	LastFailure time.Time
 	// Since is when the server entered its state as the UI saw it;
@@ -52,7 +58,7 @@ type serverRow struct {
 func row(slot string, i int, s config.Server, st config.ServerState, now time.Time) serverRow {
 	r := serverRow{
 		Slot: slot, Index: i, ID: s.ID(), Address: metrics.Address(s), Host: s.Host.String(), Port: s.ReportedPort(),
-		Max: s.Max, Hard: s.Hard, Weight: s.Weight, Prio: s.Prio, ACL: s.ACL, Name: s.Name,
+		Max: s.Max, Hard: s.Hard, Weight: s.Weight, Prio: s.Prio, ACL: s.ACL, Name: s.Name, Check: s.Check.String(),
 		Conns: st.Conns, Total: st.Total, Fails: st.Failures, Sent: st.Sent, Recv: st.Received,
 		LastFailure: st.Failed, Now: now,
 	}
@@ -102,6 +108,9 @@ func (r serverRow) StateSub() string {
 	case r.State == "draining":
 		parts = append(parts, "no connection left: it can be taken out")
 	}
+	if t := r.checkText(); t != "" {
+		parts = append(parts, t)
+	}
 	if !r.Since.IsZero() && r.State != "unused" {
 		if r.SinceKnown {
 			parts = append(parts, "for "+since(r.Now, r.Since))
@@ -128,12 +137,15 @@ func (s *Server) rows(c *config.Config) (servers, special []serverRow) {
 	if s.hist != nil {
 		s.hist.observe(now, c, st)
 	}
+	health := s.health()
 	for i, sv := range c.Servers {
 		var ss config.ServerState
 		if i < len(st) {
 			ss = st[i]
 		}
 		rw := row(strconv.Itoa(i), i, sv, ss, now)
+		h, ok := health[sv.ID()]
+		rw.withHealth(h, ok)
 		if s.hist != nil {
 			rw.Since, rw.SinceKnown, rw.Changes = s.hist.get(sv.ID())
 		}
@@ -383,6 +395,9 @@ func (s *Server) serverAdd(w http.ResponseWriter, r *http.Request, x *session) {
 	if l := nameLine(r, f, n, ""); l != "" {
 		lines = append(lines, l)
 	}
+	if l := checkLine(r, f, n, config.Check{}); l != "" {
+		lines = append(lines, l)
+	}
 	if len(f.Errors) == 0 {
 		if err := s.apply(r, x, lines); err != nil {
 			f.fail(err)
@@ -444,6 +459,9 @@ func (s *Server) serverEdit(w http.ResponseWriter, r *http.Request, x *session) 
 			lines = append(lines, fmt.Sprintf("server %d %s", n, strings.Join(words, " ")))
 		}
 		if l := nameLine(r, f, n, sv.Name); l != "" {
+			lines = append(lines, l)
+		}
+		if l := checkLine(r, f, n, sv.Check); l != "" {
 			lines = append(lines, l)
 		}
 		return lines

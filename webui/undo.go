@@ -148,6 +148,20 @@ func (s *Server) undos(cur *config.Config, st []config.ServerState, lines []stri
 			} else {
 				item.Lines = []string{fmt.Sprintf("name %s %d %s", w[1], n, old)}
 			}
+		case (w[0] == "check" && len(w) >= 3) || (w[0] == "no" && len(w) == 3 && w[1] == "check"):
+			n, err := strconv.Atoi(w[len(w)-1])
+			if w[0] == "check" {
+				n, err = strconv.Atoi(w[1])
+			}
+			if err != nil || n < 0 || n >= len(cur.Servers) {
+				continue
+			}
+			if old := cur.Servers[n].Check; old.Kind == "" {
+				item.Lines = []string{fmt.Sprintf("no check %d", n)}
+			} else {
+				item.Lines = []string{fmt.Sprintf("check %d %s", n, old)}
+			}
+			item.Guards = guard(n)
 		case w[0] == "no" && len(w) == 4 && w[1] == "name":
 			continue // a name removed: its text is in the inverse of name only
 		case len(w) == 2 && settingNumbers[w[0]] != nil:
