@@ -56,6 +56,9 @@ const (
 	PermDir = "/perm"
 	// PenBinary is the load balancer.
 	PenBinary = "/user/pen"
+	// PenHome is pen's $HOME and working directory, as gokrazy's
+	// supervisor gives /user/pen.
+	PenHome = "/perm/home/pen"
 	// SystemDir holds gokrazy's system services and this program.
 	SystemDir = "/gokrazy"
 	// DefaultServices holds the image's further default services, one
@@ -153,7 +156,7 @@ func Run(buildTimestamp string) error {
 		if err := services.Default.Migrate(config, DefaultServices); err != nil {
 			log.Printf("services: %v; running pen with %s alone", err, config)
 		} else {
-			sup = &services.Supervisor{Layout: services.Default, Binary: PenBinary,
+			sup = &services.Supervisor{Layout: services.Default, Binary: PenBinary, Home: PenHome,
 				Logf: log.Printf, Stdout: os.Stdout, Stderr: os.Stderr}
 			health.PID = func() (int, error) { return sup.PID(services.MainName) }
 		}

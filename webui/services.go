@@ -291,6 +291,12 @@ func (s *Server) serviceOpen(w http.ResponseWriter, r *http.Request, x *session)
 		http.Error(w, "no such service", http.StatusNotFound)
 		return
 	}
+	// A link on another site must not choose the service the next
+	// change of this browser goes to.
+	if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
+		http.Error(w, "Open services from this admin UI's own pages.", http.StatusForbidden)
+		return
+	}
 	c := &http.Cookie{Name: serviceCookie, Value: name, Path: "/", HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode}
 	if name == s.svc.self {
 		c.MaxAge = -1

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/pen-lb/pen-appliance/internal/services"
+	"github.com/pen-lb/pen-appliance/pen/control"
 	"github.com/pen-lb/pen-appliance/pen/metrics"
 )
 
@@ -58,7 +59,13 @@ func (e *servicesEnv) wait(t *testing.T, name, state string) services.State {
 		states, _ := e.layout.ReadStates()
 		st, ok := states[name]
 		if ok && st.State == state && (state != services.Running || st.PID != 0) {
-			return st
+			if state != services.Running {
+				return st
+			}
+			// Running, and its control socket answers.
+			if _, err := control.Request(e.layout.Control(name), "pid", time.Second); err == nil {
+				return st
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("service %s: %+v, want %s", name, st, state)
@@ -151,6 +158,14 @@ func TestServices(t *testing.T) {
 	}
 	env.wait(t, "web", services.Running)
 
+	// A link from another site does not choose the service.
+	req, _ := http.NewRequest("GET", h.ts.URL+"/services/open/web", nil)
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	if resp, err := h.c.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("opening a service from another site: %v, %v", resp.Status, err)
+	} else {
+		resp.Body.Close()
+	}
 	// Its own servers page, through its control socket.
 	if r := h.get("/services/open/web"); r.code != http.StatusSeeOther || r.hdr.Get("Location") != "/servers" {
 		t.Fatalf("opening web: HTTP %d %q", r.code, r.hdr.Get("Location"))

@@ -171,8 +171,9 @@ func TestSupervisor(t *testing.T) {
 		logMu sync.Mutex
 		logs  strings.Builder
 	)
+	home := filepath.Join(root, "home")
 	s := &Supervisor{
-		Layout: l, Binary: penBinary,
+		Layout: l, Binary: penBinary, Home: home,
 		Scan: 50 * time.Millisecond, MinBackoff: 100 * time.Millisecond, MaxBackoff: 400 * time.Millisecond,
 		Stable: time.Second, StopTimeout: 2 * time.Second,
 		Logf: func(f string, a ...any) { logMu.Lock(); fmt.Fprintf(&logs, f+"\n", a...); logMu.Unlock() },
@@ -201,7 +202,18 @@ func TestSupervisor(t *testing.T) {
 	}
 	// The broken service fails, with its reason, and is retried with
 	// back-off.
-	br := waitState(t, s, "broken", Failing, func(st State) bool { return st.Restarts >= 3 })
+	br := waitState(t, s, "broken", Failing, func(st State) bool { return st.Restarts >= 4 })
+	logMu.Lock()
+	var pauses []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.HasPrefix(l, "services: broken:") {
+			pauses = append(pauses, l[strings.LastIndex(l, " ")+1:])
+		}
+	}
+	logMu.Unlock()
+	if len(pauses) < 4 || strings.Join(pauses[:4], " ") != "100ms 200ms 400ms 400ms" {
+		t.Errorf("pauses before the restarts of broken: %v, want 100ms 200ms 400ms 400ms", pauses)
+	}
 	if !strings.Contains(br.LastExit, "pen.cfg:2: not a pen command") {
 		t.Errorf("broken's last exit %q does not give pen's reason", br.LastExit)
 	}
@@ -218,6 +230,9 @@ func TestSupervisor(t *testing.T) {
 	var st config.State
 	if err := json.Unmarshal(out, &st); err != nil {
 		t.Fatalf("state: %v: %s", err, out)
+	}
+	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", web.PID)); err != nil || cwd != home {
+		t.Errorf("web's pen runs in %q (%v), want %s", cwd, err, home)
 	}
 	if st.PID != web.PID || st.Listen != fmt.Sprintf("127.0.0.1:%d", port) || !strings.Contains(st.Config, "address 127.0.0.1 port") {
 		t.Errorf("state of web: %+v", st)

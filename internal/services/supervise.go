@@ -26,7 +26,11 @@ type Supervisor struct {
 	Layout Layout
 	Binary string   // /user/pen
 	Env    []string // added to every pen's environment (firmware state)
-	Logf   func(format string, args ...any)
+	// Home, if set, is every pen's $HOME and working directory, made if
+	// missing (/perm/home/pen, as gokrazy's supervisor gave pen), so that
+	// relative file names in a configuration mean what they meant.
+	Home string
+	Logf func(format string, args ...any)
 	// Stdout and Stderr receive the pens' output (the console); nil
 	// discards it. The last lines of standard error are also kept for
 	// State.LastExit.
@@ -215,6 +219,12 @@ func (s *Supervisor) loop(ctx context.Context, p *proc) {
 			cmd.Stdout = s.Stdout
 		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if s.Home != "" {
+			if err := os.MkdirAll(s.Home, 0o755); err == nil {
+				cmd.Dir = s.Home
+				cmd.Env = append(cmd.Env, "HOME="+s.Home)
+			}
+		}
 		err := cmd.Start()
 		if err == nil {
 			s.set(p, func(st *State) {

@@ -17,7 +17,7 @@ func FuzzExec(f *testing.F) {
 		"no acl 1", "blacklist 5", "tracking 10", "tarpit_acl -1", "tcp_fastclose up",
 		"listen [::1]:8080", "emergency_server 127.0.0.1:99", "no server 0", "source 10.0.0.1",
 		"ssl_option no_tlsv1", "log 127.0.0.1:514", "idle_timeout 5\r\n", "server 3 blacklist 0",
-		"recent 60", "status", "servers", "mode", "pid", "# comment", "no",
+		"recent 60", "status", "servers", "mode", "pid", "state", "state x", "# comment", "no",
 		"web_stats /x/\xff\x00x", "ssl_cert a\x01b", "log x\x7f", "ssl_ciphers A\u0085B", "server 0 address /s\x00",
 		"dsr_if eth\x000", "ssl_ciphers HIGH:\t!aNULL\v",
 	} {
