@@ -46,6 +46,12 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+func (b *lockedBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Reset()
+}
+
 func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -57,6 +63,9 @@ func (b *lockedBuffer) String() string {
 type updateVM struct {
 	t                   *testing.T
 	args                []string
+	qemu                string
+	cmd                 *exec.Cmd
+	runs                int
 	serial              string
 	out                 *lockedBuffer
 	exited              chan error
@@ -65,16 +74,16 @@ type updateVM struct {
 }
 
 // bootForUpdate boots the image img of board (pc: OVMF; arm64: qemu's virt
-// machine with QEMU_EFI.fd) in qemu under software emulation, with
-// -snapshot: the file stays as it is, and what the guest writes (an
-// update, /perm) lives as long as the qemu process, across reboots.
+// machine with QEMU_EFI.fd) in qemu under software emulation, from a
+// writable sparse copy of img, so that the VM can lose its power (powerCut)
+// and be started again on the same disk and ports.
 func bootForUpdate(t *testing.T, board, img string) *updateVM {
 	socat := testenv.NeedProgram(t, "socat", "socat")
-	var qemu string
 	var machine []string
+	v := &updateVM{t: t, out: new(lockedBuffer), backendToken: "pen-appliance update test " + GeneratePassword()}
 	switch board {
 	case "pc":
-		qemu = testenv.NeedProgram(t, "qemu-system-x86_64", "qemu-system-x86")
+		v.qemu = testenv.NeedProgram(t, "qemu-system-x86_64", "qemu-system-x86")
 		const code, vars = "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
 		testenv.NeedFile(t, code, "ovmf")
 		testenv.NeedFile(t, vars, "ovmf")
@@ -92,15 +101,19 @@ func bootForUpdate(t *testing.T, board, img string) *updateVM {
 			"-drive", "if=pflash,format=raw,unit=1,file=" + varsCopy,
 		}
 	case "arm64":
-		qemu = testenv.NeedProgram(t, "qemu-system-aarch64", "qemu-system-arm")
+		v.qemu = testenv.NeedProgram(t, "qemu-system-aarch64", "qemu-system-arm")
 		const firmware = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"
 		testenv.NeedFile(t, firmware, "qemu-efi-aarch64")
 		machine = []string{"-machine", "virt", "-cpu", "cortex-a72", "-bios", firmware}
 	default:
 		t.Fatalf("no VM for board %s", board)
 	}
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk.img")
+	if out, err := exec.Command("cp", "--sparse=always", img, disk).CombinedOutput(); err != nil {
+		t.Fatalf("copying the image: %v %s", err, out)
+	}
 
-	v := &updateVM{t: t, out: new(lockedBuffer), exited: make(chan error, 1), backendToken: "pen-appliance update test " + GeneratePassword()}
 	backend, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -118,28 +131,54 @@ func bootForUpdate(t *testing.T, board, img string) *updateVM {
 		"guestfwd=tcp:%s:%d-cmd:%s - TCP:%s",
 		v.pen, v.gokrazy, GokrazyHTTPPort, v.admin,
 		guestBackendAddr, guestBackendPort, socat, backend.Addr())
-	v.serial = filepath.Join(t.TempDir(), "serial.log")
+	v.serial = filepath.Join(dir, "serial.log")
 	v.args = append(machine,
 		"-m", "1024", "-smp", "2",
 		"-nographic", "-nodefaults", "-monitor", "none",
 		"-serial", "file:"+v.serial,
-		"-snapshot",
-		"-drive", "file="+img+",format=raw,if=virtio",
+		"-drive", "file="+disk+",format=raw,if=virtio",
 		"-netdev", netdev,
 		"-device", "virtio-net-pci,netdev=n0",
 	)
-	cmd := exec.Command(qemu, v.args...)
+	t.Cleanup(v.stop)
+	v.start()
+	return v
+}
+
+// start runs qemu; a previous run's serial console is kept as
+// serial.log.N.
+func (v *updateVM) start() {
+	v.t.Helper()
+	if _, err := os.Stat(v.serial); err == nil {
+		v.runs++
+		os.Rename(v.serial, fmt.Sprintf("%s.%d", v.serial, v.runs))
+	}
+	cmd := exec.Command(v.qemu, v.args...)
 	cmd.Stdout, cmd.Stderr = v.out, v.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		v.t.Fatal(err)
 	}
+	v.cmd = cmd
+	v.exited = make(chan error, 1)
 	go func() { v.exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-v.exited
-	})
-	return v
+}
+
+// stop kills qemu (and its socat children) at once, as a power cut would.
+func (v *updateVM) stop() {
+	if v.cmd == nil {
+		return
+	}
+	syscall.Kill(-v.cmd.Process.Pid, syscall.SIGKILL)
+	<-v.exited
+	v.cmd = nil
+}
+
+// powerCut kills qemu and starts it again on the same disk and ports.
+func (v *updateVM) powerCut() {
+	v.t.Helper()
+	v.stop()
+	v.start()
 }
 
 func (v *updateVM) diagnose() string {
@@ -278,8 +317,11 @@ func (v *updateVM) adminConfig(c *http.Client) (string, error) {
 // v1, boot it, add a server in the admin UI, then have penimage build v2
 // for the appliance's hostname and push it. The VM must come back on v2
 // with the added server, the same admin certificate and the same password.
-// Then an update to a build whose pen fails must end in the appliance's
-// rollback to v2, which penimage reports with exit status 1.
+// The pc test first cuts the VM's power during the root upload (v1 must
+// boot and serve) and, in the update that follows, right after the switch
+// (v2 must boot, and penimage report it). Then an update to a build whose
+// pen fails must end in the appliance's rollback to v2, which penimage
+// reports with exit status 1.
 func TestUpdatePC(t *testing.T) { testUpdate(t, "pc") }
 
 // TestUpdateARM64 is TestUpdatePC for the arm64 board on qemu's virt
@@ -346,12 +388,64 @@ func testUpdate(t *testing.T, board string) {
 	}
 
 	// The update, as a user runs it.
-	cmd := exec.Command(penimage, "update", "-board", board, "-target", fmt.Sprintf("http://127.0.0.1:%d", v.gokrazy),
-		"-password-file", pwFile, "-version", "v2-update-test", "-watch", "10s")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	updateArgs := []string{"update", "-board", board, "-target", fmt.Sprintf("http://127.0.0.1:%d", v.gokrazy),
+		"-password-file", pwFile, "-version", "v2-update-test", "-watch", "10s"}
+	var stdout, stderr lockedBuffer
+	// runUntil runs penimage with args; when its progress shows marker, it
+	// cuts the VM's power after delay (unless delay < 0) and starts it
+	// again. It returns when penimage exits.
+	runUntil := func(args []string, marker string, delay time.Duration) error {
+		stdout.Reset()
+		stderr.Reset()
+		cmd := exec.Command(penimage, args...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		if delay < 0 {
+			return <-done
+		}
+		for !strings.Contains(stderr.String(), marker) {
+			select {
+			case err := <-done:
+				t.Fatalf("penimage exited (%v) before %q:\n%s%s", err, marker, stderr.String(), stdout.String())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		time.Sleep(delay)
+		v.powerCut()
+		t.Logf("power cut %v after %q", delay, marker)
+		return <-done
+	}
+	if board == "pc" {
+		// A power cut during the root upload: the update fails without a
+		// switch, and v1 boots and serves.
+		err := runUntil(updateArgs, "uploading root: ", 200*time.Millisecond)
+		if err == nil || !strings.Contains(stderr.String(), "nothing was switched") {
+			t.Fatalf("penimage update with a power cut during the root upload: %v\n%s%s", err, stderr.String(), stdout.String())
+		}
+		t.Logf("penimage update with a power cut during the root upload: %v\n%s", err, stderr.String())
+		v.waitFor("v1 after the power cut during the upload", 4*time.Minute, func() error {
+			_, build, err := v.status()
+			if err == nil && build != buildTimestamp(v1Time) {
+				t.Fatalf("after a power cut during the root upload the VM runs build %s, not v1's %s", build, buildTimestamp(v1Time))
+			}
+			return err
+		})
+		v.waitFor("pen on v1 after the power cut", time.Minute, v.penAnswers)
+	}
 	updateStart := time.Now()
-	if err := cmd.Run(); err != nil {
+	if board == "pc" {
+		// A power cut right after the switch, while the appliance stops
+		// its services to reboot: it boots v2, and penimage, still
+		// polling, sees it and reports the update.
+		err = runUntil(updateArgs, "switched to the new root partition", 0)
+	} else {
+		err = runUntil(updateArgs, "", -1)
+	}
+	if err != nil {
 		t.Fatalf("penimage update: %v\nstdout:\n%s\nstderr:\n%s\n%s", err, stdout.String(), stderr.String(), v.diagnose())
 	}
 	took := time.Since(updateStart)
@@ -403,13 +497,9 @@ func testUpdate(t *testing.T, board string) {
 	}); err != nil {
 		t.Fatalf("building v3: %v", err)
 	}
-	cmd = exec.Command(penimage, "update", "-target", fmt.Sprintf("http://127.0.0.1:%d", v.gokrazy),
-		"-password-file", pwFile, "-image", v3)
-	stdout.Reset()
-	stderr.Reset()
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	updateStart = time.Now()
-	err = cmd.Run()
+	err = runUntil([]string{"update", "-target", fmt.Sprintf("http://127.0.0.1:%d", v.gokrazy),
+		"-password-file", pwFile, "-image", v3}, "", -1)
 	t.Logf("penimage update to the broken v3 took %.1fs:\n%s%s", time.Since(updateStart).Seconds(), stderr.String(), stdout.String())
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("penimage update to the broken v3: %v; want exit status 1\n%s", err, v.diagnose())

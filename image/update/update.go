@@ -442,7 +442,9 @@ func Update(ctx context.Context, t *Target, img *Image, opts Options) (*Result, 
 	fmt.Fprintln(out, "switched to the new root partition; rebooting")
 	rebooted := time.Now()
 	if err := t.Reboot(ctx, opts.Kexec); err != nil {
-		return nil, err
+		// The switch is done: the next boot, whatever causes it, runs
+		// the new build. Wait for it all the same.
+		fmt.Fprintf(out, "the reboot request failed (%v); waiting for the appliance anyway\n", err)
 	}
 	after, err := wait(ctx, t, before.BuildTimestamp, img.BuildTimestamp, opts, out)
 	res.Rebooted = time.Since(rebooted)
