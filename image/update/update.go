@@ -349,7 +349,7 @@ type Result struct {
 	// device does not report pen's version).
 	Version string
 	// Uploaded is the time taken by the uploads, Rebooted the time from
-	// the reboot request to the new build answering.
+	// the reboot request to the end of the wait (Options.Watch included).
 	Uploaded, Rebooted time.Duration
 }
 
@@ -364,7 +364,7 @@ func CheckImage(st *Status, img *Image) error {
 		return fmt.Errorf("the appliance is called %q, the image was built for %q: the partition GUIDs derive from the hostname, so build with -hostname %s", st.Hostname, img.Hostname, st.Hostname)
 	}
 	if a := st.GOARCH(); a != "" && img.GOARCH != "" && a != img.GOARCH {
-		return fmt.Errorf("the appliance runs a %s kernel (%s), the image is for board %s (%s)", a, st.Kernel, img.Board, img.GOARCH)
+		return fmt.Errorf("the appliance runs an %s kernel (%s), the image is for board %s (%s)", a, st.Kernel, img.Board, img.GOARCH)
 	}
 	if len(img.BoardModels) > 0 {
 		ok := false

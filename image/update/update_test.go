@@ -187,7 +187,7 @@ func TestRefusals(t *testing.T) {
 		want  string
 	}{
 		{"hostname", func(d *fakeDevice, img *Image) { d.hostname = "lb1" }, "build with -hostname lb1"},
-		{"architecture", func(d *fakeDevice, img *Image) { d.kernel = "Linux 6.12.47-v8 (aarch64)" }, "runs a arm64 kernel"},
+		{"architecture", func(d *fakeDevice, img *Image) { d.kernel = "Linux 6.12.47-v8 (aarch64)" }, "runs an arm64 kernel"},
 		{"board", func(d *fakeDevice, img *Image) {
 			d.kernel = "Linux 6.12.47-v8 (aarch64)"
 			d.model = "QEMU KVM Virtual Machine"
