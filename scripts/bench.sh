@@ -14,7 +14,10 @@
 #   tls-keepalive  HTTPS keep-alive with wrk, ECDSA P-256 certificate, pen
 #              and HAProxy terminating TLS with the same certificate
 #   tls-ecdsa  full TLS handshakes, one request each (penbench handshake;
-#              wrk would resume sessions), ECDSA P-256
+#              wrk would resume sessions), ECDSA P-256; the client offers
+#              X25519 and P-256 as wrk does, so that pen and HAProxy (with
+#              OpenSSL 3.0, which has no post-quantum key exchange) do the
+#              same work
 #   tls-rsa    the same with an RSA 2048 certificate
 #   dns        DNS queries/s with dnsperf against dnsmasq, through pen -U
 #

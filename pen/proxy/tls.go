@@ -79,6 +79,10 @@ func (c *fileConn) CloseWrite() error {
 // the front ends the slot through the loop when both directions are done;
 // close N and the idle timeout end the front through closeFromLoop.
 
+// copyBufs holds the fronts' copy buffers: a client that makes one
+// request per connection would otherwise allocate two for each.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
 // tlsFront is the goroutine side of a TLS client.
 type tlsFront struct {
 	loop  *Loop
@@ -224,7 +228,9 @@ func (f *tlsFront) serve() {
 // loop has closed the slot: then the other direction still delivers what
 // the server sent before.
 func (f *tlsFront) copy(dst io.Writer, src io.Reader, fromClient bool) bool {
-	buf := make([]byte, bufSize)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
@@ -386,7 +392,9 @@ func (f *tlsFront) serveDirect() {
 // copyCounting moves bytes from src to dst until src ends, counting them
 // in n; it reports whether src ended cleanly (EOF).
 func (f *tlsFront) copyCounting(dst io.Writer, src io.Reader, n *atomic.Uint64) bool {
-	buf := make([]byte, bufSize)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	for {
 		m, err := src.Read(buf)
 		if m > 0 {

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -562,6 +563,7 @@ func cmdHandshake(ctx context.Context, args []string, _, stderr io.Writer) error
 	rounds := fs.Int("rounds", 3, "rounds over all contenders")
 	dur := fs.Duration("duration", 3*time.Second, "length of a run")
 	conns := fs.Int("conns", 16, "connections in progress at a time")
+	curves := fs.String("curves", "classic", "key exchanges offered: classic (X25519 and P-256, what HAProxy with OpenSSL 3.0 and wrk use) or go (Go's default, post-quantum hybrids first)")
 	want := fs.String("want", "", "text every answer must contain")
 	gap := fs.Duration("gap", 500*time.Millisecond, "pause between runs")
 	backendPID := fs.Int("backend-pid", 0, "the backend's process, for its CPU share")
@@ -575,6 +577,13 @@ func cmdHandshake(ctx context.Context, args []string, _, stderr io.Writer) error
 	}
 	defer closeOut()
 	h := Handshakes{Conns: *conns, Duration: *dur, Want: *want}
+	switch *curves {
+	case "classic":
+		h.Curves = []tls.CurveID{tls.X25519, tls.CurveP256}
+	case "go":
+	default:
+		return fmt.Errorf("-curves %q: want classic or go", *curves)
+	}
 	r := Rounds{
 		Test: *test, Unit: "req/s", Rounds: *rounds, Gap: *gap, Rec: rec, Log: stderr,
 		Check: func(ctx context.Context, c Contender) error {

@@ -21,6 +21,9 @@ type Handshakes struct {
 	Conns    int
 	Duration time.Duration
 	Want     string // text every answer must contain
+	// Curves are the key exchanges the client offers; nil is Go's
+	// default, which puts post-quantum hybrids first.
+	Curves []tls.CurveID
 }
 
 // HandshakeResult is what one run achieved.
@@ -37,16 +40,36 @@ func (r HandshakeResult) PerSec() float64 {
 	return float64(r.Done) / r.Wall.Seconds()
 }
 
+// srcSeq picks the next source address for a loopback target.
+var srcSeq atomic.Uint32
+
+// source returns a local address for a connection to addr: on loopback, one
+// of 127.0.0.2 to 127.0.0.251 in turn, so that thousands of short
+// connections a second do not come back to a 4-tuple whose earlier
+// connection still lingers in TIME_WAIT on the server's side (its SYN would
+// be dropped, and the client would wait seconds to retry).
+func source(addr string) net.Addr {
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+		return nil
+	}
+	n := srcSeq.Add(1)%250 + 2
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(n))}
+}
+
 // One makes one request over a new TLS connection.
 func (h Handshakes) One(ctx context.Context, addr string) error {
 	d := &net.Dialer{Timeout: 5 * time.Second}
+	if a := source(addr); a != nil {
+		d.LocalAddr = a
+	}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err
 	}
 	defer raw.Close()
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
-	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, ServerName: "pen.bench.test"})
+	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, ServerName: "pen.bench.test", CurvePreferences: h.Curves})
 	if err := c.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
