@@ -121,6 +121,10 @@ const overflowJS = `(() => {
     const r = e.getBoundingClientRect();
     if (r.width > 0 && (r.left < 0 || r.right > w)) out.push(e.closest("tr").id + " " + e.textContent.trim() + e.name + " at " + Math.round(r.left) + ".." + Math.round(r.right));
   });
+  if (w > 760) document.querySelectorAll("#server-table tbody tr[id]").forEach(tr => {
+    const st = tr.querySelector("td.state").getBoundingClientRect(), act = tr.querySelector("td.actions").getBoundingClientRect();
+    if (st.right > act.left + 0.5) out.push(tr.id + ": the actions column covers the state column (" + Math.round(st.right) + " > " + Math.round(act.left) + ")");
+  });
   document.querySelectorAll("header nav a").forEach(e => {
     const r = e.getBoundingClientRect();
     if (r.left < 0 || r.right > w) out.push("menu item " + e.textContent + " at " + Math.round(r.left) + ".." + Math.round(r.right));
@@ -157,6 +161,9 @@ func TestResponsive(t *testing.T) {
 	b0, _ := backend(t, 0)
 	h.exec("server 0 address 127.0.0.1 port " + b0)
 	h.exec("server 1 blacklist 3000") // the long state label
+	h.exec("check 0 tcp 1")
+	h.exec("name server 0 web-1 rack A")
+	h.exec("name acl 2 office network")
 	h.exec("acl 2 permit 192.168.100.0 255.255.255.0")
 	h.exec("acl 2 deny 2001:db8:1234:5678::/64")
 	var lastErr error
@@ -167,6 +174,8 @@ func TestResponsive(t *testing.T) {
 	for i := 2; i < 5; i++ { // servers nobody connects to
 		h.exec(fmt.Sprintf("server %d address 10.0.0.%d port 8080 max 100 hard 200 weight 5 prio 2", i, i))
 	}
+	h.exec("server 3 drain 1")
+	h.exec("name server 3 being replaced")
 	h.s.sampler.Start()
 	t.Cleanup(h.s.sampler.Stop)
 	b := newBrowserSession(t, h)
@@ -198,8 +207,11 @@ func TestResponsive(t *testing.T) {
 	if s := eval[string](b, `document.querySelector("#server-2 td.state").textContent`); !strings.Contains(s, "no failures yet") {
 		t.Errorf("an unused server's state: %q", s)
 	}
-	if s := eval[string](b, `document.querySelector("#server-0 td.state").textContent`); !strings.Contains(s, "up") || !strings.Contains(s, "for ") {
+	if s := eval[string](b, `document.querySelector("#server-0 td.state").textContent`); !strings.Contains(s, "up") || !strings.Contains(s, "for ") || !strings.Contains(s, "check passed") {
 		t.Errorf("server 0's state: %q", s)
+	}
+	if s := eval[string](b, `document.querySelector("#server-3 td.state").textContent`); !strings.Contains(s, "drained (empty)") {
+		t.Errorf("server 3's state: %q", s)
 	}
 
 	// Accessibility.
