@@ -40,29 +40,9 @@ func (r HandshakeResult) PerSec() float64 {
 	return float64(r.Done) / r.Wall.Seconds()
 }
 
-// srcSeq picks the next source address for a loopback target.
-var srcSeq atomic.Uint32
-
-// source returns a local address for a connection to addr: on loopback, one
-// of 127.0.0.2 to 127.0.0.251 in turn, so that thousands of short
-// connections a second do not come back to a 4-tuple whose earlier
-// connection still lingers in TIME_WAIT on the server's side (its SYN would
-// be dropped, and the client would wait seconds to retry).
-func source(addr string) net.Addr {
-	host, _, err := net.SplitHostPort(addr)
-	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() || ip.To4() == nil {
-		return nil
-	}
-	n := srcSeq.Add(1)%250 + 2
-	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(n))}
-}
-
 // One makes one request over a new TLS connection.
 func (h Handshakes) One(ctx context.Context, addr string) error {
 	d := &net.Dialer{Timeout: 5 * time.Second}
-	if a := source(addr); a != nil {
-		d.LocalAddr = a
-	}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err
