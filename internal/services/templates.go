@@ -66,7 +66,7 @@ func (l Layout) Render(t Template, name string, p Params) (string, error) {
 		dir := filepath.Join(l.ServiceDir(name), CertDir)
 		fmt.Fprintf(&b, "listen %d\nhttp\nssl_cert %s\nssl_key %s\n", p.Port, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
 	case "dns":
-		fmt.Fprintf(&b, "udp\nlisten %d\ntimeout 5\n", p.Port)
+		fmt.Fprintf(&b, "udp\nlisten %d\n", p.Port)
 	case "tcp":
 		fmt.Fprintf(&b, "listen %d\n", p.Port)
 	case "dsr":
