@@ -174,8 +174,19 @@ func (f *form) FieldErrors() []fieldError {
 // Count is the number of errors.
 func (f *form) Count() int { return len(f.Errors) }
 
+// settingLabels name the settings form's fields as the page does.
+var settingLabels = map[string]string{
+	"mode": "selection mode", "blacklist": "blacklist time", "timeout": "connect timeout", "tracking": "client tracking",
+	"idle_timeout": "idle timeout", "conn_max": "connections (conn_max)", "clients_max": "tracked clients (clients_max)",
+	"pending_max": "connects in progress (pending_max)",
+}
+
 func fieldLabel(id, field string) string {
 	switch {
+	case id == "settings" && settingLabels[field] != "":
+		return settingLabels[field]
+	case id == "bulk":
+		return "selected servers, " + field
 	case strings.HasPrefix(id, "edit-"):
 		return "server " + strings.TrimPrefix(id, "edit-") + ", " + field
 	case strings.HasPrefix(id, "bl-"):
