@@ -46,7 +46,96 @@ type servicesUI struct {
 	mu      sync.Mutex
 	mirrors map[string]*mirrorEntry
 	pending map[string]*pendingUploads // uploads waiting for confirmation, per service
+	live    map[string]*serviceLive    // the chart's samples and the servers' history, per service opened
 }
+
+// serviceLive keeps what a service's dashboard and servers page show over
+// time (the live chart, when each server entered its state), sampled from
+// the service's pen from the first time its pages are opened until the
+// service is removed or renamed.
+type serviceLive struct {
+	sampler *Sampler
+	hist    *history
+}
+
+// liveOf returns service name's samples, starting them if needed.
+func (u *servicesUI) liveOf(name string) *serviceLive {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if l := u.live[name]; l != nil {
+		return l
+	}
+	src := &liveSource{u: u, name: name}
+	l := &serviceLive{sampler: NewSampler(src, src, SampleInterval, SampleWindow), hist: newHistory()}
+	l.sampler.observe = l.hist.observe
+	l.sampler.Start()
+	if u.live == nil {
+		u.live = map[string]*serviceLive{}
+	}
+	u.live[name] = l
+	return l
+}
+
+// forget stops following service name (removed or renamed).
+func (u *servicesUI) forget(name string) {
+	u.mu.Lock()
+	l := u.live[name]
+	delete(u.live, name)
+	delete(u.mirrors, name)
+	delete(u.pending, name)
+	u.mu.Unlock()
+	if l != nil {
+		l.sampler.Stop()
+	}
+}
+
+// liveSource is a service's pen as the sampler reads it: the servers'
+// counters from its state reply, the configuration from the copy the
+// pages were made from.
+type liveSource struct {
+	u    *servicesUI
+	name string
+
+	mu   sync.Mutex
+	last *remoteStatus
+}
+
+func (l *liveSource) fetch() *remoteStatus {
+	st, err := l.u.fetch(l.name)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil {
+		l.last = st
+		if _, err := l.u.mirrorOf(l.name, st); err != nil {
+			l.last = nil
+		}
+	}
+	return l.last
+}
+
+func (l *liveSource) Config() *config.Config {
+	l.u.mu.Lock()
+	defer l.u.mu.Unlock()
+	if m := l.u.mirrors[l.name]; m != nil {
+		return m.in.Config()
+	}
+	return config.Default()
+}
+
+func (l *liveSource) ChangesBy() map[config.Origin]uint64 { return nil }
+
+func (l *liveSource) Servers() []config.ServerState {
+	if st := l.fetch(); st != nil {
+		return st.Runtime.Servers
+	}
+	return nil
+}
+
+func (l *liveSource) SpecialStates() (*config.ServerState, *config.ServerState) { return nil, nil }
+func (l *liveSource) TrackedClients() int                                       { return 0 }
+func (l *liveSource) ACLDenied(int) uint64                                      { return 0 }
+func (l *liveSource) Stats() proxy.Stats                                        { return proxy.Stats{} }
+func (l *liveSource) Serving() bool                                             { return true }
 
 // pendingOf is the store of uploads waiting for confirmation of service
 // name.
@@ -223,6 +312,8 @@ func (s *Server) serviceServer(name string) (*Server, error) {
 	sub.pages = s.pages
 	sub.service = name
 	sub.pending = s.svc.pendingOf(name)
+	live := s.svc.liveOf(name)
+	sub.sampler, sub.hist = live.sampler, live.hist
 	sub.remote = func(lines []string) error { return s.svc.exec(name, lines) }
 	return sub, nil
 }
@@ -571,6 +662,7 @@ func (s *Server) serviceRemove(w http.ResponseWriter, r *http.Request, x *sessio
 		s.servicesView(w, r, x, http.StatusBadRequest, f)
 		return
 	}
+	s.svc.forget(name)
 	if s.selectedName(r) == name {
 		http.SetCookie(w, &http.Cookie{Name: serviceCookie, Path: "/", MaxAge: -1})
 	}
@@ -597,6 +689,7 @@ func (s *Server) serviceRename(w http.ResponseWriter, r *http.Request, x *sessio
 		s.servicesView(w, r, x, http.StatusBadRequest, f)
 		return
 	}
+	s.svc.forget(name)
 	if s.selectedName(r) == name {
 		http.SetCookie(w, &http.Cookie{Name: serviceCookie, Value: to, Path: "/", HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 	}

@@ -3,6 +3,7 @@ package webui
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -206,6 +207,21 @@ func TestServices(t *testing.T) {
 	}
 	waitBanner(t, port, "backend ")
 
+	// The live chart's samples come from web's pen.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := h.get("/api/samples")
+		var sm Samples
+		json.Unmarshal([]byte(r.body), &sm)
+		if len(sm.Times) >= 2 && len(sm.Servers) == 2 && sm.Servers[0].Address != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("web's samples: HTTP %d %s", r.code, r.body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
 	// The services page: state, listener, connections and traffic.
 	r = h.get("/services")
 	contains(t, "services page", r.body, `id="service-web" data-state="running"`, fmt.Sprintf("%d", port),
@@ -278,7 +294,7 @@ func TestServices(t *testing.T) {
 	if _, err := os.Stat(env.layout.ServiceDir("www")); err == nil {
 		t.Error("www's directory is still there")
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for {
 		if _, err := banner(port); err != nil {
 			break
