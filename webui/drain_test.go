@@ -222,4 +222,5 @@ func TestHealthCheckPage(t *testing.T) {
 	}
 	contains(t, "/metrics", h.get("/metrics").body, `pen_server_up{address="127.0.0.1:`+closedPort+`",server="1"} 0`, `pen_server_up{address="127.0.0.1:`+b0+`",server="0"} 1`)
 	contains(t, "download", h.get("/config/download").body, "check 0 tcp 1\n", "check 1 http /health 200 1\n")
+	contains(t, "dashboard", h.get("/").body, "down: check failed (connect: connection refused)")
 }

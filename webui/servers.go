@@ -74,6 +74,10 @@ func row(slot string, i int, s config.Server, st config.ServerState, now time.Ti
 func (r serverRow) StateText() string {
 	switch r.State {
 	case "blacklisted":
+		if r.Check != "" && r.CheckDone && !r.CheckOK {
+			// The check blacklists it again at every failed probe.
+			return "down: check failed (" + r.CheckErr + ")"
+		}
 		return fmt.Sprintf("blacklisted %s (until %s)", humanDuration(r.Left), r.Until.Format("15:04:05"))
 	case "untried":
 		return "no failures yet"

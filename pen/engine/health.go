@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -254,10 +255,14 @@ func probe(s config.Server, chk config.Check, timeout time.Duration, stop <-chan
 	return nil
 }
 
-// unwrapOp drops the "dial tcp 1.2.3.4:80:" prefix of a net.OpError.
+// unwrapOp drops the "dial tcp 1.2.3.4:80: connect:" prefixes of a
+// net.OpError, leaving the reason ("connection refused").
 func unwrapOp(err error) error {
 	if oe, ok := err.(*net.OpError); ok && oe.Err != nil {
-		return oe.Err
+		err = oe.Err
+	}
+	if se, ok := err.(*os.SyscallError); ok && se.Err != nil {
+		err = se.Err
 	}
 	return err
 }
