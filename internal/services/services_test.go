@@ -223,7 +223,7 @@ func TestSupervisor(t *testing.T) {
 	}
 
 	// The control socket answers the state command.
-	out, err := control.Request(l.Control("web"), "state", 3*time.Second)
+	out, err := ask(l.Control("web"), "state")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +278,7 @@ func TestSupervisor(t *testing.T) {
 	if err := processGone(started.PID); err != nil {
 		t.Error(err)
 	}
-	if _, err := control.Request(l.Control("www"), "pid", 3*time.Second); err != nil {
+	if _, err := ask(l.Control("www"), "pid"); err != nil {
 		t.Errorf("www's control socket: %v", err)
 	}
 
@@ -308,4 +308,17 @@ func processGone(pid int) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("process %d still runs", pid)
+}
+
+// ask sends a command to a control socket, waiting up to 5 s for a pen
+// that has just started to open it.
+func ask(socket, command string) ([]byte, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, err := control.Request(socket, command, 3*time.Second)
+		if err == nil || time.Now().After(deadline) {
+			return out, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
