@@ -462,6 +462,22 @@ func (s *Server) serviceRows() ([]serviceRow, error) {
 	return rows, nil
 }
 
+// Pill is the state's colour class in the style sheet.
+func (r serviceRow) Pill() string {
+	switch r.State {
+	case services.Running:
+		if r.Error != "" || !r.Serving {
+			return "warn"
+		}
+		return "up"
+	case services.Failing:
+		return "down"
+	case services.Stopped:
+		return "unused"
+	}
+	return "untried"
+}
+
 // StateText is the state with how long and why.
 func (r serviceRow) StateText() string {
 	switch r.State {
