@@ -70,6 +70,11 @@ func (h Handshakes) One(ctx context.Context, addr string) error {
 func (h Handshakes) Run(ctx context.Context, addr string) (HandshakeResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.Duration)
 	defer cancel()
+	// The context's own timer may fire late on a busy machine, while a
+	// dial already fails for the deadline: past the end, a failure is
+	// the run's end, not an error.
+	end, _ := ctx.Deadline()
+	over := func() bool { return ctx.Err() != nil || !time.Now().Before(end) }
 	var done, errs atomic.Int64
 	var first atomic.Value
 	var wg sync.WaitGroup
@@ -78,9 +83,9 @@ func (h Handshakes) Run(ctx context.Context, addr string) (HandshakeResult, erro
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil {
+			for !over() {
 				if err := h.One(ctx, addr); err != nil {
-					if ctx.Err() != nil {
+					if over() {
 						return
 					}
 					errs.Add(1)
