@@ -129,7 +129,7 @@ func TestServicesBrowser(t *testing.T) {
 		t.Fatalf("after adding: %q", got)
 	}
 	poll("the new service running", "/services", `!!document.querySelector('#service-secure[data-state="running"]')`)
-	if got := text("#service-secure .listen"); got != strconv.Itoa(port) {
+	if got := text("#service-secure .svc-listen"); got != strconv.Itoa(port) {
 		t.Errorf("listener shown %q, want %d", got, port)
 	}
 
@@ -203,7 +203,27 @@ func TestServicesBrowser(t *testing.T) {
 	poll("traffic on the dashboard", "/",
 		`(() => { const r = document.querySelector('#summary-secure'); return !!r && parseInt(r.cells[4].textContent) > 2 && !r.cells[5].textContent.startsWith("0 B /"); })()`)
 	poll("traffic on the services page", "/services",
-		`parseInt(document.querySelector('#service-secure .accepted').textContent) > 2`)
+		`parseInt(document.querySelector('#service-secure .svc-accepted').textContent) > 2`)
+	shot := func(name string) {
+		t.Helper()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(screenshotDir(t), name)
+		if err := os.WriteFile(p, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", p)
+	}
+	shot("services.png")
+	// The service's own dashboard draws its live chart from its pen.
+	do("the service's dashboard", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("chart-conns")))
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelectorAll("#chart-bytes polyline").length >= 1`,
+		chromedp.WithPollingInterval(200*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		t.Errorf("the service's live chart: %v", err)
+	}
+	shot("service-dashboard.png")
 	errMu.Lock()
 	if tlsErr != nil {
 		t.Errorf("a TLS client: %v", tlsErr)
@@ -212,6 +232,7 @@ func TestServicesBrowser(t *testing.T) {
 
 	// Remove it.
 	do("remove the service",
+		chromedp.Navigate(base+"/services"),
 		chromedp.Click(chromedp.ID("remove-secure")),
 		chromedp.WaitVisible(chromedp.CSS(".flash.ok")),
 	)
