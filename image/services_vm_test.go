@@ -278,6 +278,12 @@ func TestServicesPC(t *testing.T) {
 		}
 	}
 	waitFor("the HTTPS service running", 30*time.Second, running("https"))
+	waitFor("the HTTPS service's pen answering", 30*time.Second, func() error {
+		if code, body := request("GET", "/healthz/https", "", nil); code != http.StatusOK {
+			return fmt.Errorf("/healthz/https: HTTP %d %s", code, body)
+		}
+		return nil
+	})
 	if code, _ := request("GET", "/services/open/https", "", nil); code != http.StatusSeeOther {
 		t.Fatalf("opening https: HTTP %d", code)
 	}
