@@ -128,7 +128,8 @@ func TestServicesBrowser(t *testing.T) {
 	if got := text(".flash.ok"); !strings.Contains(got, "Service secure added") {
 		t.Fatalf("after adding: %q", got)
 	}
-	poll("the new service running", "/services", `!!document.querySelector('#service-secure[data-state="running"]')`)
+	poll("the new service running and answering", "/services",
+		`!!document.querySelector('#service-secure[data-state="running"]') && document.querySelector('#service-secure .svc-listen').textContent.trim() != ""`)
 	if got := text("#service-secure .svc-listen"); got != strconv.Itoa(port) {
 		t.Errorf("listener shown %q, want %d", got, port)
 	}
