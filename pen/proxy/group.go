@@ -38,9 +38,20 @@ const MaxLoops = config.MaxLoops
 // binds the address once without it, which fails when anyone else holds
 // the port (with or without SO_REUSEPORT), and closes that probe.
 //
-// Fewer loops at run time: the loops beyond the number close their
-// listeners and serve their connections until these end; more loops: new
-// ones start, and every listener is bound again.
+// More loops at run time: new loops bind listeners that join the group.
+// Fewer: a classic BPF program on the group (SO_ATTACH_REUSEPORT_CBPF)
+// gives new clients to the first listeners only, and the loops beyond the
+// number hand out what is queued on theirs, close it, and serve their
+// connections until these end.
+//
+// Why listeners of their own rather than one listener shared with
+// EPOLLEXCLUSIVE: with SO_REUSEPORT the kernel places each client on a
+// loop by its address hash before any loop wakes, so a loop that accepts
+// a burst (multi_accept) takes only its share of it, and a loop that
+// pauses its listener (pending_max, descriptors) leaves the others'
+// clients alone; EPOLLEXCLUSIVE wakes whichever loop waits, which then
+// accepts the whole queue, and it forbids EPOLL_CTL_MOD, which pauses
+// and resumes the listener. Only SO_REUSEPORT was built and measured.
 type Group struct {
 	tb    *balance.Table
 	log   *diag.Logger
