@@ -78,6 +78,13 @@ docs/COMPATIBILITY.md and docs/ADMIN.md):
   autowrite                    write every change back to the -F file
   transparent_table N, transparent_priority N
                                where transparent mode's policy routing goes
+  loops N                      event loops (0: one per CPU, the default)
+  kernel_relay, no kernel_relay
+                               hand quiet plain TCP connections to the kernel
+  server N drain 1|0           no new clients for server N; open ones finish
+  check N tcp|http ...         active health check of server N; no check N
+  name server|acl N TEXT       a note shown by the admin UI; no name ...
+  state                        the running state as JSON (admin UI, services)
 
 example:
   pen smtp mailhost1:smtp mailhost2:25 mailhost3
