@@ -109,3 +109,45 @@ func TestLocalAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthFollowsServicePID: with services, the trial watches the pen of
+// service main that the supervisor reports (PID), not the first pen found
+// in /proc, so that another service's pen restarting in a loop neither
+// hides main's restarts nor counts against it.
+func TestHealthFollowsServicePID(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	cfg := filepath.Join(dir, "pen.cfg")
+	os.WriteFile(cfg, []byte("listen "+ln.Addr().String()+"\n"), 0o644)
+	pid, pidErr := 100, error(nil)
+	h := &Health{Config: cfg, Binary: "/user/pen", ProcDir: filepath.Join(dir, "no-proc"),
+		PID: func() (int, error) { return pid, pidErr }}
+	ctx := context.Background()
+	if err := h.Probe(ctx); err == nil || !strings.Contains(err.Error(), "watching it") {
+		t.Errorf("first probe: %v", err)
+	}
+	if err := h.Probe(ctx); err != nil {
+		t.Errorf("second probe of the same pen: %v", err)
+	}
+	pid = 101
+	if err := h.Probe(ctx); err == nil || !strings.Contains(err.Error(), "restarted") {
+		t.Errorf("after main's pen restarted: %v", err)
+	}
+	pidErr = fmt.Errorf("service main: pen is not running")
+	if err := h.Probe(ctx); err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Errorf("while main fails: %v", err)
+	}
+}
