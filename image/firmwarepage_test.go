@@ -15,8 +15,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/pen-lb/pen-appliance/internal/firmware"
 	"github.com/pen-lb/pen-appliance/boards"
+	"github.com/pen-lb/pen-appliance/internal/firmware"
 	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
@@ -94,13 +94,22 @@ func TestFirmwarePagePC(t *testing.T) {
 			t.Fatalf("%s: %v\n%s", what, err, vm.diagnose())
 		}
 	}
+	// text reads an element's text. Chromium may renumber the page's nodes
+	// between chromedp's query and its read (the page polls and updates
+	// itself), which fails the read with "No node with given id found":
+	// that is asked again, a few times.
 	text := func(sel string) string {
 		t.Helper()
-		s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
+		var err error
+		for range 5 {
+			var s string
+			if s, err = chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel))); err == nil {
+				return s
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		return s
+		t.Fatalf("text of %s: %v", sel, err)
+		return ""
 	}
 	login := func() {
 		do("log in", 30*time.Second,

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pen-lb/pen-appliance/internal/firmware"
 	"github.com/pen-lb/pen-appliance/image/internal/partition"
+	"github.com/pen-lb/pen-appliance/internal/firmware"
 	"github.com/pen-lb/pen-appliance/internal/testenv"
 )
 
