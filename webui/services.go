@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -710,6 +711,32 @@ func (s *Server) serviceRename(w http.ResponseWriter, r *http.Request, x *sessio
 		http.SetCookie(w, &http.Cookie{Name: serviceCookie, Value: to, Path: "/", HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 	}
 	s.serviceDone(w, r, x, "Service "+name+" renamed to "+to+"; its pen restarts under the new name.")
+}
+
+// healthLines adds one line per service to /healthz on the appliance
+// ("service NAME: running", "failing", "stopped"), as the supervisor last
+// reported them; /healthz/NAME asks the service's pen itself. The status
+// code of /healthz stays that of the UI's own pen: the trial boot and a
+// monitor of the appliance ask whether the admin UI's pen serves, and a
+// service stopped on purpose must not fail them. Nothing here waits for a
+// pen. u is nil for a pen that runs no services.
+func (u *servicesUI) healthLines(w io.Writer) {
+	if u == nil {
+		return
+	}
+	states, err := u.layout.ReadStates()
+	if err != nil {
+		fmt.Fprintf(w, "services: unknown (%v)\n", err)
+		return
+	}
+	names := make([]string, 0, len(states))
+	for name := range states {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		fmt.Fprintf(w, "service %s: %s\n", name, states[name].State)
+	}
 }
 
 // serviceHealthz is /healthz/NAME: 200 when service NAME's pen runs and

@@ -250,7 +250,10 @@ func TestServices(t *testing.T) {
 		expfmt.MetricFamilyToText(&text, f)
 	}
 	contains(t, "/metrics", text.String(), `service="web"`, `service="main"`, `address="127.0.0.1:`+p1+`"`, "go_goroutines")
-	// /healthz per service.
+	// /healthz per service, and every service's state on /healthz.
+	if r := h.get("/healthz"); r.code != http.StatusOK || !strings.Contains(r.body, "service web: running\n") || !strings.Contains(r.body, "service broken: failing\n") {
+		t.Errorf("/healthz: HTTP %d %q", r.code, r.body)
+	}
 	if r := h.get("/healthz/web"); r.code != http.StatusOK {
 		t.Errorf("/healthz/web: HTTP %d %s", r.code, r.body)
 	}

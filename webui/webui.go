@@ -283,7 +283,9 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	if s.state == nil || !s.state.Serving() {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte("not serving\n"))
+		s.svc.healthLines(w)
 		return
 	}
 	w.Write([]byte("ok\n"))
+	s.svc.healthLines(w)
 }
