@@ -44,6 +44,8 @@ type Engine struct {
 	tlsCfg   *tls.Config
 	// rt installs the policy routing of transparent mode.
 	rt routing
+	// dsr forwards frames instead of proxying when dsr_if is set.
+	dsr dsrMode
 
 	// Active health checks (health.go): the checkers, and the
 	// configuration they read, behind hmu.
@@ -60,7 +62,7 @@ func New(log *diag.Logger, ex control.Executor) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{table: tb, loop: loop, log: log, ex: ex, quit: make(chan struct{}), rt: routing{open: openRouter}}, nil
+	return &Engine{table: tb, loop: loop, log: log, ex: ex, quit: make(chan struct{}), rt: routing{open: openRouter}, dsr: dsrMode{table: tb}}, nil
 }
 
 // RefuseControl keeps the control port closed and logs why (Pen will not
@@ -75,15 +77,18 @@ func (e *Engine) RefuseControl(why string) {
 func (e *Engine) Apply(c *config.Config) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if c.DSRIf != "" {
-		return errors.New("direct server return (dsr_if) is not available in this build")
-	}
 	prev := e.cur
 	// Open what can fail first, so that a failure changes nothing.
 	var listen *config.Listen
-	key := fmt.Sprintf("%v|%s", c.UDP, c.Listen)
-	if c.Listen != "" && key != e.listenAt {
-		l, err := config.ParseListen(c.Listen, c.UDP, nil)
+	// With dsr_if the listen address is the VIP, served by frames
+	// (dsr.go), not by a listener.
+	proxyListen := c.Listen
+	if c.DSRIf != "" {
+		proxyListen = ""
+	}
+	key := fmt.Sprintf("%v|%s", c.UDP, proxyListen)
+	if proxyListen != "" && key != e.listenAt {
+		l, err := config.ParseListen(proxyListen, c.UDP, nil)
 		if err != nil {
 			return err
 		}
@@ -133,6 +138,13 @@ func (e *Engine) Apply(c *config.Config) error {
 			}
 		}
 	}
+	if err := e.dsr.apply(c, e.log); err != nil {
+		if ctrl != nil {
+			ctrl.Close()
+		}
+		closeLog(reqlog, e.reqlog)
+		return err
+	}
 	e.table.Configure(c)
 	s := settings(c, reqlog, tlsCfg)
 	// Connections leave from clients' addresses only when the routing
@@ -146,14 +158,17 @@ func (e *Engine) Apply(c *config.Config) error {
 		if prev != nil {
 			e.table.Configure(prev)
 			e.rt.apply(prev, e.log.Printf)
+			e.dsr.apply(prev, e.log)
+		} else {
+			e.dsr.stop()
 		}
 		return err
 	}
-	if c.Listen == "" && e.listenAt != "" {
+	if proxyListen == "" && e.listenAt != "" {
 		e.loop.CloseListener()
 		key = ""
 	}
-	if c.Listen != "" || e.listenAt != "" {
+	if proxyListen != "" || e.listenAt != "" {
 		e.listenAt = key
 	}
 	if reqlog != e.reqlog {
@@ -236,6 +251,7 @@ func (e *Engine) Run() error {
 		// the routing of transparent mode goes now.
 		e.mu.Lock()
 		e.rt.stop(e.log.Printf)
+		e.dsr.stop()
 		e.mu.Unlock()
 		return err
 	}
@@ -257,6 +273,7 @@ func (e *Engine) Stop() {
 		e.reqlog = nil
 	}
 	e.rt.stop(e.log.Printf)
+	e.dsr.stop()
 	e.mu.Unlock()
 	if ctrl != nil {
 		// Not under e.mu: a running command may need it (through
