@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -59,11 +60,17 @@ func TestDSR(t *testing.T) {
 		}
 		dsrServer(t, b, fmt.Sprintf("b%d", i))
 	}
-	cfg := filepath.Join(t.TempDir(), "pen.cfg")
+	dir := t.TempDir()
+	// Private to root: pen opens a control socket here when run as root.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "pen.cfg")
+	ctl := filepath.Join(dir, "pen.ctl")
 	if err := os.WriteFile(cfg, []byte("acl 1 permit 198.18.0.128 255.255.255.240\ntarpit_acl 1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startPen(t, pen, nil, "-O", "dsr_if eth0", "-F", cfg, dsrVIP+":80", "198.18.0.11", "198.18.0.12")
+	p := startPen(t, pen, nil, "-O", "dsr_if eth0", "-F", cfg, "-C", ctl, dsrVIP+":80", "198.18.0.11", "198.18.0.12")
 	client.WaitTCP(dsrVIP + ":80")
 	seen := map[string]bool{}
 	for i := range 20 {
@@ -104,5 +111,25 @@ func TestDSR(t *testing.T) {
 		t.Errorf("tarpitted connection: read %d bytes, %v; want a hang", n, err)
 	}
 	c.Close()
+	// The control socket answers in DSR mode, and write saves dsr_if.
+	ask := func(cmd string) string {
+		t.Helper()
+		c, err := net.Dial("unix", ctl)
+		if err != nil {
+			t.Fatalf("control socket: %v", err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "%s\n", cmd)
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	if out := ask("servers"); !strings.Contains(out, "198.18.0.11") || !strings.Contains(out, "198.18.0.12") {
+		t.Errorf("servers: %q", out)
+	}
+	ask("write")
+	if b, err := os.ReadFile(cfg); err != nil || !strings.Contains(string(b), "dsr_if eth0\n") {
+		t.Errorf("the file write saved has no dsr_if (%v):\n%s", err, b)
+	}
 	p.stop(syscall.SIGTERM)
 }
