@@ -475,3 +475,19 @@ echo
 echo "== pen benchmark: medians of $rounds rounds; wrk -t$threads -c$conns -d${duration}s; rss with $rss_conns connections =="
 echo "== machine: $cores cores; load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after; pen loops $loops, HAProxy nbthread $loops =="
 "$penbench" report "$results"
+
+#### DSR: wrk through pen's direct server return against wrk straight to the
+#### backend, in network namespaces (client, pen, backend on a bridge, offloads
+#### on), with the in-kernel fast path and with user-space forwarding. Needs
+#### root; BENCH_DSR=0 skips it.
+if [ "${BENCH_DSR:-1}" = 1 ]; then
+	echo
+	if [ "$(id -u)" = 0 ]; then
+		echo "== DSR: $rounds rounds of ${duration}s, keep-alive and a new connection per request; ratio = dsr/direct =="
+		PEN_DSR_BENCH=1 PEN_DSR_BENCH_ROUNDS="$rounds" PEN_DSR_BENCH_SECONDS="$duration" \
+			go test -count=1 -run '^TestNetnsBenchWrk$' -v ./pen/dsr 2>&1 |
+			grep -E 'bench: |^(--- |ok|FAIL)' | sed 's/^ *//' || echo "dsr: the benchmark did not run"
+	else
+		echo "== DSR: not measured (needs root for network namespaces) =="
+	fi
+fi
