@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,8 +50,10 @@ func TestDSR(t *testing.T) {
 	sw.Port("br0", "vclient")
 	n.Link(sw, "vpen", nil, pen, "eth0", nil)
 	sw.Port("br0", "vpen")
+	var servers []*netnstest.Host
 	for i := range 2 {
 		b := n.Host(fmt.Sprintf("b%d", i))
+		servers = append(servers, b)
 		n.Link(sw, fmt.Sprintf("vb%d", i), nil, b, "eth0", []string{fmt.Sprintf("198.18.0.%d/16", 11+i)})
 		sw.Port("br0", fmt.Sprintf("vb%d", i))
 		b.IP("addr", "add", dsrVIP+"/32", "dev", "lo")
@@ -67,7 +70,7 @@ func TestDSR(t *testing.T) {
 	}
 	cfg := filepath.Join(dir, "pen.cfg")
 	ctl := filepath.Join(dir, "pen.ctl")
-	if err := os.WriteFile(cfg, []byte("acl 1 permit 198.18.0.128 255.255.255.240\ntarpit_acl 1\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("acl 1 permit 198.18.0.128 255.255.255.240\ntarpit_acl 1\nadmin_listen 127.0.0.1:8080\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := startPen(t, pen, nil, "-O", "dsr_if eth0", "-F", cfg, "-C", ctl, dsrVIP+":80", "198.18.0.11", "198.18.0.12")
@@ -131,5 +134,77 @@ func TestDSR(t *testing.T) {
 	if b, err := os.ReadFile(cfg); err != nil || !strings.Contains(string(b), "dsr_if eth0\n") {
 		t.Errorf("the file write saved has no dsr_if (%v):\n%s", err, b)
 	}
+
+	// /metrics carries DSR's real counters.
+	m := metricsOf(t, pen)
+	for _, name := range []string{
+		`pen_dsr_forwarded_frames_total{server="0"}`, `pen_dsr_forwarded_frames_total{server="1"}`,
+		`pen_dsr_forwarded_bytes_total{server="0"}`, `pen_dsr_forwarded_bytes_total{server="1"}`,
+		`pen_dsr_server_in_table{server="0"}`, `pen_dsr_server_in_table{server="1"}`,
+		`pen_dsr_arp_answered_total`, `pen_tarpit_syns_answered_total`, `pen_tarpit_addresses_hit`,
+		`pen_server_up{address="198.18.0.11:80",server="0"}`, `pen_server_up{address="198.18.0.12:80",server="1"}`,
+	} {
+		if m[name] < 1 {
+			t.Errorf("/metrics: %s = %v, want at least 1", name, m[name])
+		}
+	}
+	if m["pen_dsr_arp_requests_sent_total"] < 2 || m["pen_dsr_arp_replies_total"] < 2 {
+		t.Errorf("/metrics: %v ARP requests sent, %v replies; want at least one of each per server",
+			m["pen_dsr_arp_requests_sent_total"], m["pen_dsr_arp_replies_total"])
+	}
+	if _, ok := m["pen_dsr_fast_path"]; !ok {
+		t.Error("/metrics: no pen_dsr_fast_path")
+	}
+	if _, ok := m[`pen_dsr_dropped_frames_total{reason="no_server"}`]; !ok {
+		t.Error("/metrics: no pen_dsr_dropped_frames_total for no_server")
+	}
+	t.Logf("/metrics: fast path %v, frames to server 0: %v, to server 1: %v, ARP sent %v, tarpit SYNs %v",
+		m["pen_dsr_fast_path"], m[`pen_dsr_forwarded_frames_total{server="0"}`], m[`pen_dsr_forwarded_frames_total{server="1"}`],
+		m["pen_dsr_arp_requests_sent_total"], m["pen_tarpit_syns_answered_total"])
+
+	// A server that stops answering ARP is down in pen_server_up, as a
+	// failed connect makes it, and leaves the table.
+	servers[1].IP("link", "set", "eth0", "arp", "off")
+	up1 := `pen_server_up{address="198.18.0.12:80",server="1"}`
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		m = metricsOf(t, pen)
+		if m[up1] == 0 && m[`pen_dsr_server_in_table{server="1"}`] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics 20 s after server 1 stopped answering ARP: %s = %v, in table %v", up1, m[up1], m[`pen_dsr_server_in_table{server="1"}`])
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if m[`pen_server_up{address="198.18.0.11:80",server="0"}`] != 1 {
+		t.Error("server 0 went down with server 1")
+	}
 	p.stop(syscall.SIGTERM)
+}
+
+// metricsOf reads pen's /metrics (admin_listen 127.0.0.1:8080 in h) as
+// "name{labels}" -> value.
+func metricsOf(t *testing.T, h *netnstest.Host) map[string]float64 {
+	t.Helper()
+	a, err := get(httpClient(h, false), "http://127.0.0.1:8080/metrics")
+	if err != nil {
+		t.Fatalf("/metrics: %v", err)
+	}
+	out := map[string]float64{}
+	for _, l := range strings.Split(a, "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err != nil {
+			t.Fatalf("/metrics line %q: %v", l, err)
+		}
+		out[l[:i]] = v
+	}
+	return out
 }

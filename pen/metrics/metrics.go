@@ -8,6 +8,10 @@
 // access lists, refusal reasons and configuration sources, never clients,
 // so the number of series stays bounded by the configuration.
 //
+// With dsr_if, the collector also exports DSR's and the tarpit's counters
+// (pen_dsr_*, pen_tarpit_*) when the Source has DSRStats (DSRSource), as
+// the engine has; they are left out while DSR is off.
+//
 // A server's counters follow the server: when "no server N" removes a slot
 // and later slots move down, a slot number may show another server's
 // counters afterwards, which Prometheus treats as a counter reset.
@@ -23,6 +27,7 @@ import (
 
 	"github.com/pen-lb/pen-appliance/pen/acl"
 	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/dsr"
 	"github.com/pen-lb/pen-appliance/pen/engine"
 	"github.com/pen-lb/pen-appliance/pen/proxy"
 	"github.com/pen-lb/pen-appliance/pen/version"
@@ -40,6 +45,12 @@ type Source interface {
 	ACLDenied(n int) uint64
 	// Stats are the data path's counters.
 	Stats() proxy.Stats
+}
+
+// DSRSource is a Source that runs DSR (dsr_if): DSRStats returns DSR's
+// counters, and false while DSR is off. The engine is one.
+type DSRSource interface {
+	DSRStats() (dsr.Stats, bool)
 }
 
 // Config is what the collectors need from the command interpreter:
@@ -112,6 +123,30 @@ var (
 		"Clients an access list refused, by list (client_acl and server acl checks).", "acl")
 	descChanges = desc("config", "changes_total",
 		"Accepted configuration changes, by where the command came from.", "source")
+	descDSRFastPath = desc("dsr", "fast_path",
+		"With dsr_if: whether the kernel forwards the VIP's frames (1) or pen does in user space (0).")
+	descDSRReceived = desc("dsr", "frames_received_total",
+		"With dsr_if: frames pen read from the interface (the fast path's frames never reach pen).")
+	descDSRForwarded = desc("dsr", "forwarded_frames_total",
+		"With dsr_if: frames sent on to the server, by pen or the fast path, since DSR started.", "server")
+	descDSRForwardedBytes = desc("dsr", "forwarded_bytes_total",
+		"With dsr_if: bytes of the IP packets sent on to the server (headers included) since DSR started.", "server")
+	descDSRInTable = desc("dsr", "server_in_table",
+		"With dsr_if: whether the server takes flows now (1: usable, with its MAC learnt by ARP) or not (0).", "server")
+	descDSRDropped = desc("dsr", "dropped_frames_total",
+		"With dsr_if: frames neither forwarded nor answered, by reason (see docs/DSR.md).", "reason")
+	descDSRARPSent = desc("dsr", "arp_requests_sent_total",
+		"With dsr_if: ARP requests (or neighbour solicitations) pen sent for servers' MACs.")
+	descDSRARPReplies = desc("dsr", "arp_replies_total",
+		"With dsr_if: replies to pen's ARP requests (or solicitations) that it took in.")
+	descDSRARPAnswered = desc("dsr", "arp_answered_total",
+		"With dsr_if: ARP requests (or solicitations) for the VIP or a tarpitted address that pen answered.")
+	descDSRRebuilds = desc("dsr", "table_rebuilds_total",
+		"With dsr_if: rebuilds of the lookup table that places flows on servers.")
+	descTarpitSYNs = desc("tarpit", "syns_answered_total",
+		"With dsr_if and tarpit_acl: SYNs to tarpitted addresses answered with a SYN/ACK.")
+	descTarpitAddrs = desc("tarpit", "addresses_hit",
+		"With dsr_if and tarpit_acl: distinct tarpitted addresses that got SYNs since DSR started.")
 	descBuild = desc("build", "info",
 		"Always 1; the labels give this build's version and the Pen version it reproduces.", "version", "pen_version")
 )
@@ -119,7 +154,9 @@ var (
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descConns, descConnsTotal, descFailures, descBytes,
-		descClients, descActive, descAccepted, descRefused, descPending, descACLDenied, descChanges, descBuild} {
+		descClients, descActive, descAccepted, descRefused, descPending, descACLDenied, descChanges, descBuild,
+		descDSRFastPath, descDSRReceived, descDSRForwarded, descDSRForwardedBytes, descDSRInTable, descDSRDropped,
+		descDSRARPSent, descDSRARPReplies, descDSRARPAnswered, descDSRRebuilds, descTarpitSYNs, descTarpitAddrs} {
 		ch <- d
 	}
 }
@@ -164,6 +201,73 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, version.Version, version.Pen)
+	if ds, ok := c.src.(DSRSource); ok {
+		if st, ok := ds.DSRStats(); ok {
+			dsrMetrics(ch, st)
+		}
+	}
+}
+
+// dsrMetrics exports DSR's counters. Every drop reason is reported, so
+// that rates work from the first scrape.
+func dsrMetrics(ch chan<- prometheus.Metric, st dsr.Stats) {
+	fast := 0.0
+	if st.FastPath {
+		fast = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descDSRFastPath, prometheus.GaugeValue, fast)
+	ch <- prometheus.MustNewConstMetric(descDSRReceived, prometheus.CounterValue, float64(st.Received))
+	// A slot that held servers of several addresses (the server's address
+	// was changed) sums them: one series per slot, never decreasing.
+	type perServer struct {
+		frames, bytes uint64
+		inTable       bool
+	}
+	var order []string
+	servers := map[string]*perServer{}
+	for _, s := range st.Servers {
+		label := ServerLabel(s.Index)
+		p := servers[label]
+		if p == nil {
+			p = &perServer{}
+			servers[label] = p
+			order = append(order, label)
+		}
+		p.frames += s.Frames
+		p.bytes += s.Bytes
+		p.inTable = p.inTable || s.InTable
+	}
+	for _, label := range order {
+		p := servers[label]
+		in := 0.0
+		if p.inTable {
+			in = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descDSRForwarded, prometheus.CounterValue, float64(p.frames), label)
+		ch <- prometheus.MustNewConstMetric(descDSRForwardedBytes, prometheus.CounterValue, float64(p.bytes), label)
+		ch <- prometheus.MustNewConstMetric(descDSRInTable, prometheus.GaugeValue, in, label)
+	}
+	for _, r := range dsr.Reasons() {
+		ch <- prometheus.MustNewConstMetric(descDSRDropped, prometheus.CounterValue, float64(st.Dropped[r]), r.String())
+	}
+	ch <- prometheus.MustNewConstMetric(descDSRARPSent, prometheus.CounterValue, float64(st.ARPRequests))
+	ch <- prometheus.MustNewConstMetric(descDSRARPReplies, prometheus.CounterValue, float64(st.ARPLearnt))
+	ch <- prometheus.MustNewConstMetric(descDSRARPAnswered, prometheus.CounterValue, float64(st.ARPAnswered))
+	ch <- prometheus.MustNewConstMetric(descDSRRebuilds, prometheus.CounterValue, float64(st.Rebuilds))
+	ch <- prometheus.MustNewConstMetric(descTarpitSYNs, prometheus.CounterValue, float64(st.TarpitSYNs))
+	ch <- prometheus.MustNewConstMetric(descTarpitAddrs, prometheus.GaugeValue, float64(st.TarpitAddrs))
+}
+
+// ServerLabel is the server label of slot i: its number, or "emergency"
+// and "abuse" for config.EmergencyServer and config.AbuseServer.
+func ServerLabel(i int) string {
+	switch i {
+	case config.EmergencyServer:
+		return "emergency"
+	case config.AbuseServer:
+		return "abuse"
+	}
+	return strconv.Itoa(i)
 }
 
 func known(o config.Origin) bool {

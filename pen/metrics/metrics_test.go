@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/pen-lb/pen-appliance/internal/testenv"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/diag"
+	"github.com/pen-lb/pen-appliance/pen/dsr"
 	"github.com/pen-lb/pen-appliance/pen/engine"
 )
 
@@ -277,6 +279,85 @@ func TestNoPerClientLabels(t *testing.T) {
 					t.Errorf("%s has label %s", mf.GetName(), l.GetName())
 				}
 			}
+		}
+	}
+}
+
+// dsrSource is the engine with a DSR snapshot: DSR itself needs raw
+// sockets in a network namespace, where pen/engine's TestDSR reads the
+// real counters from the pen binary's /metrics.
+type dsrSource struct {
+	Source
+	st dsr.Stats
+	on bool
+}
+
+func (s dsrSource) DSRStats() (dsr.Stats, bool) { return s.st, s.on }
+
+func TestDSRCounters(t *testing.T) {
+	in, eng, _ := startPen(t, "server 0 address 198.18.0.11", "server 1 address 198.18.0.12", "emergency_server 198.18.0.13")
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 0x11}
+	src := dsrSource{Source: EngineSource(eng), on: true, st: dsr.Stats{
+		Received: 1000, Forwarded: 950, FastPath: true,
+		Dropped:     map[dsr.Reason]uint64{dsr.DropNoServer: 7, dsr.DropRateLimit: 3},
+		ARPAnswered: 4, ARPRequests: 12, ARPLearnt: 9, TarpitSYNs: 40, TarpitAddrs: 16, Rebuilds: 5,
+		Servers: []dsr.ServerStats{
+			{Index: -1, Addr: netip.MustParseAddr("198.18.0.13"), Frames: 10, Bytes: 600},
+			{Index: 0, Addr: netip.MustParseAddr("198.18.0.11"), MAC: mac, InTable: true, Frames: 600, Bytes: 90000},
+			// Slot 1 changed its address: both addresses' frames count for it.
+			{Index: 1, Addr: netip.MustParseAddr("198.18.0.12"), Frames: 300, Bytes: 30000},
+			{Index: 1, Addr: netip.MustParseAddr("198.18.0.14"), MAC: mac, InTable: true, Frames: 40, Bytes: 4000},
+		},
+	}}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(src, in))
+	got := values(t, reg)
+	for name, want := range map[string]float64{
+		"pen_dsr_fast_path{}":                              1,
+		"pen_dsr_frames_received_total{}":                  1000,
+		"pen_dsr_forwarded_frames_total{server=0}":         600,
+		"pen_dsr_forwarded_bytes_total{server=0}":          90000,
+		"pen_dsr_forwarded_frames_total{server=1}":         340,
+		"pen_dsr_forwarded_bytes_total{server=1}":          34000,
+		"pen_dsr_forwarded_frames_total{server=emergency}": 10,
+		"pen_dsr_server_in_table{server=0}":                1,
+		"pen_dsr_server_in_table{server=1}":                1,
+		"pen_dsr_server_in_table{server=emergency}":        0,
+		"pen_dsr_dropped_frames_total{reason=no_server}":   7,
+		"pen_dsr_dropped_frames_total{reason=rate_limit}":  3,
+		"pen_dsr_dropped_frames_total{reason=send_error}":  0,
+		"pen_dsr_arp_requests_sent_total{}":                12,
+		"pen_dsr_arp_replies_total{}":                      9,
+		"pen_dsr_arp_answered_total{}":                     4,
+		"pen_dsr_table_rebuilds_total{}":                   5,
+		"pen_tarpit_syns_answered_total{}":                 40,
+		"pen_tarpit_addresses_hit{}":                       16,
+	} {
+		if v, ok := got[name]; !ok {
+			t.Errorf("no sample %s", name)
+		} else if v != want {
+			t.Errorf("%s = %v, want %v", name, v, want)
+		}
+	}
+	for _, r := range dsr.Reasons() {
+		if _, ok := got["pen_dsr_dropped_frames_total{reason="+r.String()+"}"]; !ok {
+			t.Errorf("no drop counter for reason %s", r)
+		}
+	}
+	problems, err := testutil.CollectAndLint(NewCollector(src, in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+
+	// Without DSR (the engine itself, in proxy mode) there are none.
+	reg = prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(EngineSource(eng), in))
+	for name := range values(t, reg) {
+		if strings.HasPrefix(name, "pen_dsr_") || strings.HasPrefix(name, "pen_tarpit_") {
+			t.Errorf("%s without dsr_if", name)
 		}
 	}
 }
