@@ -213,6 +213,8 @@ type dashData struct {
 	Now        time.Time
 	// Rollback is the last firmware update if the appliance rolled it back.
 	Rollback *firmware.Update
+	// DSR is the DSR card, nil without dsr_if.
+	DSR *dsrView
 }
 
 func (s *Server) dashData() dashData {
@@ -228,6 +230,7 @@ func (s *Server) dashData() dashData {
 		d.Tracked = s.state.TrackedClients()
 	}
 	d.Servers, d.Special = s.rows(c)
+	d.DSR = s.dsrData(c, d.Servers)
 	d.Rollback = s.rollback()
 	return d
 }
@@ -264,6 +267,7 @@ func (s *Server) apiState(w http.ResponseWriter, r *http.Request, x *session) {
 		cells[p+"recv"] = humanBytes(rw.Recv)
 		states[rw.Slot] = rw.State
 	}
+	d.DSR.cells(cells, states)
 	writeJSON(w, map[string]any{
 		"time":    d.Now.Unix(),
 		"slots":   len(d.Servers),

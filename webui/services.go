@@ -27,6 +27,7 @@ import (
 	"github.com/pen-lb/pen-appliance/internal/services"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/control"
+	"github.com/pen-lb/pen-appliance/pen/dsr"
 	"github.com/pen-lb/pen-appliance/pen/metrics"
 	"github.com/pen-lb/pen-appliance/pen/proxy"
 )
@@ -286,6 +287,12 @@ func (s remoteState) ACLDenied(n int) uint64 {
 }
 func (s remoteState) Stats() proxy.Stats { return s.r.Stats }
 func (s remoteState) Serving() bool      { return s.r.Serving }
+func (s remoteState) DSRStats() (dsr.Stats, bool) {
+	if s.r.DSR == nil {
+		return dsr.Stats{}, false
+	}
+	return *s.r.DSR, true
+}
 
 // mirrorConfig is metrics.Config for a remote pen.
 type mirrorConfig struct {

@@ -2,6 +2,8 @@ package webui
 
 import (
 	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/dsr"
+	"github.com/pen-lb/pen-appliance/pen/metrics"
 	"github.com/pen-lb/pen-appliance/pen/proxy"
 )
 
@@ -17,6 +19,7 @@ type RuntimeStatus struct {
 	Tracked   int                  `json:"tracked_clients"`
 	ACLDenied []uint64             `json:"acl_denied"`
 	Stats     proxy.Stats          `json:"stats"`
+	DSR       *dsr.Stats           `json:"dsr,omitempty"` // while DSR runs (dsr_if)
 }
 
 // runtimeStatus reads st for the configuration c.
@@ -28,6 +31,11 @@ func runtimeStatus(st State, c *config.Config) RuntimeStatus {
 		Stats:   st.Stats(),
 	}
 	r.Emergency, r.Abuse = st.SpecialStates()
+	if ds, ok := st.(metrics.DSRSource); ok {
+		if d, ok := ds.DSRStats(); ok {
+			r.DSR = &d
+		}
+	}
 	r.ACLDenied = make([]uint64, len(c.ACLs))
 	for i := range c.ACLs {
 		r.ACLDenied[i] = st.ACLDenied(i)

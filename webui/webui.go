@@ -45,6 +45,7 @@ import (
 
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/diag"
+	"github.com/pen-lb/pen-appliance/pen/dsr"
 	"github.com/pen-lb/pen-appliance/pen/engine"
 	"github.com/pen-lb/pen-appliance/pen/metrics"
 )
@@ -64,14 +65,23 @@ type engineState struct {
 	e *engine.Engine
 }
 
+// Serving: pen's listener is open, or, with dsr_if, DSR runs (the listen
+// address is then served by frames, without a listener).
 func (s engineState) Serving() bool {
 	select {
 	case <-s.e.Done():
 		return false
 	default:
 	}
-	return s.e.ListenAddr() != ""
+	if s.e.ListenAddr() != "" {
+		return true
+	}
+	_, ok := s.e.DSRStats()
+	return ok
 }
+
+// DSRStats makes engineState a metrics.DSRSource.
+func (s engineState) DSRStats() (dsr.Stats, bool) { return s.e.DSRStats() }
 
 // Options configure a Server.
 type Options struct {

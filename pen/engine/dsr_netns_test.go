@@ -11,8 +11,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -69,8 +72,12 @@ func TestDSR(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "pen.cfg")
+	pw := filepath.Join(dir, "pw.txt")
+	if err := os.WriteFile(pw, []byte("dsr test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctl := filepath.Join(dir, "pen.ctl")
-	if err := os.WriteFile(cfg, []byte("acl 1 permit 198.18.0.128 255.255.255.240\ntarpit_acl 1\nadmin_listen 127.0.0.1:8080\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("acl 1 permit 198.18.0.128 255.255.255.240\ntarpit_acl 1\nadmin_listen 127.0.0.1:8080\nadmin_password_file "+pw+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := startPen(t, pen, nil, "-O", "dsr_if eth0", "-F", cfg, "-C", ctl, dsrVIP+":80", "198.18.0.11", "198.18.0.12")
@@ -162,6 +169,32 @@ func TestDSR(t *testing.T) {
 		m["pen_dsr_fast_path"], m[`pen_dsr_forwarded_frames_total{server="0"}`], m[`pen_dsr_forwarded_frames_total{server="1"}`],
 		m["pen_dsr_arp_requests_sent_total"], m["pen_tarpit_syns_answered_total"])
 
+	// The dashboard shows the mode, each server's MAC as the servers
+	// have it, and the tarpit's counters; /healthz counts DSR as serving.
+	ui := adminClient(t, pen, "dsr test")
+	mode := "user space (pen)"
+	if m["pen_dsr_fast_path"] == 1 {
+		mode = "fast path (in the kernel)"
+	}
+	page := uiGet(t, ui, "/")
+	for _, want := range []string{
+		`Interface <span class="mono">eth0</span>, VIP <span class="mono">` + dsrVIP + `:80</span>, forwarding in ` + mode + `.`,
+		`data-cell="dsr:0:mac">` + macOf(t, servers[0]) + `<`,
+		`data-cell="dsr:1:mac">` + macOf(t, servers[1]) + `<`,
+		`data-pill="dsr:0">taking flows<`, `data-pill="dsr:1">taking flows<`,
+		`Tarpit (access list 1): <span data-cell="tarpit:syns">`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("dashboard: no %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("dashboard:\n%s", page)
+	}
+	if a, err := get(httpClient(pen, false), "http://127.0.0.1:8080/healthz"); err != nil || a != "ok" {
+		t.Errorf("/healthz in DSR mode: %q, %v", a, err)
+	}
+
 	// A server that stops answering ARP is down in pen_server_up, as a
 	// failed connect makes it, and leaves the table.
 	servers[1].IP("link", "set", "eth0", "arp", "off")
@@ -180,7 +213,59 @@ func TestDSR(t *testing.T) {
 	if m[`pen_server_up{address="198.18.0.11:80",server="0"}`] != 1 {
 		t.Error("server 0 went down with server 1")
 	}
+	if page := uiGet(t, ui, "/"); !strings.Contains(page, `data-pill="dsr:1">down: ARP unanswered<`) {
+		t.Error("dashboard: server 1 not down after it stopped answering ARP")
+	}
 	p.stop(syscall.SIGTERM)
+}
+
+// macOf is the MAC address of h's eth0.
+func macOf(t *testing.T, h *netnstest.Host) string {
+	t.Helper()
+	f := strings.Fields(h.IP("-br", "link", "show", "eth0"))
+	if len(f) < 3 {
+		t.Fatalf("ip -br link show eth0: %q", f)
+	}
+	return f[2]
+}
+
+var loginToken = regexp.MustCompile(`name="token" value="([^"]+)"`)
+
+// adminClient logs in to pen's admin UI (admin_listen 127.0.0.1:8080 in
+// h) with password.
+func adminClient(t *testing.T, h *netnstest.Host, password string) *http.Client {
+	t.Helper()
+	c := httpClient(h, true)
+	c.Jar, _ = cookiejar.New(nil)
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	m := loginToken.FindStringSubmatch(uiGet(t, c, "/login"))
+	if m == nil {
+		t.Fatal("no login token on /login")
+	}
+	r, err := c.PostForm("http://127.0.0.1:8080/login", url.Values{"token": {m[1]}, "password": {password}, "next": {"/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login: HTTP %d", r.StatusCode)
+	}
+	return c
+}
+
+// uiGet fetches path from the admin UI and expects 200.
+func uiGet(t *testing.T, c *http.Client, path string) string {
+	t.Helper()
+	r, err := c.Get("http://127.0.0.1:8080" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	if err != nil || r.StatusCode != http.StatusOK {
+		t.Fatalf("%s: HTTP %d, %v", path, r.StatusCode, err)
+	}
+	return string(b)
 }
 
 // metricsOf reads pen's /metrics (admin_listen 127.0.0.1:8080 in h) as
