@@ -15,7 +15,10 @@ var listenCommands = map[string]*command{
 	"udp":    onOff(func(c *Config) *bool { return &c.UDP }),
 	"dsr_if": {run: cmdDSRIf, off: clearString(func(c *Config) *string { return &c.DSRIf })},
 	"dsr_ip": {run: cmdDSRIP},
-	"source": {run: cmdSource, off: func(x *txn, _ []string) error { x.cfg.Source = netip.Addr{}; return nil }},
+	// tarpit_if runs the tarpit on an interface without DSR (with dsr_if
+	// the tarpit runs on dsr_if's interface).
+	"tarpit_if": {run: cmdTarpitIf, off: clearString(func(c *Config) *string { return &c.TarpitIf })},
+	"source":    {run: cmdSource, off: func(x *txn, _ []string) error { x.cfg.Source = netip.Addr{}; return nil }},
 }
 
 func cmdListen(x *txn, cmd string, args []string) error {
@@ -73,6 +76,15 @@ func cmdDSRIf(x *txn, cmd string, args []string) error {
 		return err
 	}
 	x.cfg.DSRIf = s
+	return nil
+}
+
+func cmdTarpitIf(x *txn, cmd string, args []string) error {
+	s, err := oneArg(cmd, args)
+	if err != nil {
+		return err
+	}
+	x.cfg.TarpitIf = s
 	return nil
 }
 

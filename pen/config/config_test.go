@@ -360,3 +360,23 @@ func TestAdminAndAutowrite(t *testing.T) {
 		t.Error("wrote after no autowrite")
 	}
 }
+
+func TestTarpitIf(t *testing.T) {
+	in := newTest(t)
+	exec(t, in, "acl 1 permit 198.18.0.128 255.255.255.240")
+	exec(t, in, "tarpit_acl 1")
+	exec(t, in, "tarpit_if eth1")
+	if got := in.Config().TarpitIf; got != "eth1" {
+		t.Errorf("tarpit_if = %q", got)
+	}
+	if text := string(in.Render("pen.cfg")); !strings.Contains(text, "tarpit_acl 1\n") || !strings.Contains(text, "tarpit_if eth1\n") {
+		t.Errorf("write saves no tarpit_if:\n%s", text)
+	}
+	if _, err := in.Exec("tarpit_if", FromControl); err == nil {
+		t.Error("tarpit_if without an interface accepted")
+	}
+	exec(t, in, "no tarpit_if")
+	if text := string(in.Render("pen.cfg")); strings.Contains(text, "tarpit_if") {
+		t.Errorf("no tarpit_if: still saved:\n%s", text)
+	}
+}

@@ -254,6 +254,7 @@ type Config struct {
 	ListenQueue int
 	DSRIf       string
 	DSRIP       string
+	TarpitIf    string // tarpit_acl's interface without dsr_if
 	TLS         TLS
 	Admin       Admin
 	AutoWrite   bool // write every accepted change back to the -F file

@@ -189,6 +189,9 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 	if c.DSRIP != "" {
 		pr("dsr_ip %s\n", c.DSRIP)
 	}
+	if c.TarpitIf != "" {
+		pr("tarpit_if %s\n", c.TarpitIf)
+	}
 	pr("multi_accept %d\n", c.MultiAccept)
 	pr("listen_queue %d\n", c.ListenQueue)
 	if c.AbortOnErr {

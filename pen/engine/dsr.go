@@ -35,7 +35,16 @@ type dsrMode struct {
 // dsrKey is what a DSR is started with; when it changes, another one
 // takes over.
 func dsrKey(c *config.Config) string {
+	if c.DSRIf == "" {
+		return fmt.Sprintf("tarpit|%s|%v", c.TarpitIf, tarpitList(c))
+	}
 	return fmt.Sprintf("%s|%s|%v|%v|%v", c.DSRIf, c.Listen, c.UDP, c.RoundRobin, tarpitList(c))
+}
+
+// tarpitOnly is true when pen proxies and tarpits on tarpit_if: DSR runs
+// without a VIP, for the tarpit alone.
+func tarpitOnly(c *config.Config) bool {
+	return c.DSRIf == "" && c.TarpitIf != "" && tarpitList(c) != nil
 }
 
 // tarpitList is the access list of tarpit_acl; nil when it is off or
@@ -75,7 +84,7 @@ func tarpitNets(l acl.List) []dsr.TarpitNet {
 // apply starts, restarts or stops DSR to follow c. On error the DSR that
 // ran goes on running.
 func (m *dsrMode) apply(c *config.Config, log *diag.Logger) error {
-	if c.DSRIf == "" {
+	if c.DSRIf == "" && !tarpitOnly(c) {
 		m.stop()
 		m.cur.Store(c)
 		return nil
@@ -85,30 +94,45 @@ func (m *dsrMode) apply(c *config.Config, log *diag.Logger) error {
 		m.cur.Store(c)
 		return nil
 	}
-	l, err := config.ParseListen(c.Listen, c.UDP, nil)
-	if err != nil {
-		return err
+	var cfg dsr.Config
+	if c.DSRIf != "" {
+		l, err := config.ParseListen(c.Listen, c.UDP, nil)
+		if err != nil {
+			return err
+		}
+		vip := l.Addr.Addr().Unmap()
+		if l.Path != "" || !vip.IsValid() || vip.IsUnspecified() {
+			return fmt.Errorf("dsr_if %s needs a listen address that is an IP address, not %q", c.DSRIf, c.Listen)
+		}
+		cfg = dsr.Config{
+			Interface: c.DSRIf,
+			VIP:       vip,
+			Port:      l.Addr.Port(),
+			UDP:       c.UDP,
+			HashPort:  c.RoundRobin,
+			Pool:      m,
+		}
+	} else {
+		// The tarpit alone: pen proxies, so its servers are not asked by
+		// ARP (they need not be on the interface's segment) and are kept
+		// out of the tarpit here instead.
+		cfg = dsr.Config{Interface: c.TarpitIf, Pool: noServers{}}
 	}
-	vip := l.Addr.Addr().Unmap()
-	if l.Path != "" || !vip.IsValid() || vip.IsUnspecified() {
-		return fmt.Errorf("dsr_if %s needs a listen address that is an IP address, not %q", c.DSRIf, c.Listen)
-	}
-	cfg := dsr.Config{
-		Interface: c.DSRIf,
-		VIP:       vip,
-		Port:      l.Addr.Port(),
-		UDP:       c.UDP,
-		HashPort:  c.RoundRobin,
-		Pool:      m,
-		Logger:    dsrLogger(log),
-	}
+	cfg.Logger = dsrLogger(log)
 	if list := tarpitList(c); list != nil {
 		cfg.Tarpit = func(a netip.Addr) bool { return list.Match(a, nil) }
+		if c.DSRIf == "" {
+			cfg.Tarpit = func(a netip.Addr) bool { return list.Match(a, nil) && !m.isServer(a) }
+		}
 		cfg.TarpitNets = tarpitNets(list)
+	}
+	name, iface := "dsr_if", c.DSRIf
+	if c.DSRIf == "" {
+		name, iface = "tarpit_if", c.TarpitIf
 	}
 	d, err := dsr.New(cfg)
 	if err != nil {
-		return fmt.Errorf("dsr_if %s: %w", c.DSRIf, err)
+		return fmt.Errorf("%s %s: %w", name, iface, err)
 	}
 	m.stop()
 	m.cur.Store(c)
@@ -168,6 +192,33 @@ func (m *dsrMode) Failed(i int) {
 }
 
 var _ dsr.Pool = (*dsrMode)(nil)
+
+// isServer reports whether a is the address of a server, the emergency or
+// the abuse server: the tarpit never answers for them.
+func (m *dsrMode) isServer(a netip.Addr) bool {
+	c := m.cur.Load()
+	if c == nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, s := range c.Servers {
+		if s.Host.IP.Unmap() == a {
+			return true
+		}
+	}
+	for _, s := range []*config.Server{c.Emergency, c.Abuse} {
+		if s != nil && s.Host.IP.Unmap() == a {
+			return true
+		}
+	}
+	return false
+}
+
+// noServers is the pool of a tarpit without DSR: nothing to forward to.
+type noServers struct{}
+
+func (noServers) Servers() dsr.Servers { return dsr.Servers{} }
+func (noServers) Failed(int)           {}
 
 // dsrLogger writes DSR's warnings to pen's log, and its other messages
 // (servers learnt, tables rebuilt) only with -d.

@@ -293,3 +293,105 @@ func metricsOf(t *testing.T, h *netnstest.Host) map[string]float64 {
 	}
 	return out
 }
+
+// TestTarpitWithoutDSR: with tarpit_if and no dsr_if, pen proxies on its
+// listen address and tarpits on the interface; its server is never
+// tarpitted, even in the list.
+func TestTarpitWithoutDSR(t *testing.T) {
+	n := netnstest.New(t)
+	sw, client, pen, b := n.Host("sw"), n.Host("client"), n.Host("pen"), n.Host("b0")
+	sw.Bridge("br0")
+	n.Link(sw, "vclient", nil, client, "eth0", []string{"198.18.0.1/16"})
+	sw.Port("br0", "vclient")
+	n.Link(sw, "vpen", nil, pen, "eth0", []string{"198.18.0.2/16"})
+	sw.Port("br0", "vpen")
+	// The server's address is in the tarpit's list.
+	n.Link(sw, "vb0", nil, b, "eth0", []string{"198.18.0.140/16"})
+	sw.Port("br0", "vb0")
+	var ln net.Listener
+	if err := b.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", "198.18.0.140:80")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "b0") })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "pen.cfg")
+	ctl := filepath.Join(dir, "pen.ctl")
+	pw := filepath.Join(dir, "pw.txt")
+	if err := os.WriteFile(pw, []byte("tarpit test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte("acl 1 permit 198.18.0.128 255.255.255.240\ntarpit_acl 1\ntarpit_if eth0\nadmin_listen 127.0.0.1:8080\nadmin_password_file "+pw+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startPen(t, pen, nil, "-F", cfg, "-C", ctl, "-e", "198.18.0.141:80", "198.18.0.2:80", "198.18.0.140:80")
+	client.WaitTCP("198.18.0.2:80")
+	// Proxied: the server answers through pen.
+	if a, err := get(httpClient(client, false), "http://198.18.0.2/"); err != nil || a != "b0" {
+		t.Fatalf("GET through pen: %q, %v", a, err)
+	}
+	// A tarpitted address: the connect completes and then hangs.
+	c, err := client.Dial("tcp", "198.18.0.130:22")
+	if err != nil {
+		t.Fatalf("connect to a tarpitted address: %v", err)
+	}
+	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("tarpitted connection: read %d bytes, %v; want a hang", n, err)
+	}
+	c.Close()
+	// The servers, in the list, are not tarpitted: a port the server
+	// does not listen on refuses, and the emergency server's address,
+	// which no host holds, gets no answer at all.
+	if c, err := client.Dial("tcp", "198.18.0.140:22"); err == nil {
+		c.Close()
+		t.Error("connect to the server's closed port completed: the server's address was tarpitted")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("connect to the server's closed port: %v, want refused", err)
+	}
+	if err := client.Do(func() error {
+		c, err := net.DialTimeout("tcp", "198.18.0.141:80", 2*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}); err == nil {
+		t.Error("connect to the emergency server's address, which no host holds, completed: it was tarpitted")
+	}
+	m := metricsOf(t, pen)
+	if m["pen_tarpit_syns_answered_total"] < 1 || m["pen_tarpit_addresses_hit"] != 1 {
+		t.Errorf("/metrics: %v tarpit SYNs answered, %v addresses hit; want at least 1 and 1",
+			m["pen_tarpit_syns_answered_total"], m["pen_tarpit_addresses_hit"])
+	}
+	if a, err := get(httpClient(pen, false), "http://127.0.0.1:8080/healthz"); err != nil || a != "ok" {
+		t.Errorf("/healthz: %q, %v", a, err)
+	}
+	page := uiGet(t, adminClient(t, pen, "tarpit test"), "/")
+	if want := `Tarpit (access list 1) on <span class="mono">eth0</span>: <span data-cell="tarpit:syns">`; !strings.Contains(page, want) {
+		t.Errorf("dashboard: no %q", want)
+	}
+	if strings.Contains(page, "Direct Server Return") {
+		t.Error("dashboard: a DSR card without dsr_if")
+	}
+	// write saves tarpit_if.
+	ask, err := net.Dial("unix", ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(ask, "write\n")
+	io.ReadAll(ask)
+	ask.Close()
+	if b, err := os.ReadFile(cfg); err != nil || !strings.Contains(string(b), "tarpit_if eth0\n") {
+		t.Errorf("the file write saved has no tarpit_if (%v):\n%s", err, b)
+	}
+	p.stop(syscall.SIGTERM)
+}
