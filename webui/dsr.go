@@ -15,7 +15,7 @@ import (
 // tarpit's counters (docs/DSR.md).
 type dsrView struct {
 	Interface   string
-	VIP         string // the listen address
+	VIP         string // the listen address; "" for a tarpit without DSR (tarpit_if)
 	Running     bool   // DSR runs (false: applying dsr_if failed, or pen stopped)
 	FastPath    bool
 	Received    uint64
@@ -58,18 +58,23 @@ func (v *dsrView) Mode() string {
 	return "user space (pen)"
 }
 
-// dsrData is the DSR card for c, nil without dsr_if.
+// dsrData is the DSR card for c: nil without dsr_if, and only the
+// tarpit's counters for a tarpit without DSR (tarpit_if).
 func (s *Server) dsrData(c *config.Config, rows []serverRow) *dsrView {
-	if c.DSRIf == "" {
+	tarpit := c.TarpitACL >= 0 && c.TarpitACL < len(c.ACLs) && len(c.ACLs[c.TarpitACL]) > 0
+	if c.DSRIf == "" && (c.TarpitIf == "" || !tarpit) {
 		return nil
 	}
-	v := &dsrView{Interface: c.DSRIf, VIP: c.Listen, TarpitACL: c.TarpitACL}
-	v.Tarpit = c.TarpitACL >= 0 && c.TarpitACL < len(c.ACLs) && len(c.ACLs[c.TarpitACL]) > 0
+	v := &dsrView{Interface: c.DSRIf, VIP: c.Listen, TarpitACL: c.TarpitACL, Tarpit: tarpit}
+	if c.DSRIf == "" {
+		v.Interface, v.VIP = c.TarpitIf, ""
+	}
 	var st dsr.Stats
 	if ds, ok := s.state.(metrics.DSRSource); ok {
 		st, v.Running = ds.DSRStats()
 	}
-	if !v.Running {
+	if !v.Running || v.VIP == "" {
+		v.TarpitSYNs, v.TarpitAddrs = st.TarpitSYNs, st.TarpitAddrs
 		return v
 	}
 	v.FastPath, v.Received, v.Forwarded = st.FastPath, st.Received, st.Forwarded
@@ -145,14 +150,17 @@ func (v *dsrView) cells(cells, states map[string]string) {
 	if v == nil || !v.Running {
 		return
 	}
+	cells["tarpit:syns"] = strconv.FormatUint(v.TarpitSYNs, 10)
+	cells["tarpit:addrs"] = strconv.FormatUint(v.TarpitAddrs, 10)
+	if v.VIP == "" {
+		return
+	}
 	cells["dsr:forwarded"] = strconv.FormatUint(v.Forwarded, 10)
 	cells["dsr:dropped"] = strconv.FormatUint(v.Dropped, 10)
 	cells["dsr:received"] = strconv.FormatUint(v.Received, 10)
 	cells["dsr:arp_sent"] = strconv.FormatUint(v.ARPSent, 10)
 	cells["dsr:arp_replies"] = strconv.FormatUint(v.ARPReplies, 10)
 	cells["dsr:arp_answered"] = strconv.FormatUint(v.ARPAnswered, 10)
-	cells["tarpit:syns"] = strconv.FormatUint(v.TarpitSYNs, 10)
-	cells["tarpit:addrs"] = strconv.FormatUint(v.TarpitAddrs, 10)
 	for _, d := range v.Servers {
 		p := "dsr:" + d.Slot + ":"
 		cells[p+"mac"] = d.MAC
