@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,6 +25,11 @@ type settingsData struct {
 	ConnMax     int
 	ClientsMax  int
 	PendingMax  int
+	// The network modes.
+	Transparent bool
+	Source      string
+	DSRIf       string
+	TarpitIf    string
 	Admin       config.Admin
 	AutoWrite   bool
 	ConfigFile  string
@@ -42,6 +48,7 @@ func (s *Server) settingsView(w http.ResponseWriter, r *http.Request, x *session
 		Stubborn: c.Stubborn, HTTP: c.HTTP, Blacklist: c.Blacklist, Timeout: c.Timeout, Tracking: c.Tracking,
 		IdleTimeout: c.IdleTimeout, ConnMax: c.ConnMax, ClientsMax: c.ClientsMax, PendingMax: c.PendingMax,
 		Admin: c.Admin, AutoWrite: c.AutoWrite, ConfigFile: s.in.Process().ConfigFile,
+		Transparent: c.Transparent, Source: addrText(c.Source), DSRIf: c.DSRIf, TarpitIf: c.TarpitIf,
 	}
 	if err := s.ListenerError(); err != nil {
 		d.ListenerError = err.Error()
@@ -124,6 +131,9 @@ func (s *Server) settingsSave(w http.ResponseWriter, r *http.Request, x *session
 			}
 		}
 	}
+	if r.PostFormValue("netmodes") != "" {
+		lines = append(lines, s.netModeLines(r, f, c)...)
+	}
 	if len(f.Errors) == 0 && len(lines) > 0 {
 		if err := s.apply(r, x, lines); err != nil {
 			f.fail(err)
@@ -137,6 +147,48 @@ func (s *Server) settingsSave(w http.ResponseWriter, r *http.Request, x *session
 		s.sessions.addFlash(x, Flash{Note: "Nothing changed."})
 	}
 	http.Redirect(w, r, "/settings", http.StatusSeeOther)
+}
+
+// netModeLines turns the settings form's network modes into commands for
+// what changed: transparent, source, dsr_if and tarpit_if (an empty field
+// turns the setting off; tarpit_acl is chosen on the ACL page). Interfaces
+// and addresses name no file, so the web origin may set them.
+func (s *Server) netModeLines(r *http.Request, f *form, c *config.Config) []string {
+	var lines []string
+	if want := r.PostFormValue("transparent") != ""; want != c.Transparent {
+		lines = append(lines, onOff(want, "transparent"))
+	}
+	for _, t := range []struct{ name, cur string }{
+		{"source", addrText(c.Source)}, {"dsr_if", c.DSRIf}, {"tarpit_if", c.TarpitIf},
+	} {
+		v := strings.TrimSpace(r.PostFormValue(t.name))
+		if v == t.cur {
+			continue
+		}
+		line := "no " + t.name
+		if v != "" {
+			w, msg := word(v)
+			if msg != "" {
+				f.Errors[t.name] = msg
+				continue
+			}
+			line = t.name + " " + w
+		}
+		if e := s.check(line); e != "" {
+			f.Errors[t.name] = e
+		} else {
+			lines = append(lines, line)
+		}
+	}
+	return lines
+}
+
+// addrText is an address as a form shows it: empty when unset.
+func addrText(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 func onOff(on bool, name string) string {

@@ -944,3 +944,46 @@ func TestLoginRedirectStaysLocal(t *testing.T) {
 func (h *harness) session(c *http.Client) bool {
 	return h.do(c, "GET", "/api/state", nil).code == http.StatusOK
 }
+
+// TestSettingsNetworkModes sets transparent, source, dsr_if and tarpit_if
+// from the settings page, refuses a bad address where it was typed, and
+// turns them off again with empty fields.
+func TestSettingsNetworkModes(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	h.login()
+	f := settingsForm(h, "netmodes", "1")
+	f.Set("transparent", "on")
+	f.Set("source", "127.0.0.9")
+	f.Set("tarpit_if", "lo")
+	if r := h.post("/settings", f); r.code != http.StatusSeeOther {
+		t.Fatalf("HTTP %d\n%s", r.code, r.body)
+	}
+	contains(t, "flash", h.get("/settings").body, "transparent\nsource 127.0.0.9\ntarpit_if lo")
+	if c := h.in.Config(); !c.Transparent || c.Source.String() != "127.0.0.9" || c.TarpitIf != "lo" {
+		t.Fatalf("config: transparent %v source %v tarpit_if %q", c.Transparent, c.Source, c.TarpitIf)
+	}
+	before := h.cfgText()
+	bad := settingsForm(h, "netmodes", "1")
+	bad.Set("transparent", "on")
+	bad.Set("source", "not-an-address!")
+	bad.Set("tarpit_if", "lo")
+	r := h.post("/settings", bad)
+	if r.code != http.StatusBadRequest || h.cfgText() != before {
+		t.Fatalf("a bad source: HTTP %d, or the configuration changed", r.code)
+	}
+	contains(t, "refusal", r.body, "Not applied", `value="127.0.0.9"`)
+	// A form without the network modes (an older page) leaves them alone.
+	if r := h.post("/settings", settingsForm(h, "blacklist", "31")); r.code != http.StatusSeeOther {
+		t.Fatalf("HTTP %d", r.code)
+	}
+	if c := h.in.Config(); !c.Transparent || c.TarpitIf != "lo" {
+		t.Error("a form without the network modes turned them off")
+	}
+	if r := h.post("/settings", settingsForm(h, "netmodes", "1")); r.code != http.StatusSeeOther {
+		t.Fatalf("HTTP %d", r.code)
+	}
+	contains(t, "flash", h.get("/settings").body, "no transparent\nno source\nno tarpit_if")
+	if c := h.in.Config(); c.Transparent || c.Source.IsValid() || c.TarpitIf != "" {
+		t.Errorf("not turned off: transparent %v source %v tarpit_if %q", c.Transparent, c.Source, c.TarpitIf)
+	}
+}
