@@ -212,7 +212,7 @@ func TestKernelRelayMidStream(t *testing.T) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(60 * time.Second))
 	hash := sha256.New()
-	relayed := false
+	relayed, stalled := false, false
 	buf := make([]byte, 64<<10)
 	var n int
 	for {
@@ -228,7 +228,14 @@ func TestKernelRelayMidStream(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after %d bytes: %v", n, err)
 		}
-		if n < size/2 {
+		switch {
+		case n >= 4<<20 && !stalled:
+			// Stop reading for a moment once: the client's socket fills
+			// and pen's splice must pause, however fast the machine
+			// drains it otherwise.
+			stalled = true
+			time.Sleep(200 * time.Millisecond)
+		case n < size/2:
 			time.Sleep(time.Millisecond) // a slow reader: pen's splice pauses
 		}
 	}
