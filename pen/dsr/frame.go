@@ -85,14 +85,20 @@ func parseIPv4(f []byte) (p ipFrame, why Reason) {
 		p.fragment = true
 		return p, 0
 	}
-	t := f[p.l4:p.end]
+	return p, p.parseTransport(f[p.l4:p.end])
+}
+
+// parseTransport reads the ports (and, for TCP, the sequence number and
+// flags) of the TCP or UDP segment t into p, for IPv4 and IPv6 alike; other
+// protocols are left to the caller.
+func (p *ipFrame) parseTransport(t []byte) Reason {
 	switch p.proto {
 	case protoTCP:
 		if len(t) < tcpMinHeader {
-			return p, DropMalformed
+			return DropMalformed
 		}
 		if off := int(t[12]>>4) * 4; off < tcpMinHeader || off > len(t) {
-			return p, DropMalformed
+			return DropMalformed
 		}
 		p.sport = binary.BigEndian.Uint16(t[0:2])
 		p.dport = binary.BigEndian.Uint16(t[2:4])
@@ -100,12 +106,12 @@ func parseIPv4(f []byte) (p ipFrame, why Reason) {
 		p.flags = t[13]
 	case protoUDP:
 		if len(t) < udpHeaderLen {
-			return p, DropMalformed
+			return DropMalformed
 		}
 		p.sport = binary.BigEndian.Uint16(t[0:2])
 		p.dport = binary.BigEndian.Uint16(t[2:4])
 	}
-	return p, 0
+	return 0
 }
 
 // setMACs rewrites a frame's Ethernet addresses in place: this is all DSR

@@ -57,30 +57,10 @@ func parseIPv6(f []byte) (p ipFrame, why Reason) {
 	}
 	p.proto, p.l4 = next, off
 	t := f[p.l4:p.end]
-	switch p.proto {
-	case protoTCP:
-		if len(t) < tcpMinHeader {
-			return p, DropMalformed
-		}
-		if o := int(t[12]>>4) * 4; o < tcpMinHeader || o > len(t) {
-			return p, DropMalformed
-		}
-		p.sport = binary.BigEndian.Uint16(t[0:2])
-		p.dport = binary.BigEndian.Uint16(t[2:4])
-		p.seq = binary.BigEndian.Uint32(t[4:8])
-		p.flags = t[13]
-	case protoUDP:
-		if len(t) < udpHeaderLen {
-			return p, DropMalformed
-		}
-		p.sport = binary.BigEndian.Uint16(t[0:2])
-		p.dport = binary.BigEndian.Uint16(t[2:4])
-	case protoICMPv6:
-		if len(t) < 4 {
-			return p, DropMalformed
-		}
+	if p.proto == protoICMPv6 && len(t) < 4 {
+		return p, DropMalformed
 	}
-	return p, 0
+	return p, p.parseTransport(t)
 }
 
 // pseudoHeaderSum6 is the partial sum of the IPv6 pseudo-header of an
