@@ -9,6 +9,8 @@ packages=(
 	nginx-light haproxy wrk dnsperf dnsmasq dnsutils curl socat psmisc
 	# network namespaces
 	iproute2 ethtool tcpdump
+	# SYN scans of the tarpit (pen/dsr)
+	nmap hping3
 	# image checks and VM boots; the arm64 image's EFI loader comes from
 	# the arm64 build of systemd-boot-efi (multiarch, see below)
 	qemu-system-x86 qemu-system-arm qemu-efi-aarch64 ovmf systemd-boot-efi
