@@ -334,9 +334,21 @@ func (l *Loop) Run() error {
 // switches by half, and keep-alive throughput rose about 10%).
 const yieldEvery = 4 * time.Millisecond
 
+// serve is the loop. It asks epoll for ready events without blocking
+// first (a raw system call: the Go scheduler is not involved while events
+// keep coming), and only blocks when there are none. When the last round
+// found work and this one finds none, the loop gives its
+// CPU to whoever else is waiting to run there (sched_yield) and looks
+// once more before it blocks. On a box that also runs the clients or the
+// servers, they produce the next events meanwhile, so the loop handles
+// them in larger batches and sleeps and wakes less; on a box of its own
+// the yield returns at once. Measured with make bench's keep-alive test
+// on two cores and two loops: pen's CPU per request fell from 16-18 to
+// 14 µs, and a new connection per request from 82-92 to 76 µs.
 func (l *Loop) serve() error {
 	tick := time.Now().Unix()
 	yielded := time.Now()
+	lastN := 0
 	for {
 		wait := 1000
 		if len(l.ready) > 0 {
@@ -346,10 +358,19 @@ func (l *Loop) serve() error {
 		} else if paused, ms := l.paused(); paused {
 			wait = min(wait, ms) // watch the listener again in time
 		}
-		n, err := unix.EpollWait(l.ep, l.events, wait)
-		if err != nil && err != unix.EINTR {
-			return fmt.Errorf("epoll_wait: %w", err)
+		var err error
+		n := epollPoll(l.ep, l.events)
+		if n == 0 && lastN > 0 && wait > 0 {
+			unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			n = epollPoll(l.ep, l.events)
 		}
+		if n == 0 && wait > 0 {
+			n, err = unix.EpollWait(l.ep, l.events, wait)
+			if err != nil && err != unix.EINTR {
+				return fmt.Errorf("epoll_wait: %w", err)
+			}
+		}
+		lastN = n
 		now := time.Now()
 		l.now = now.Unix()
 		if now.Sub(yielded) > yieldEvery {

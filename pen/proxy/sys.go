@@ -100,3 +100,12 @@ func sysSendMore(fd int, p []byte) (int, syscall.Errno) {
 	}
 	return int(n), 0
 }
+
+// epollPoll returns the events ready now, without blocking.
+func epollPoll(ep int, events []unix.EpollEvent) int {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0
+	}
+	return int(r)
+}
