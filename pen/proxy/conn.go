@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -40,7 +41,7 @@ const (
 	fIdler                         // upstream connection with no client
 	fDummy                         // answered by the built-in dummy server
 	fUDP                           // a UDP flow
-	fTLS                           // the client socket is the plain end of a TLS front
+	fTLS                           // the client speaks TLS: read and written through c.tc once its handshake is done (tls.go)
 	fUnixUp                        // the server is a unix socket
 	fHupDown                       // the client has shut down its side
 	fHupUp                         // the server has shut down its side
@@ -49,7 +50,7 @@ const (
 	fEarly                         // the upstream socket delays ACKs until the first write
 	fNoRelay                       // not to be handed to the kernel (again)
 	fFlushing                      // on the flushing list: a shutdown waits for the kernel relay
-	fDirect                        // TLS: the front relays to the server itself once connected (tls.go)
+	fNotified                      // TLS: close_notify sent to the client
 )
 
 // conn is one slot of the connection table. The loop goroutine owns it
@@ -68,7 +69,8 @@ type conn struct {
 	rw     *httpstream.Rewriter
 	peer   netip.AddrPort // client address; zero for a unix client
 	local  netip.Addr     // UDP: the address the client sent to
-	tls    *tlsFront      // the goroutine that terminates TLS for this client, or nil
+	tls    *tlsFront      // the goroutine doing this client's TLS handshake, or nil
+	tc     *tls.Conn      // the TLS client, once its handshake is done
 	epoch  uint64         // UDP: balancer epoch when the flow's server was last checked
 	logged bool           // the request log has a line for this connection
 	turns  uint8          // reads from the client, counted up to relayAfter
@@ -127,8 +129,8 @@ func (l *Loop) addClient(fd int, peer netip.AddrPort) {
 	c.peer = peer
 	c.fl |= fWriteDown
 	if l.set.TLS != nil && !l.set.Dummy {
-		// The client's bytes reach the loop decrypted, through a socket
-		// pair, once the handshake is done (startTLS, then serveClient).
+		// The loop serves the client once a front has done its
+		// handshake (startTLS, then handOver and serveClient).
 		l.startTLS(c, fd)
 		return
 	}
@@ -147,12 +149,6 @@ func (l *Loop) serveClient(c *conn) {
 		l.logFull("epoll_ctl(add client socket): %v; closing the client", err)
 		l.closeConn(c)
 		return
-	}
-	if c.tls != nil && !l.set.HTTP && !l.set.Dump && l.set.Log == nil && !l.set.Dummy {
-		// Nothing to see in the client's bytes: once connected, the
-		// front relays to the server itself (tls.go).
-		c.fl |= fDirect
-		c.tls.direct = true
 	}
 	if l.set.HTTP || l.set.Dump || l.set.Log != nil {
 		c.fl |= fBuffered
@@ -404,10 +400,6 @@ func (l *Loop) connected(c *conn) {
 	if c.fl&fIdler != 0 {
 		c.state |= stateClosedDown
 	}
-	if c.fl&fDirect != 0 {
-		l.handToFront(c)
-		return
-	}
 	l.work(c)
 	if c.state != stateUnused && c.fl&fEarly != 0 {
 		quickAgain(c, int(c.up))
@@ -525,15 +517,10 @@ func (l *Loop) closeConn(c *conn) {
 		l.dropPending(c)
 	}
 	if c.tls != nil {
-		if c.fl&fDirect != 0 {
-			l.directCount(c)
-			if c.up < 0 && c.down < 0 {
-				l.direct.Add(-1) // handed over: the front ends it
-			}
-		}
-		c.tls.closeFromLoop()
+		c.tls.closeFromLoop() // the handshake is under way: it ends
 		c.tls = nil
 	}
+	c.tc = nil
 	for _, fd := range []int32{c.up, c.down} {
 		if fd >= 0 {
 			l.clearFD(int(fd))

@@ -7,8 +7,8 @@ import (
 )
 
 // Running out of descriptors. Every client costs descriptors: two for a
-// TCP client (its socket and its server's), four for a TLS client (the
-// socket pair to its front as well), one for a UDP flow. A loop that
+// TCP client (its socket and its server's), three for a TLS client (a
+// duplicate of its socket during the handshake), one for a UDP flow. A loop that
 // accepts until accept fails with EMFILE finds the listener still
 // readable (the waiting client is still there) and tries again at once,
 // forever: a core at full load doing nothing. Worse, a client accepted
@@ -58,7 +58,7 @@ func perClient(s Settings) int {
 	case s.UDP:
 		return 1
 	case s.TLS != nil:
-		return 4
+		return 3
 	}
 	return 2
 }

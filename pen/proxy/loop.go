@@ -11,9 +11,9 @@
 // A connection holds no buffer while it is idle: data is read into one
 // scratch buffer and written straight on, and only what the other side
 // cannot take at once is kept. Plain TCP streams move bulk data with
-// splice(2) through pooled pipes, so it never enters user space. TLS
-// clients are decrypted by a goroutine each and then served by the same
-// loop, through a socket pair.
+// splice(2) through pooled pipes, so it never enters user space. A
+// goroutine does a TLS client's handshake; then the loop serves it like
+// any client, reading and writing through its tls.Conn without blocking.
 //
 // The files follow the path of a connection: listen.go binds the
 // listener and accepts clients (descriptors.go: when descriptors run
@@ -151,7 +151,7 @@ type Loop struct {
 
 	// Atomic: written by the loop, read by Stats from any goroutine.
 	accepted, refusedFull, refusedNone, refusedACL atomic.Uint64
-	active, pendingN, relayed, direct              atomic.Int64
+	active, pendingN, relayed                      atomic.Int64
 
 	// Safe for concurrent use on its own (TLS fronts log refusals).
 	refusedTLS refusedLog
@@ -557,7 +557,7 @@ func (l *Loop) timers() {
 	}
 	idle := int64(l.set.IdleTimeout / time.Second)
 	udpIdle := int64(l.set.UDPTimeout / time.Second)
-	if idle > 0 || len(l.flows) > 0 || l.relayed.Load() > 0 || l.direct.Load() > 0 {
+	if idle > 0 || len(l.flows) > 0 || l.relayed.Load() > 0 {
 		for _, c := range l.conns {
 			if c == nil || c.state == stateUnused {
 				continue
@@ -574,9 +574,6 @@ func (l *Loop) timers() {
 			}
 			if c.kr != nil && l.relayCount(c) {
 				c.t = l.now // the kernel moved bytes: not idle
-			}
-			if c.fl&fDirect != 0 && c.tls != nil && l.directCount(c) {
-				c.t = l.now // the TLS front moved bytes: not idle
 			}
 			if idle > 0 && c.state == stateConnected && c.fl&fIdler == 0 && l.now-c.t >= idle {
 				l.log.Debugf(2, "Connection %d idle for %d seconds, closing", c.slot, l.now-c.t)

@@ -65,6 +65,11 @@ func newQueuedBytes(data []byte) *queued {
 	return q
 }
 
+// add queues more bytes behind those already queued.
+func (q *queued) add(p []byte) {
+	q.b = append(q.b, p...)
+}
+
 func newQueuedPipe(p pipe, n int) *queued {
 	q := queuedPool.Get().(*queued)
 	q.pipe, q.inp, q.piped = p, n, true

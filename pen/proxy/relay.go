@@ -117,6 +117,9 @@ func (l *Loop) pump(c *conn, dir int, more *bool) bool {
 				return true // the shutdown waits until the kernel has written the rest
 			}
 			if c.fl&shut == 0 {
+				if dir == sideDown && c.tc != nil && l.tlsCloseNotify(c) {
+					continue // the alert is queued: the shutdown follows it
+				}
 				c.fl |= shut
 				if dst >= 0 {
 					l.shutdownWrite(c, dst)
@@ -180,7 +183,14 @@ func (l *Loop) shutdownWrite(c *conn, fd int) {
 // copyBuffered reads one chunk through user space (needed to rewrite or
 // log it) and writes it on; what the destination cannot take is queued.
 func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint32, eof uint8) (int, bool) {
-	n, errno := sysRead(src, l.buf)
+	var n int
+	var errno syscall.Errno
+	tlsClient := dir == sideUp && c.tc != nil
+	if tlsClient {
+		n, errno = l.tlsRead(c)
+	} else {
+		n, errno = sysRead(src, l.buf)
+	}
 	switch {
 	case errno == unix.EAGAIN:
 		c.fl &^= rflag
@@ -199,7 +209,7 @@ func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint32, eof
 		}
 		return 0, true
 	}
-	if n < len(l.buf) && c.fl&hupOf(rflag) == 0 {
+	if n < len(l.buf) && c.fl&hupOf(rflag) == 0 && !tlsClient {
 		c.fl &^= rflag // drained: edge-triggered epoll reports new data
 	}
 	data := l.buf[:n]
@@ -240,6 +250,9 @@ func (l *Loop) send(c *conn, dir, dst int, data []byte, wflag uint32) bool {
 }
 
 func (l *Loop) sendFlags(c *conn, dir, dst int, data []byte, wflag uint32, more bool) bool {
+	if dir == sideDown && c.tc != nil {
+		return l.tlsWrite(c, data)
+	}
 	w := 0
 	if c.fl&wflag != 0 {
 		var m int

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,109 +18,170 @@ import (
 	"github.com/pen-lb/pen-appliance/pen/diag"
 )
 
-// TLS termination. crypto/tls reads and writes block, so a goroutine per
-// client (the front) does the handshake and then only decrypts and
-// encrypts: it relays between the client's TLS connection and one end of
-// a socket pair. The loop serves the other end of the pair as the
-// client's socket, exactly as it serves a plain client: the same server
-// choice and fail-over, connect, source binding, X-Forwarded-For (with
-// X-Forwarded-Proto https), request log, byte counts and timeouts.
+// TLS termination. The handshake blocks in crypto/tls, so a goroutine
+// per client (the front) does it, on a duplicate of the client's
+// descriptor that Go's poller watches, under a deadline. Then the front
+// hands the connection to its loop and ends: the loop serves the client's
+// socket like a plain client's, except that it reads and writes through
+// the client's tls.Conn, which decrypts and encrypts in place. Everything
+// a plain client has applies unchanged: the server choice and fail-over,
+// connect, source binding, X-Forwarded-For (with X-Forwarded-Proto
+// https), the request log, byte counts, half-close and timeouts.
 //
-// Ownership: the loop owns the slot, its balancer session and its end of
-// the pair, as for any client. The front owns the client's socket (inside
-// its tls.Conn) and its end of the pair. They meet in two places only:
-// the front asks the loop to start (or to drop) the connection by posting
-// to it (Loop.do), and the loop tells the front that it closed the slot
-// through closeFromLoop, which only sets deadlines on the front's
-// connection (safe from any goroutine).
+// crypto/tls is driven without blocking through tlsSock, the net.Conn
+// under the tls.Conn: once the loop has the connection, a read that would
+// block returns errWouldBlock, a temporary net.Error, which crypto/tls
+// passes up without recording it (a partial record stays in its buffer
+// for the next read), and a write never blocks: what the socket does not
+// take now is queued on the connection and flushed by the loop as any
+// other queued data. Compared with a goroutine per client that relays
+// through Go's poller, this saves two goroutine wake-ups per request and
+// the memory of two parked goroutines and their buffers per idle client.
+//
+// Ownership: until the hand-over the front owns the tls.Conn and the
+// duplicate descriptor; the loop owns the slot and the client's original
+// descriptor, which it does not watch yet. They meet in two places: the
+// front posts the hand-over (or the end of a failed handshake) to the
+// loop (Loop.do), and the loop tells a front whose slot it closed during
+// the handshake through closeFromLoop, which only sets deadlines (safe
+// from any goroutine). After the hand-over the loop owns everything.
 
 const (
 	// handshakeTimeout bounds a TLS handshake.
 	handshakeTimeout = 10 * time.Second
-	// drainTimeout bounds how long a front whose slot the loop closed
-	// may take to deliver the server's last bytes to the client.
-	drainTimeout = 10 * time.Second
 	// refusedLogEvery is the shortest time between two log lines about
 	// refused handshakes; the ones in between are counted.
 	refusedLogEvery = 10 * time.Second
 )
 
-// fileConn is a net.Conn on a socket the loop made, without duplicating
-// the descriptor.
-type fileConn struct {
-	*os.File
-	local, remote net.Addr
+// errWouldBlock is what a tlsSock read returns when the socket has no
+// data now. crypto/tls keeps a read error only if it is not a temporary
+// net.Error.
+var errWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "the socket has no data now" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
+// tlsSock is the connection under a client's tls.Conn. During the
+// handshake it uses hs, a duplicate of the client's descriptor in Go's
+// poller (the front's); once the loop has taken the connection (loop
+// set, by the loop goroutine, after the front has finished with it) it
+// reads and writes the client's socket fd without blocking.
+type tlsSock struct {
+	hs     *os.File
+	fd     int
+	remote net.Addr
+	loop   *Loop // nil during the handshake
+	c      *conn
 }
 
-func (c *fileConn) LocalAddr() net.Addr  { return c.local }
-func (c *fileConn) RemoteAddr() net.Addr { return c.remote }
-
-func (c *fileConn) CloseWrite() error {
-	rc, err := c.File.SyscallConn()
-	if err != nil {
-		return err
+func (s *tlsSock) Read(p []byte) (int, error) {
+	if s.loop == nil {
+		return s.hs.Read(p)
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.Shutdown(int(fd), unix.SHUT_WR) }); err != nil {
-		return err
+	n, errno := sysRead(s.fd, p)
+	switch {
+	case errno == unix.EAGAIN:
+		return 0, errWouldBlock
+	case errno != 0:
+		return 0, errno
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
 	}
-	return serr
+	return n, nil
 }
 
-// The direct path. When the loop need not see the client's bytes (no
-// X-Forwarded-For, request log or dump), the socket pair serves only until
-// the server's connect completes: then the loop hands the server's socket
-// to the front (handToFront) and forgets it and its end of the pair, and
-// the front relays between the client's TLS connection and the server by
-// itself, through Go's poller. That saves, per request and direction, a
-// write and a read on the pair and a wake-up of the loop. The loop keeps
-// the slot and the balancer's session: the front counts the bytes in
-// atomics, which the loop adds to the server's counts once a second and
-// at the close (and which keep the connection from the idle timeout), and
-// the front ends the slot through the loop when both directions are done;
-// close N and the idle timeout end the front through closeFromLoop.
+// Write writes what the socket takes now and queues the rest on the
+// connection, ahead of which nothing else is written.
+func (s *tlsSock) Write(p []byte) (int, error) {
+	if s.loop == nil {
+		return s.hs.Write(p)
+	}
+	c := s.c
+	if q := c.q[sideDown]; q != nil {
+		q.add(p)
+		return len(p), nil
+	}
+	w := 0
+	if c.fl&fWriteDown != 0 {
+		m, errno := sysWrite(s.fd, p)
+		switch {
+		case errno == unix.EAGAIN:
+		case errno != 0:
+			return 0, errno
+		default:
+			w = m
+		}
+	}
+	if w < len(p) {
+		c.fl &^= fWriteDown
+		c.q[sideDown] = newQueuedBytes(p[w:])
+	}
+	return len(p), nil
+}
 
-// copyBufs holds the fronts' copy buffers: a client that makes one
-// request per connection would otherwise allocate two for each.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+// Close closes the handshake's duplicate; the loop closes fd itself.
+func (s *tlsSock) Close() error {
+	if s.hs != nil {
+		return s.hs.Close()
+	}
+	return nil
+}
 
-// tlsFront is the goroutine side of a TLS client.
+func (s *tlsSock) LocalAddr() net.Addr  { return &net.TCPAddr{} }
+func (s *tlsSock) RemoteAddr() net.Addr { return s.remote }
+
+// The deadlines bound the handshake; the loop has timeouts of its own.
+func (s *tlsSock) SetDeadline(t time.Time) error {
+	if s.hs != nil && s.loop == nil {
+		return s.hs.SetDeadline(t)
+	}
+	return nil
+}
+
+func (s *tlsSock) SetReadDeadline(t time.Time) error {
+	if s.hs != nil && s.loop == nil {
+		return s.hs.SetReadDeadline(t)
+	}
+	return nil
+}
+
+func (s *tlsSock) SetWriteDeadline(t time.Time) error {
+	if s.hs != nil && s.loop == nil {
+		return s.hs.SetWriteDeadline(t)
+	}
+	return nil
+}
+
+// tlsFront is the goroutine that does a client's handshake.
 type tlsFront struct {
-	loop  *Loop
-	slot  int32
-	gen   uint32 // the slot's generation when the front started
-	peer  netip.AddrPort
-	tc    *tls.Conn // the client; the front's
-	plain *fileConn // the front's end of the pair
-
+	loop *Loop
+	slot int32
+	gen  uint32 // the slot's generation when the front started
+	peer netip.AddrPort
+	sock *tlsSock
+	tc   *tls.Conn
 	// closed is set by the loop (closeFromLoop) when it has closed the
-	// slot; the front reads it when a read of the client fails.
+	// slot; a handshake that fails then was not refused.
 	closed atomic.Bool
-
-	// The direct path.
-	direct  bool             // set by the loop in serveClient, before the front reads it
-	fast    config.FastClose // tcp_fastclose when the client started
-	upc     chan int         // the server's socket from the loop, or -1: no server
-	mu      sync.Mutex       // guards up
-	up      *fileConn        // the server, once handed over
-	sent    atomic.Uint64    // client to server, counted by the front
-	recv    atomic.Uint64    // server to client
-	counted [2]uint64        // sent and recv already added to the counts; the loop's
 }
 
-// startTLS gives the accepted client fd to a new front. The loop keeps
-// the other end of a socket pair as the client's socket, but serves it
-// only when the front reports the handshake done (serveClient).
+// startTLS starts the handshake of an accepted client on a front. The
+// loop keeps fd as the client's socket but watches it only once the
+// front has handed the connection over (handOver).
 func (l *Loop) startTLS(c *conn, fd int) {
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		l.log.Printf("socketpair for a TLS client: %v", err)
+		l.logFull("dup for a TLS client: %v", err)
 		unix.Close(fd)
 		l.closeConn(c)
 		return
 	}
-	c.down = int32(pair[0])
-	l.setFD(pair[0], c.slot)
+	c.down = int32(fd)
+	l.setFD(fd, c.slot)
 	c.fl |= fTLS
 	// crypto/tls writes whole records, and a handshake's flights and the
 	// session ticket after it in writes of their own: with Nagle's
@@ -127,11 +189,8 @@ func (l *Loop) startTLS(c *conn, fd int) {
 	// flight before it (40 ms on Linux), and so does the first answer.
 	// Go's own sockets set this too. A hint: refused, it only costs time.
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	raw := &fileConn{File: os.NewFile(uintptr(fd), "tls-client"), remote: net.TCPAddrFromAddrPort(c.peer), local: &net.TCPAddr{}}
-	f := &tlsFront{loop: l, slot: c.slot, gen: c.gen, peer: c.peer,
-		tc:    tls.Server(raw, l.set.TLS),
-		plain: &fileConn{File: os.NewFile(uintptr(pair[1]), "tls-plain"), local: &net.UnixAddr{}, remote: &net.UnixAddr{}},
-		upc:   make(chan int, 1), fast: l.set.FastClose}
+	sock := &tlsSock{hs: os.NewFile(uintptr(dup), "tls-client"), fd: fd, remote: net.TCPAddrFromAddrPort(c.peer)}
+	f := &tlsFront{loop: l, slot: c.slot, gen: c.gen, peer: c.peer, sock: sock, tc: tls.Server(sock, l.set.TLS)}
 	// Set before the front runs, so that closeFromLoop's deadlines,
 	// which come later, win.
 	f.tc.SetDeadline(time.Now().Add(handshakeTimeout))
@@ -147,41 +206,27 @@ func (f *tlsFront) conn() *conn {
 		return nil
 	}
 	c := l.conns[f.slot]
-	if c == nil || c.gen != f.gen || c.state == stateUnused {
+	if c == nil || c.gen != f.gen || c.state == stateUnused || c.tls != f {
 		return nil
 	}
 	return c
 }
 
-// closeFromLoop is called by the loop when it closes the slot (both sides
-// are done, tcp_fastclose, idle timeout, close N, Stop). The server's last
-// bytes may still be in the pair: the front delivers them within
-// drainTimeout. What the client sends now has nowhere to go, so the read
-// of the client ends at once. The deadlines are safe to set from the
-// loop goroutine while the front reads and writes.
+// closeFromLoop is called by the loop when it closes the slot of a
+// client whose handshake is under way (close N, Stop): the handshake
+// ends at once. Safe from any goroutine while the front runs.
 func (f *tlsFront) closeFromLoop() {
 	f.closed.Store(true)
-	now := time.Now()
-	f.tc.SetReadDeadline(now)
-	f.tc.SetWriteDeadline(now.Add(drainTimeout))
-	select {
-	case f.upc <- -1: // no server was handed over: the front stops waiting
-	default:
-	}
-	f.mu.Lock()
-	if f.up != nil {
-		// As the loop closes a server's socket: what the front has
-		// read is still written to the client, nothing more is read.
-		f.up.SetDeadline(now)
-	}
-	f.mu.Unlock()
+	f.tc.SetDeadline(time.Now())
 }
 
 func (f *tlsFront) serve() {
 	l := f.loop
-	defer f.plain.Close()
-	defer f.tc.Close()
-	if err := f.tc.Handshake(); err != nil {
+	err := f.tc.Handshake()
+	// The front is done with the duplicate either way: after a
+	// handshake the loop reads and writes the original descriptor.
+	f.sock.hs.Close()
+	if err != nil {
 		if f.closed.Load() {
 			return // pen closed it; the client refused nothing
 		}
@@ -193,66 +238,67 @@ func (f *tlsFront) serve() {
 		})
 		return
 	}
-	f.tc.SetDeadline(time.Time{})
-	started := false
 	l.do(func() {
 		if c := f.conn(); c != nil {
-			started = true
-			l.serveClient(c)
+			l.handOver(c, f)
 		}
 	})
-	if !started {
-		return
-	}
-	if f.direct {
-		f.serveDirect()
-		return
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// The server's answers go to the client encrypted.
-		if f.copy(f.tc, f.plain, false) {
-			f.tc.CloseWrite() // close_notify: the server is done
-		}
-	}()
-	if f.copy(f.plain, f.tc, true) {
-		f.plain.CloseWrite() // the loop reads EOF and shuts the server's side
-	}
-	<-done
 }
 
-// copy moves bytes from src to dst until src ends. It reports whether src
-// ended cleanly (EOF). On an error both connections close, which ends the
-// other direction too; except when the client's side fails because the
-// loop has closed the slot: then the other direction still delivers what
-// the server sent before.
-func (f *tlsFront) copy(dst io.Writer, src io.Reader, fromClient bool) bool {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				err = werr
-			}
-		}
-		switch {
-		case err == io.EOF:
-			return true
-		case err == nil:
-			continue
-		case !(fromClient && f.closed.Load()):
-			f.abort()
-		}
+// handOver takes a client whose handshake is done: from now on the loop
+// reads and writes it through its tls.Conn.
+func (l *Loop) handOver(c *conn, f *tlsFront) {
+	c.tls = nil
+	f.sock.hs = nil
+	f.sock.loop, f.sock.c = l, c
+	c.tc = f.tc
+	// The client's first request may have come with its last handshake
+	// message and wait in the tls.Conn, where epoll does not see it.
+	c.fl |= fReadDown | fWriteDown
+	l.serveClient(c)
+}
+
+// tlsRead reads decrypted client data into the loop's buffer. A short
+// read says nothing about what is left: crypto/tls returns a record at a
+// time and may hold more, so the client counts as drained only once a read
+// would block.
+func (l *Loop) tlsRead(c *conn) (int, syscall.Errno) {
+	n, err := c.tc.Read(l.buf)
+	switch {
+	case n > 0:
+		return n, 0 // an EOF that came with it (close_notify) is kept by the tls.Conn
+	case err == errWouldBlock:
+		return 0, unix.EAGAIN
+	case err == io.EOF:
+		return 0, 0
+	}
+	l.log.Debugf(2, "TLS read from %s: %v", config.ClientName(c.peer.Addr()), err)
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return 0, errno
+	}
+	return 0, unix.EPROTO
+}
+
+// tlsWrite encrypts data for the client; tlsSock writes it or queues it.
+func (l *Loop) tlsWrite(c *conn, data []byte) bool {
+	if _, err := c.tc.Write(data); err != nil {
+		l.log.Debugf(2, "TLS write to %s: %v", config.ClientName(c.peer.Addr()), err)
 		return false
 	}
+	return true
 }
 
-func (f *tlsFront) abort() {
-	f.tc.Close()
-	f.plain.Close()
+// tlsCloseNotify tells the client that the server is done (close_notify)
+// before its side is shut down; the alert may be queued. It reports
+// whether the shutdown must wait for the queue.
+func (l *Loop) tlsCloseNotify(c *conn) bool {
+	if c.fl&fNotified != 0 {
+		return false
+	}
+	c.fl |= fNotified
+	c.tc.CloseWrite()
+	return c.q[sideDown] != nil
 }
 
 // refusedLog logs refused TLS handshakes at the default level, at most
@@ -305,109 +351,4 @@ func describeHandshakeError(err error) string {
 		return "the client closed the connection during the handshake"
 	}
 	return err.Error()
-}
-
-// handToFront gives the server's socket of a direct TLS connection to its
-// front, and closes the loop's end of the pair (loop goroutine).
-func (l *Loop) handToFront(c *conn) {
-	unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, int(c.up), nil)
-	fd := int(c.up)
-	l.clearFD(fd)
-	l.clearFD(int(c.down))
-	unix.Close(int(c.down))
-	c.up, c.down = -1, -1
-	c.tls.upc <- fd
-	l.direct.Add(1)
-}
-
-// directCount adds the bytes a direct front moved since the last count to
-// the server's and the client's counts; it reports whether any moved.
-func (l *Loop) directCount(c *conn) bool {
-	f := c.tls
-	s, r := f.sent.Load(), f.recv.Load()
-	moved := false
-	if d := s - f.counted[0]; d > 0 {
-		c.sess.Sent(int(d))
-		f.counted[0] = s
-		moved = true
-	}
-	if d := r - f.counted[1]; d > 0 {
-		c.sess.Received(int(d))
-		f.counted[1] = r
-		moved = true
-	}
-	return moved
-}
-
-// serveDirect relays between the client and the server's socket that the
-// loop hands over, then ends the slot.
-func (f *tlsFront) serveDirect() {
-	l := f.loop
-	fd := <-f.upc
-	if fd < 0 {
-		return // the loop ended the slot before a server was connected
-	}
-	up := &fileConn{File: os.NewFile(uintptr(fd), "tls-upstream"), local: &net.TCPAddr{}, remote: &net.TCPAddr{}}
-	defer up.Close()
-	f.mu.Lock()
-	f.up = up
-	f.mu.Unlock()
-	if f.closed.Load() {
-		return
-	}
-	abort := func() {
-		f.tc.Close()
-		up.Close()
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if f.copyCounting(f.tc, up, &f.recv) {
-			if f.fast&config.FastClose(stateClosedUp) != 0 {
-				abort()
-				return
-			}
-			f.tc.CloseWrite() // close_notify: the server is done
-			return
-		}
-		abort()
-	}()
-	if f.copyCounting(up, f.tc, &f.sent) {
-		if f.fast&config.FastClose(stateClosedDown) != 0 {
-			abort()
-		} else {
-			up.CloseWrite()
-		}
-	} else if !f.closed.Load() {
-		abort()
-	}
-	<-done
-	l.do(func() {
-		if c := f.conn(); c != nil {
-			l.closeConn(c)
-		}
-	})
-}
-
-// copyCounting moves bytes from src to dst until src ends, counting them
-// in n; it reports whether src ended cleanly (EOF).
-func (f *tlsFront) copyCounting(dst io.Writer, src io.Reader, n *atomic.Uint64) bool {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	for {
-		m, err := src.Read(buf)
-		if m > 0 {
-			if _, werr := dst.Write(buf[:m]); werr != nil {
-				return false
-			}
-			n.Add(uint64(m))
-		}
-		if err == io.EOF {
-			return true
-		}
-		if err != nil {
-			return false
-		}
-	}
 }
