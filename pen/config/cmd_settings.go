@@ -35,6 +35,10 @@ var settingsCommands = map[string]*command{
 	"tcp_fastclose": {run: cmdFastClose},
 	"loops":         {run: cmdLoops},
 	"kernel_relay":  onOff(func(c *Config) *bool { return &c.KernelRelay }),
+	"udp_kernel": {
+		run: func(x *txn, cmd string, args []string) error { return x.flag(&x.cfg.NoUDPKernel, false, cmd, args) },
+		off: func(x *txn, _ []string) error { x.cfg.NoUDPKernel = true; return nil },
+	},
 
 	// Where transparent mode's policy routing goes (docs/TRANSPARENT.md).
 	"transparent_table":    {run: cmdTransparentRouting},
@@ -247,6 +251,9 @@ func checkTransparentRouting(cmd string, n int) error {
 
 // kernel_relay / no kernel_relay (cmd_settings.go): whether quiet plain
 // TCP connections are handed to the kernel's sockmap relay.
+//
+// udp_kernel / no udp_kernel: whether UDP flows, once placed, are carried
+// by the kernel (on by default; pen/proxy/udpkernel.go).
 
 // loops [N]: how many event loops serve the clients. 0 (the default) is
 // one per CPU; 1 serves everything on one core, as Pen does. Without N it

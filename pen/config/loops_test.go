@@ -44,3 +44,34 @@ func TestLoopsCommand(t *testing.T) {
 		t.Error("no kernel_relay left it on")
 	}
 }
+
+// udp_kernel is on by default and not written then; no udp_kernel is
+// written and read back; udp_kernel turns it on again.
+func TestUDPKernelSetting(t *testing.T) {
+	in := newTest(t)
+	if in.Config().NoUDPKernel {
+		t.Fatal("udp_kernel is off by default")
+	}
+	file := filepath.Join(t.TempDir(), "pen.cfg")
+	if got := string(in.Render(file)); strings.Contains(got, "udp_kernel") {
+		t.Errorf("write with the default names udp_kernel:\n%s", got)
+	}
+	if _, err := in.Exec("udp_kernel now", FromControl); err == nil {
+		t.Error("udp_kernel with an argument accepted")
+	}
+	exec(t, in, "no udp_kernel")
+	if err := in.Write(file); err != nil {
+		t.Fatal(err)
+	}
+	again := newTest(t)
+	if _, err := again.ExecFile(file, FromFile); err != nil {
+		t.Fatal(err)
+	}
+	if !again.Config().NoUDPKernel {
+		t.Errorf("no udp_kernel not read back from:\n%s", again.Render(file))
+	}
+	exec(t, again, "udp_kernel")
+	if again.Config().NoUDPKernel {
+		t.Error("udp_kernel left it off")
+	}
+}

@@ -265,6 +265,9 @@ type Config struct {
 	// KernelRelay hands quiet plain TCP connections to the kernel
 	// (kernel_relay): an sk_skb program moves their bytes.
 	KernelRelay bool
+	// NoUDPKernel keeps every UDP flow in pen (no udp_kernel); by
+	// default the kernel carries a flow once pen has placed it.
+	NoUDPKernel bool
 
 	// Where transparent mode's policy routing goes; 0 is the default.
 	TransparentTable    int

@@ -168,6 +168,9 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 	if c.KernelRelay {
 		pr("kernel_relay\n")
 	}
+	if c.NoUDPKernel {
+		pr("no udp_kernel\n")
+	}
 	onoff(c.Keepalive, "keepalive")
 	onoff(c.Transparent, "transparent")
 	if c.TransparentTable != 0 && c.TransparentTable != DefaultTransparentTable {

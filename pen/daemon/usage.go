@@ -81,6 +81,7 @@ docs/COMPATIBILITY.md and docs/ADMIN.md):
   loops N                      event loops (0: one per CPU, the default)
   kernel_relay, no kernel_relay
                                hand quiet plain TCP connections to the kernel
+  udp_kernel, no udp_kernel    let the kernel carry UDP flows once placed (on)
   server N drain 1|0           no new clients for server N; open ones finish
   check N tcp|http ...         active health check of server N; no check N
   name server|acl N TEXT       a note shown by the admin UI; no name ...

@@ -234,6 +234,7 @@ func settings(c *config.Config, reqlog *proxy.RequestLog, tlsCfg *tls.Config) pr
 		TLS:         tlsCfg,
 		Loops:       c.Loops,
 		Relay:       c.KernelRelay,
+		UDPKernel:   !c.NoUDPKernel,
 	}
 	return s
 }

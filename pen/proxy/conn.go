@@ -75,6 +75,7 @@ type conn struct {
 	logged bool           // the request log has a line for this connection
 	turns  uint8          // reads from the client, counted up to relayAfter
 	kr     *relayState    // the kernel relays the connection (kernel.go)
+	uk     *ukFlow        // the kernel carries the UDP flow (udpkernel.go)
 }
 
 func (c *conn) report() config.ConnState {
@@ -427,6 +428,7 @@ func (l *Loop) connectFailed(c *conn) {
 }
 
 func (l *Loop) dropUp(c *conn) {
+	l.ukRemove(c)
 	if c.up >= 0 {
 		l.clearFD(int(c.up))
 		unix.Close(int(c.up))
@@ -521,6 +523,7 @@ func (l *Loop) closeConn(c *conn) {
 		c.tls = nil
 	}
 	c.tc = nil
+	l.ukRemove(c)
 	for _, fd := range []int32{c.up, c.down} {
 		if fd >= 0 {
 			l.clearFD(int(fd))

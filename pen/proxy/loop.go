@@ -74,6 +74,8 @@ type Settings struct {
 	Loops int
 	// Relay hands quiet plain TCP connections to the kernel (kernel.go).
 	Relay bool
+	// UDPKernel hands UDP flows to the kernel (udpkernel.go).
+	UDPKernel bool
 }
 
 // Stats counts what the loop did since it started.
@@ -85,6 +87,7 @@ type Stats struct {
 	RefusedACL      uint64 // denied by client_acl, no abuse server
 	Pending         int
 	Relayed         int // connections the kernel relays now (kernel_relay)
+	KernelFlows     int // UDP flows the kernel carries now (udp_kernel)
 }
 
 const (
@@ -151,10 +154,13 @@ type Loop struct {
 
 	// Atomic: written by the loop, read by Stats from any goroutine.
 	accepted, refusedFull, refusedNone, refusedACL atomic.Uint64
-	active, pendingN, relayed                      atomic.Int64
+	active, pendingN, relayed, ukFlows             atomic.Int64
 
 	// Safe for concurrent use on its own (TLS fronts log refusals).
 	refusedTLS refusedLog
+
+	ukSaid  bool   // the log has said why UDP flows stay in pen (loop goroutine)
+	ukEpoch uint64 // the balancer's epoch when ukSweep last looked (loop goroutine)
 
 	// Guarded by mu: the hand-over of closures and the loop's life.
 	mu       sync.Mutex
@@ -396,6 +402,9 @@ func (l *Loop) serve() error {
 			tick = l.now
 			l.timers()
 		}
+		if l.ukFlows.Load() > 0 {
+			l.ukSweep()
+		}
 		l.armListener()
 		if l.set.Log != nil {
 			l.set.Log.Flush()
@@ -471,6 +480,7 @@ func (l *Loop) Stats() Stats {
 		RefusedACL:      l.refusedACL.Load(),
 		Pending:         int(l.pendingN.Load()),
 		Relayed:         int(l.relayed.Load()),
+		KernelFlows:     int(l.ukFlows.Load()),
 	}
 }
 
@@ -563,6 +573,15 @@ func (l *Loop) timers() {
 				continue
 			}
 			if c.fl&fUDP != 0 {
+				if c.uk != nil {
+					if l.ukCounts(c) {
+						c.t = l.now // the kernel carried datagrams: not idle
+						c.state &^= stateHalfDead
+					}
+					if !c.sess.Usable() || !l.set.UDPKernel {
+						l.ukRemove(c) // its next datagram comes to pen
+					}
+				}
 				lim := udpIdle
 				if idle > 0 {
 					lim = idle

@@ -78,7 +78,9 @@ func TestReconfigureUnderTraffic(t *testing.T) {
 	cfg := testTLSConfig(t)
 	plain := start(t, "127.0.0.1:0", func(s *Settings) { s.Log = reqlog }, servers(tcpPorts)...)
 	secure := start(t, "127.0.0.1:0", func(s *Settings) { s.TLS = cfg; s.Log = reqlog }, servers(tcpPorts)...)
-	udp := start(t, "127.0.0.1:0", nil, append([]string{"udp"}, servers(udpPorts)...)...)
+	// With udp_kernel (as root), the kernel carries the UDP flows
+	// between the changes.
+	udp := start(t, "127.0.0.1:0", func(s *Settings) { s.UDPKernel = true }, append([]string{"udp"}, servers(udpPorts)...)...)
 	victims := start(t, "127.0.0.1:0", func(s *Settings) { s.TLS = cfg }, servers(tcpPorts)...)
 
 	deadline := time.Now().Add(60 * time.Second)

@@ -1,0 +1,509 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// The in-kernel path for UDP flows (udp_kernel). Through pen, every
+// datagram costs two sends in user space, each of which runs the whole
+// receive path of its destination: DNS through pen came to about 0.7 of
+// a direct connection. Once a flow has carried a few datagrams through
+// pen, the loop hands it to a BPF program on the interfaces' TCX ingress
+// hook, which rewrites each of the flow's datagrams as pen would send it
+// and lets it go on, so that it never reaches user space:
+//
+//	client -> VIP:port          becomes  pen's upstream socket -> server
+//	server -> upstream socket   becomes  VIP:port -> client
+//
+// The flow's upstream socket stays open and watched: its address is the
+// one the server answers, and an ICMP error about the flow (the server's
+// port is closed) still reaches it, so pen fails the server over as it
+// always does. Pen's semantics hold: the first datagrams of every flow
+// pass through pen, which chooses the server (client tracking, hash,
+// round-robin, weights, ACLs); the program only repeats that choice.
+// Counts and idle time come from the program's per-flow counters, read
+// once a second; a flow whose server becomes unusable (removed,
+// blacklisted) is taken back at the next second, and its next datagram is
+// placed again in user space.
+//
+// When the new destination is an address of this host the datagram goes
+// on up the stack; otherwise the program sends it out of the interface
+// that holds the address pen would send from (bpf_redirect_neigh, which
+// resolves the next hop's MAC). Flows that would cross between loopback
+// and another interface (which the kernel drops as martians), IPv6 flows,
+// unix socket servers and transparent mode stay in user space.
+//
+// Where the kernel has no BPF or no TCX (before 6.6), or pen may not use
+// them, every flow stays in pen, and one line says why.
+
+const (
+	// ukAfter is how many datagrams from the client a flow carries
+	// through pen before the kernel takes it: a flow of one question
+	// (a resolver's random source port) never costs two map updates.
+	ukAfter = 4
+	// ukMaxFlows bounds the flows the kernel carries at a time.
+	ukMaxFlows = 1 << 16
+
+	tcxNext   = -1 // TCX_NEXT: the packet goes on as if unseen
+	tcActOK   = 0  // TC_ACT_OK: go on up the stack
+	tcActShot = 2  // TC_ACT_SHOT: drop
+
+	ethHeaderLen  = 14
+	ipv4MinHeader = 20
+	etherTypeIPv4 = 0x0800
+
+	bpfFPseudoHdr   = 1 << 4 // BPF_F_PSEUDO_HDR
+	bpfFMarkMangled = 1 << 5 // BPF_F_MARK_MANGLED_0
+)
+
+// ukKey is a datagram's addresses and ports, in network order.
+type ukKey struct {
+	Src, Dst     [4]byte
+	SPort, DPort [2]byte
+}
+
+// ukValue is what the datagram becomes, where it goes (0: up the stack,
+// else out of that interface) and the flow's counters.
+type ukValue struct {
+	Src, Dst     [4]byte
+	SPort, DPort [2]byte
+	Ifindex      uint32
+	Packets      uint64
+	Bytes        uint64 // UDP payload
+}
+
+// ukFlow is what an installed flow keeps (conn.uk).
+type ukFlow struct {
+	keys    [2]ukKey  // [0]: client to VIP, [1]: server to the upstream socket
+	counted [2]uint64 // payload bytes already added to the counts
+}
+
+// udpKernel is the program, its flow map and where it is attached; one
+// per process, shared by every loop (map updates are system calls, safe
+// from any goroutine).
+type udpKernel struct {
+	prog  *ebpf.Program
+	flows *ebpf.Map
+
+	mu      sync.Mutex // guards links and lo
+	links   map[int]link.Link
+	linkErr map[int]error
+}
+
+var (
+	ukMu    sync.Mutex
+	ukTried bool
+	ukKern  *udpKernel // set once, then only read
+	ukErr   error
+)
+
+func getUDPKernel() (*udpKernel, error) {
+	ukMu.Lock()
+	defer ukMu.Unlock()
+	if !ukTried {
+		ukTried = true
+		ukKern, ukErr = loadUDPKernel()
+	}
+	return ukKern, ukErr
+}
+
+func loadUDPKernel() (*udpKernel, error) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, err
+	}
+	flows, err := ebpf.NewMap(&ebpf.MapSpec{Name: "pen_udp_flows", Type: ebpf.Hash, KeySize: 12, ValueSize: 32,
+		MaxEntries: 2 * ukMaxFlows, Flags: unix.BPF_F_NO_PREALLOC})
+	if err != nil {
+		return nil, fmt.Errorf("hash map: %w", err)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pen_udp", Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: ukProgram(flows.FD())})
+	if err != nil {
+		flows.Close()
+		return nil, fmt.Errorf("loading the program: %w", err)
+	}
+	return &udpKernel{prog: prog, flows: flows, links: map[int]link.Link{}, linkErr: map[int]error{}}, nil
+}
+
+// attach puts the program on ifindex's ingress once.
+func (k *udpKernel) attach(ifindex int) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.links[ifindex]; ok {
+		return nil
+	}
+	if err, ok := k.linkErr[ifindex]; ok {
+		return err
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: k.prog, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		k.linkErr[ifindex] = err
+		return err
+	}
+	k.links[ifindex] = l
+	return nil
+}
+
+// ukProgram is the TCX program. The Ethernet and IPv4 headers are copied
+// to fp-50..fp-17 (so that the addresses are 4-byte aligned), the ports
+// to fp-56..fp-53 and the key is built at fp-72.
+func ukProgram(flowsFD int) asm.Instructions {
+	const (
+		hdr   = -50
+		ip    = hdr + ethHeaderLen
+		ports = -56
+		key   = -72
+		pass  = "pass"
+		drop  = "drop"
+		up    = "up"
+		// Offsets in the packet.
+		ipCsum  = ethHeaderLen + 10
+		ipAddrs = ethHeaderLen + 12
+		udpHdr  = ethHeaderLen + ipv4MinHeader
+		udpCsum = udpHdr + 6
+	)
+	ne := binary.NativeEndian
+	be16 := func(v uint16) int32 {
+		var b [2]byte
+		binary.BigEndian.PutUint16(b[:], v)
+		return int32(ne.Uint16(b[:]))
+	}
+	// csum calls bpf_l3_csum_replace or bpf_l4_csum_replace for the
+	// field at old (stack) becoming the one at new (value in R8).
+	csum := func(fn asm.BuiltinFunc, off int32, old, new int16, size asm.Size, flags int32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.R6),
+			asm.Mov.Imm(asm.R2, off),
+			asm.LoadMem(asm.R3, asm.R10, old, size),
+			asm.LoadMem(asm.R4, asm.R8, new, size),
+			asm.Mov.Imm(asm.R5, flags),
+			fn.Call(),
+			asm.JNE.Imm(asm.R0, 0, drop),
+		}
+	}
+	store := func(off int32, from int16, n int32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.R6),
+			asm.Mov.Imm(asm.R2, off),
+			asm.Mov.Reg(asm.R3, asm.R8),
+			asm.Add.Imm(asm.R3, int32(from)),
+			asm.Mov.Imm(asm.R4, n),
+			asm.Mov.Imm(asm.R5, 0),
+			asm.FnSkbStoreBytes.Call(),
+			asm.JNE.Imm(asm.R0, 0, drop),
+		}
+	}
+	xadd := func(off int16) asm.Instruction {
+		ins := asm.StoreXAdd(asm.R8, asm.R2, asm.DWord)
+		ins.Offset = off
+		return ins
+	}
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, hdr),
+		asm.Mov.Imm(asm.R4, ethHeaderLen+ipv4MinHeader),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, pass),
+		asm.LoadMem(asm.R2, asm.R10, hdr+12, asm.Half),
+		asm.JNE.Imm32(asm.R2, be16(etherTypeIPv4), pass),
+		// A 20-byte header (no options), UDP, not a fragment.
+		asm.LoadMem(asm.R2, asm.R10, ip, asm.Byte),
+		asm.JNE.Imm(asm.R2, 0x45, pass),
+		asm.LoadMem(asm.R2, asm.R10, ip+9, asm.Byte),
+		asm.JNE.Imm(asm.R2, unix.IPPROTO_UDP, pass),
+		asm.LoadMem(asm.R2, asm.R10, ip+6, asm.Half),
+		asm.And.Imm32(asm.R2, be16(0x3fff)),
+		asm.JNE.Imm(asm.R2, 0, pass),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, udpHdr),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, ports),
+		asm.Mov.Imm(asm.R4, 4),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, pass),
+		// The key: addresses and ports as they are.
+		asm.LoadMem(asm.R2, asm.R10, ip+12, asm.Word),
+		asm.StoreMem(asm.R10, key, asm.R2, asm.Word),
+		asm.LoadMem(asm.R2, asm.R10, ip+16, asm.Word),
+		asm.StoreMem(asm.R10, key+4, asm.R2, asm.Word),
+		asm.LoadMem(asm.R2, asm.R10, ports, asm.Word),
+		asm.StoreMem(asm.R10, key+8, asm.R2, asm.Word),
+		asm.LoadMapPtr(asm.R1, flowsFD),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, key),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, pass),
+		asm.Mov.Reg(asm.R8, asm.R0),
+		// Count the datagram and its payload.
+		asm.Mov.Imm(asm.R2, 1),
+		xadd(16),
+		asm.LoadMem(asm.R2, asm.R6, 0, asm.Word), // skb->len
+		asm.Add.Imm(asm.R2, -(ethHeaderLen + ipv4MinHeader + 8)),
+		xadd(24),
+	}
+	// The checksums first (they read the old values from the stack),
+	// then the new addresses and ports.
+	insns = append(insns, csum(asm.FnL3CsumReplace, ipCsum, ip+12, 0, asm.Word, 4)...)
+	insns = append(insns, csum(asm.FnL3CsumReplace, ipCsum, ip+16, 4, asm.Word, 4)...)
+	insns = append(insns, csum(asm.FnL4CsumReplace, udpCsum, ip+12, 0, asm.Word, bpfFPseudoHdr|bpfFMarkMangled|4)...)
+	insns = append(insns, csum(asm.FnL4CsumReplace, udpCsum, ip+16, 4, asm.Word, bpfFPseudoHdr|bpfFMarkMangled|4)...)
+	insns = append(insns, csum(asm.FnL4CsumReplace, udpCsum, ports, 8, asm.Half, bpfFMarkMangled|2)...)
+	insns = append(insns, csum(asm.FnL4CsumReplace, udpCsum, ports+2, 10, asm.Half, bpfFMarkMangled|2)...)
+	insns = append(insns, store(ipAddrs, 0, 8)...)
+	insns = append(insns, store(udpHdr, 8, 4)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.R8, 12, asm.Word),
+		asm.JEq.Imm(asm.R1, 0, up),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnRedirectNeigh.Call(),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, tcActOK).WithSymbol(up),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, tcActShot).WithSymbol(drop),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, tcxNext).WithSymbol(pass),
+		asm.Return(),
+	)
+	return insns
+}
+
+// ukIfaces maps this host's addresses to their interfaces.
+type ukIfaces struct {
+	byAddr map[netip.Addr]int
+	lo     int
+}
+
+func readIfaces() (ukIfaces, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return ukIfaces{}, err
+	}
+	out := ukIfaces{byAddr: map[netip.Addr]int{}}
+	for _, ifi := range ifs {
+		if ifi.Flags&net.FlagLoopback != 0 && out.lo == 0 {
+			out.lo = ifi.Index
+		}
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok {
+					out.byAddr[ip.Unmap()] = ifi.Index
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// index is the interface that holds a (loopback for 127/8), or 0.
+func (f ukIfaces) index(a netip.Addr) int {
+	if a.IsLoopback() {
+		return f.lo
+	}
+	return f.byAddr[a]
+}
+
+func (f ukIfaces) local(a netip.Addr) bool { return f.index(a) != 0 }
+
+func ukAddrPort(sa unix.Sockaddr) (netip.AddrPort, bool) {
+	if s, ok := sa.(*unix.SockaddrInet4); ok {
+		return netip.AddrPortFrom(netip.AddrFrom4(s.Addr), uint16(s.Port)), true
+	}
+	return netip.AddrPort{}, false
+}
+
+func ukKeyOf(src, dst netip.AddrPort) ukKey {
+	var k ukKey
+	k.Src, k.Dst = src.Addr().As4(), dst.Addr().As4()
+	binary.BigEndian.PutUint16(k.SPort[:], src.Port())
+	binary.BigEndian.PutUint16(k.DPort[:], dst.Port())
+	return k
+}
+
+func ukValueOf(src, dst netip.AddrPort, ifindex int) ukValue {
+	k := ukKeyOf(src, dst)
+	return ukValue{Src: k.Src, Dst: k.Dst, SPort: k.SPort, DPort: k.DPort, Ifindex: uint32(ifindex)}
+}
+
+// ukCount notes a datagram the flow carried from the client through pen,
+// and hands the flow to the kernel after ukAfter of them.
+func (l *Loop) ukCount(c *conn) {
+	if !l.set.UDPKernel || c.uk != nil || c.fl&fNoRelay != 0 {
+		return
+	}
+	if c.turns++; c.turns >= ukAfter {
+		if err := l.ukInstall(c); err != nil {
+			c.fl |= fNoRelay
+			l.log.Debugf(2, "udp_kernel: flow %d stays in pen: %v", c.slot, err)
+		}
+	}
+}
+
+// ukInstall hands a flow to the kernel.
+func (l *Loop) ukInstall(c *conn) error {
+	if c.up < 0 || c.fl&fUnixUp != 0 || l.set.Transparent || l.set.Dump {
+		return fmt.Errorf("not a plain flow")
+	}
+	k, err := getUDPKernel()
+	if err != nil {
+		if !l.ukSaid {
+			l.ukSaid = true
+			l.log.Printf("udp_kernel: BPF is not available (%v); pen carries every UDP flow itself", err)
+		}
+		return err
+	}
+	lsa, err := unix.Getsockname(int(c.up))
+	if err != nil {
+		return err
+	}
+	rsa, err := unix.Getpeername(int(c.up))
+	if err != nil {
+		return err
+	}
+	upLocal, ok1 := ukAddrPort(lsa)
+	server, ok2 := ukAddrPort(rsa)
+	client := netip.AddrPortFrom(c.peer.Addr().Unmap(), c.peer.Port())
+	vip, ok3 := l.ukVIP(c)
+	if !ok1 || !ok2 || !ok3 || !client.Addr().Is4() {
+		return fmt.Errorf("not IPv4")
+	}
+	if client.Addr().IsLoopback() != server.Addr().IsLoopback() {
+		return fmt.Errorf("between loopback and another interface")
+	}
+	ifs, err := readIfaces()
+	if err != nil {
+		return err
+	}
+	inC, inS := ifs.index(vip.Addr()), ifs.index(upLocal.Addr())
+	if inC == 0 || inS == 0 {
+		return fmt.Errorf("no interface holds %v or %v", vip.Addr(), upLocal.Addr())
+	}
+	toServer, toClient := inS, inC
+	if ifs.local(server.Addr()) {
+		toServer = 0
+	}
+	if ifs.local(client.Addr()) {
+		toClient = 0
+	}
+	for _, ifindex := range []int{inC, inS} {
+		if err := k.attach(ifindex); err != nil {
+			if !l.ukSaid {
+				l.ukSaid = true
+				l.log.Printf("udp_kernel: cannot attach to interface %d (%v); pen carries such flows itself", ifindex, err)
+			}
+			return err
+		}
+	}
+	f := &ukFlow{keys: [2]ukKey{ukKeyOf(client, vip), ukKeyOf(server, upLocal)}}
+	vals := [2]ukValue{ukValueOf(upLocal, server, toServer), ukValueOf(vip, client, toClient)}
+	for i := range f.keys {
+		if err := k.flows.Update(f.keys[i], vals[i], ebpf.UpdateNoExist); err != nil {
+			if i == 1 {
+				k.flows.Delete(f.keys[0])
+			}
+			return fmt.Errorf("flow map: %w", err)
+		}
+	}
+	c.uk = f
+	l.ukFlows.Add(1)
+	return nil
+}
+
+// ukVIP is the address and port the flow's client sends to.
+func (l *Loop) ukVIP(c *conn) (netip.AddrPort, bool) {
+	sa, err := unix.Getsockname(l.lfd)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	ap, ok := ukAddrPort(sa)
+	if !ok {
+		if s6, ok6 := sa.(*unix.SockaddrInet6); ok6 && c.local.IsValid() {
+			return netip.AddrPortFrom(c.local.Unmap(), uint16(s6.Port)), c.local.Unmap().Is4()
+		}
+		return netip.AddrPort{}, false
+	}
+	if c.local.IsValid() {
+		ap = netip.AddrPortFrom(c.local.Unmap(), ap.Port())
+	}
+	if ap.Addr().IsUnspecified() {
+		return netip.AddrPort{}, false
+	}
+	return ap, true
+}
+
+// ukCounts adds what the kernel carried since the last call to the
+// flow's counts; it reports whether anything moved.
+func (l *Loop) ukCounts(c *conn) bool {
+	if c.uk == nil {
+		return false
+	}
+	k := ukKern // set before c.uk was
+	moved := false
+	for i := range c.uk.keys {
+		var v ukValue
+		if k.flows.Lookup(c.uk.keys[i], &v) != nil {
+			continue
+		}
+		if v.Bytes > c.uk.counted[i] {
+			d := v.Bytes - c.uk.counted[i]
+			if i == 0 {
+				c.sess.Sent(int(d))
+			} else {
+				c.sess.Received(int(d))
+			}
+			c.uk.counted[i] = v.Bytes
+			moved = true
+		}
+	}
+	return moved
+}
+
+// ukSweep takes back, once the balancer has changed, every flow whose
+// server pen would no longer send it to, so that its next datagram is
+// placed again in pen at once (pen checks flows it carries itself at
+// their next datagram).
+func (l *Loop) ukSweep() {
+	e := l.tb.Epoch()
+	if e == l.ukEpoch {
+		return
+	}
+	l.ukEpoch = e
+	for _, c := range l.conns {
+		if c != nil && c.uk != nil && (!c.sess.Usable() || !l.set.UDPKernel) {
+			l.ukRemove(c)
+		}
+	}
+}
+
+// ukRemove takes a flow back from the kernel: its next datagram comes
+// to pen.
+func (l *Loop) ukRemove(c *conn) {
+	if c.uk == nil {
+		return
+	}
+	l.ukCounts(c)
+	for _, key := range c.uk.keys {
+		ukKern.flows.Delete(key)
+	}
+	c.uk = nil
+	c.turns = 0
+	l.ukFlows.Add(-1)
+}

@@ -1,0 +1,170 @@
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pen-lb/pen-appliance/internal/testenv"
+)
+
+func needUDPKernel(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "udp_kernel needs root (CAP_BPF and CAP_NET_ADMIN) to load and attach its BPF program")
+	}
+	if _, err := getUDPKernel(); err != nil {
+		testenv.Skip(t, "BPF hash maps and sched_cls programs are not available: "+err.Error())
+	}
+}
+
+// kernelPackets is what the kernel carried for every flow in its map.
+func kernelPackets(t *testing.T) (packets, bytes uint64) {
+	t.Helper()
+	var k ukKey
+	var v ukValue
+	it := ukKern.flows.Iterate()
+	for it.Next(&k, &v) {
+		packets += v.Packets
+		bytes += v.Bytes
+	}
+	return
+}
+
+// A flow that has carried ukAfter datagrams through pen is carried by the
+// kernel: every question is answered, from the address the client wrote
+// to, the kernel's counters grow and pen's do not, and the server's
+// counts still see every byte.
+func TestUDPKernelFlow(t *testing.T) {
+	needUDPKernel(t)
+	a := udpServer(t, "A")
+	h := start(t, "0.0.0.0:0", func(s *Settings) { s.UDPKernel = true }, "udp",
+		fmt.Sprintf("server 0 address 127.0.0.1 port %d", a.LocalAddr().(*net.UDPAddr).Port))
+	_, p, _ := net.SplitHostPort(h.addr)
+	pen := netip.MustParseAddrPort("127.0.0.2:" + p) // to the wildcard listener
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(pen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p0, _ := kernelPackets(t)
+	const n = 200
+	sent := 0
+	for i := range n {
+		msg := fmt.Sprintf("question %d", i)
+		if got := udpAsk(t, c, msg); got != "A:"+msg {
+			t.Fatalf("question %d: %q", i, got)
+		}
+		sent += len(msg)
+		// udpAsk reads with Read on a connected socket: the answer
+		// came from 127.0.0.2, or the kernel would not have given it.
+	}
+	if k := h.loop.Stats().KernelFlows; k != 1 {
+		t.Errorf("the kernel carries %d flows, want 1", k)
+	}
+	p1, _ := kernelPackets(t)
+	if got := p1 - p0; got < 2*(n-ukAfter-1) {
+		t.Errorf("the kernel carried %d datagrams of %d questions and answers", got, 2*n)
+	}
+	t.Logf("%d questions: the kernel carried %d datagrams, pen %d", n, p1-p0, 2*n-int(p1-p0))
+	// Counts come from the kernel's counters once a second.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		st := h.tb.ServerStates()[0]
+		if st.Sent == uint64(sent) && st.Received == uint64(sent+2*n) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server counts sent %d received %d, want %d and %d", st.Sent, st.Received, sent, sent+2*n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A server whose port closes while the kernel carries its flow: the ICMP
+// error still reaches pen's socket of the flow, pen blacklists the server
+// and places the flow again, in user space first, then in the kernel.
+func TestUDPKernelFailover(t *testing.T) {
+	needUDPKernel(t)
+	a := udpServer(t, "A")
+	b := udpServer(t, "B")
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.UDPKernel = true }, "udp", "roundrobin",
+		fmt.Sprintf("server 0 address 127.0.0.1 port %d", a.LocalAddr().(*net.UDPAddr).Port),
+		fmt.Sprintf("server 1 address 127.0.0.1 port %d", b.LocalAddr().(*net.UDPAddr).Port))
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(h.addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	first := udpAsk(t, c, "hello")
+	name, _, _ := strings.Cut(first, ":")
+	for i := range 20 {
+		if got := udpAsk(t, c, fmt.Sprint(i)); got != name+":"+fmt.Sprint(i) {
+			t.Fatalf("question %d: %q", i, got)
+		}
+	}
+	if k := h.loop.Stats().KernelFlows; k != 1 {
+		t.Fatalf("the kernel carries %d flows, want 1", k)
+	}
+	other := "B"
+	if name == "A" {
+		a.Close()
+	} else {
+		b.Close()
+		other = "A"
+	}
+	var got string
+	for i := 0; i < 10 && !strings.HasPrefix(got, other+":"); i++ {
+		got = udpAsk(t, c, "again") // the first is lost with the closed port
+	}
+	if got != other+":again" {
+		t.Fatalf("after %s's port closed: %q", name, got)
+	}
+	for i := range 20 {
+		if got := udpAsk(t, c, fmt.Sprint(i)); got != other+":"+fmt.Sprint(i) {
+			t.Fatalf("after fail-over, question %d: %q", i, got)
+		}
+	}
+	if k := h.loop.Stats().KernelFlows; k != 1 {
+		t.Errorf("after fail-over the kernel carries %d flows, want 1", k)
+	}
+	if !strings.Contains(h.logText(), "blacklisting server") {
+		t.Errorf("no blacklisting in the log:\n%s", h.logText())
+	}
+}
+
+// A change of configuration that takes a kernel flow's server away
+// (here: the server is removed) moves the flow at its next datagram, as
+// for a flow in pen.
+func TestUDPKernelServerRemoved(t *testing.T) {
+	needUDPKernel(t)
+	a := udpServer(t, "A")
+	b := udpServer(t, "B")
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.UDPKernel = true }, "udp",
+		fmt.Sprintf("server 0 address 127.0.0.1 port %d", a.LocalAddr().(*net.UDPAddr).Port),
+		fmt.Sprintf("server 1 address 127.0.0.1 port %d", b.LocalAddr().(*net.UDPAddr).Port))
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(h.addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	name, _, _ := strings.Cut(udpAsk(t, c, "hello"), ":")
+	for i := range 10 {
+		udpAsk(t, c, fmt.Sprint(i))
+	}
+	if k := h.loop.Stats().KernelFlows; k != 1 {
+		t.Fatalf("the kernel carries %d flows, want 1", k)
+	}
+	gone, other := "0", "B"
+	if name == "B" {
+		gone, other = "1", "A"
+	}
+	h.reconfigure("no server " + gone)
+	if got := udpAsk(t, c, "moved"); got != other+":moved" {
+		t.Errorf("after no server %s: %q, want %s", gone, got, other+":moved")
+	}
+}
