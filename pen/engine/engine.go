@@ -312,7 +312,12 @@ func (e *Engine) ControlAddr() string {
 
 // The config.Engine interface.
 
-func (e *Engine) Servers() []config.ServerState    { return e.table.ServerStates() }
+func (e *Engine) Servers() []config.ServerState {
+	if e.loop != nil {
+		e.loop.SyncCounts()
+	}
+	return e.table.ServerStates()
+}
 func (e *Engine) Blacklist(i int, d time.Duration) { e.table.Blacklist(i, d) }
 func (e *Engine) Clients() []config.ClientState    { return e.table.ClientStates() }
 func (e *Engine) Conns() config.ConnTable          { return e.loop.Conns() }

@@ -467,6 +467,31 @@ func (g *Group) Conns() config.ConnTable {
 	return t
 }
 
+// SyncCounts adds what the kernel carried for the loops (udp_kernel,
+// kernel_relay), which they otherwise add once a second, to the servers'
+// and clients' counts, so that a report made now is exact. Not to be
+// called from a loop.
+func (g *Group) SyncCounts() {
+	for _, l := range g.all() {
+		if l.ukFlows.Load() == 0 && l.relayed.Load() == 0 {
+			continue
+		}
+		l.do(func() {
+			for _, c := range l.conns {
+				if c == nil || c.state == stateUnused {
+					continue
+				}
+				if c.uk != nil && l.ukCounts(c) {
+					c.t = l.now
+				}
+				if c.kr != nil && l.relayCount(c) {
+					c.t = l.now
+				}
+			}
+		})
+	}
+}
+
 // CloseConn closes connection slot i (the close command).
 func (g *Group) CloseConn(i int) {
 	for _, l := range g.all() {

@@ -168,3 +168,30 @@ func TestUDPKernelServerRemoved(t *testing.T) {
 		t.Errorf("after no server %s: %q, want %s", gone, got, other+":moved")
 	}
 }
+
+// SyncCounts makes the servers' counts exact at once, without waiting
+// for the loop's next second.
+func TestUDPKernelSyncCounts(t *testing.T) {
+	needUDPKernel(t)
+	a := udpServer(t, "A")
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.UDPKernel = true }, "udp",
+		fmt.Sprintf("server 0 address 127.0.0.1 port %d", a.LocalAddr().(*net.UDPAddr).Port))
+	g := &Group{loops: []*Loop{h.loop}}
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(h.addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sent := 0
+	for i := range 50 {
+		msg := fmt.Sprint("q", i)
+		if got := udpAsk(t, c, msg); got != "A:"+msg {
+			t.Fatalf("%q", got)
+		}
+		sent += len(msg)
+	}
+	g.SyncCounts()
+	if st := h.tb.ServerStates()[0]; st.Sent != uint64(sent) || st.Received != uint64(sent+2*50) {
+		t.Errorf("right after SyncCounts: sent %d received %d, want %d and %d", st.Sent, st.Received, sent, sent+2*50)
+	}
+}
