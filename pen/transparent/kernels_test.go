@@ -18,7 +18,8 @@ import (
 // TestBoardKernels reads the configuration built into each board's kernel
 // (CONFIG_IKCONFIG) and checks what transparent mode needs, as
 // docs/TRANSPARENT.md reports it: policy routing for IPv6 everywhere, for
-// IPv4 everywhere but on the arm64 board. When a kernel module update
+// IPv4 everywhere but on the arm64 board; and what pen's BPF programs
+// need. When a kernel module update
 // changes that, the test fails and the page needs updating.
 func TestBoardKernels(t *testing.T) {
 	noIPv4 := map[string]bool{"arm64": true}
@@ -48,6 +49,16 @@ func TestBoardKernels(t *testing.T) {
 			t.Errorf("%s: %s: CONFIG_IP_MULTIPLE_TABLES=y is %v; docs/TRANSPARENT.md says %v", b.Name, b.KernelModule, got, !noIPv4[b.Name])
 		}
 		t.Logf("%s (%s): CONFIG_IP_MULTIPLE_TABLES=y %v, CONFIG_IPV6_MULTIPLE_TABLES=y %v", b.Name, b.KernelModule, has("CONFIG_IP_MULTIPLE_TABLES"), has("CONFIG_IPV6_MULTIPLE_TABLES"))
+		// What the BPF programs need (DSR's fast path and udp_kernel:
+		// TCX; kernel_relay: sockmap); without them pen does the work
+		// itself. Without the JIT the kernel interprets them (the pc
+		// kernel has none).
+		for _, opt := range []string{"CONFIG_BPF_SYSCALL", "CONFIG_NET_XGRESS", "CONFIG_NET_SOCK_MSG"} {
+			if !has(opt) {
+				t.Errorf("%s: %s lacks %s", b.Name, b.KernelModule, opt)
+			}
+		}
+		t.Logf("%s: CONFIG_BPF_JIT=y %v", b.Name, has("CONFIG_BPF_JIT"))
 	}
 }
 
