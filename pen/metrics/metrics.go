@@ -119,6 +119,8 @@ var (
 		"reason")
 	descPending = desc("connections", "pending",
 		"Connects to servers in progress now.")
+	descKernel = desc("connections", "kernel",
+		"Connections or UDP flows whose data the kernel carries now, by way=\"udp\" (udp_kernel) or \"relay\" (kernel_relay).", "way")
 	descACLDenied = desc("acl", "denied_total",
 		"Clients an access list refused, by list (client_acl and server acl checks).", "acl")
 	descChanges = desc("config", "changes_total",
@@ -154,7 +156,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descConns, descConnsTotal, descFailures, descBytes,
-		descClients, descActive, descAccepted, descRefused, descPending, descACLDenied, descChanges, descBuild,
+		descClients, descActive, descAccepted, descRefused, descPending, descKernel, descACLDenied, descChanges, descBuild,
 		descDSRFastPath, descDSRReceived, descDSRForwarded, descDSRForwardedBytes, descDSRInTable, descDSRDropped,
 		descDSRARPSent, descDSRARPReplies, descDSRARPAnswered, descDSRRebuilds, descTarpitSYNs, descTarpitAddrs} {
 		ch <- d
@@ -184,6 +186,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.src.Stats()
 	ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(st.Active))
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(st.Pending))
+	ch <- prometheus.MustNewConstMetric(descKernel, prometheus.GaugeValue, float64(st.KernelFlows), "udp")
+	ch <- prometheus.MustNewConstMetric(descKernel, prometheus.GaugeValue, float64(st.Relayed), "relay")
 	ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(st.Accepted))
 	ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(st.RefusedFull), "full")
 	ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(st.RefusedNoServer), "no_server")

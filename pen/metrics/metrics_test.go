@@ -274,7 +274,7 @@ func TestNoPerClientLabels(t *testing.T) {
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				switch l.GetName() {
-				case "server", "address", "direction", "reason", "acl", "source", "version", "pen_version":
+				case "server", "address", "direction", "reason", "acl", "source", "version", "pen_version", "way":
 				default:
 					t.Errorf("%s has label %s", mf.GetName(), l.GetName())
 				}
