@@ -20,6 +20,8 @@
 #              same work
 #   tls-rsa    the same with an RSA 2048 certificate
 #   dns        DNS queries/s with dnsperf against dnsmasq, through pen -U
+#              (pen: udp_kernel, the default, carries the flow in the
+#              kernel once placed; pen-user: no udp_kernel)
 #
 # Contenders alternate over rounds with identical settings (the order
 # rotates each round), and the report gives the median per contender, so a
@@ -224,7 +226,7 @@ pen_start() {
 
 read -r p_nginx p_pen p_hap p_haphttp p_echo p_pen_rss p_hap_rss p_dns p_pen_dns \
 	p_pen1 p_hap1 p_bulk p_pen_bulk p_hap_bulk p_pen_tls p_pen_rsa p_hap_tls p_hap_rsa \
-	p_pen_relay p_pen_bulk_relay <<<"$("$penbench" ports -n 20)"
+	p_pen_relay p_pen_bulk_relay p_pen_dns_user <<<"$("$penbench" ports -n 21)"
 log "machine: $cores cores, load average $load_before; pen with loops $loops, HAProxy with nbthread $loops"
 host=127.0.0.1
 body="pen benchmark backend"
@@ -465,10 +467,18 @@ else
 	"$penbench" fail -out "$results" -test dns -contender pen -unit q/s -why "$pen_why"
 	pen_dns_pid=
 fi
+# pen-user: every datagram through pen (no udp_kernel), for comparison.
+if pen_start pen-dns-user "$host:$p_pen_dns_user" -O "loops $loops" -O "no udp_kernel" -U "$host:$p_pen_dns_user" "$host:$p_dns"; then
+	dns_targets+=(-target "pen-user=$host:$p_pen_dns_user" -pid "pen-user=$started_pid")
+	pen_dns_user_pid=$started_pid
+else
+	"$penbench" fail -out "$results" -test dns -contender pen-user -unit q/s -why "$pen_why"
+	pen_dns_user_pid=
+fi
 log "dns: dnsperf -l $dns_duration, $rounds rounds"
 "${load_cpu[@]}" "$penbench" dns -rounds "$rounds" -duration "${dns_duration}s" -backend-pid "$dns_pid" \
 	-out "$results" "${dns_targets[@]}"
-stop "$dns_pid" ${pen_dns_pid:+"$pen_dns_pid"}
+stop "$dns_pid" ${pen_dns_pid:+"$pen_dns_pid"} ${pen_dns_user_pid:+"$pen_dns_user_pid"}
 
 #### Report
 echo

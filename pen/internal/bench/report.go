@@ -146,18 +146,20 @@ func Summarize(recs []Record) []TestSummary {
 
 // contenderOrder is the order the report lists contenders in; others follow
 // in order of first appearance.
-var contenderOrder = []string{"direct", "pen", "haproxy", "pen-relay", "pen-1loop", "haproxy-1thread", "haproxy-http"}
+var contenderOrder = []string{"direct", "pen", "haproxy", "pen-relay", "pen-user", "pen-1loop", "haproxy-1thread", "haproxy-http"}
 
 // pairs are the comparisons the report makes besides each contender
 // against direct: pen against HAProxy with as many threads as pen has
 // loops, the same with one each, pen on every core against pen on one,
-// and pen with its in-kernel relay against HAProxy.
+// pen with its in-kernel relay against HAProxy, and pen (udp_kernel)
+// against pen carrying every datagram itself.
 var pairs = [][2]string{
 	{"pen", "haproxy"},
 	{"pen-1loop", "haproxy-1thread"},
 	{"pen", "pen-1loop"},
 	{"pen-relay", "haproxy"},
 	{"pen-relay", "pen"},
+	{"pen", "pen-user"},
 }
 
 func contenderRank(c string) int {
