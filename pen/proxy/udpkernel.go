@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -95,9 +96,32 @@ type udpKernel struct {
 	prog  *ebpf.Program
 	flows *ebpf.Map
 
-	mu      sync.Mutex // guards links and lo
+	mu      sync.Mutex // guards the rest
 	links   map[int]link.Link
 	linkErr map[int]error
+	ifs     ukIfaces // this host's addresses, as read at ifsRead
+	ifsRead time.Time
+}
+
+// ifaces returns the host's addresses and interfaces, read again when
+// they are older than ten seconds or do not hold every address in want.
+func (k *udpKernel) ifaces(want ...netip.Addr) (ukIfaces, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	fresh := time.Since(k.ifsRead) < 10*time.Second
+	for _, a := range want {
+		if k.ifs.index(a) == 0 {
+			fresh = false
+		}
+	}
+	if !fresh {
+		ifs, err := readIfaces()
+		if err != nil {
+			return ukIfaces{}, err
+		}
+		k.ifs, k.ifsRead = ifs, time.Now()
+	}
+	return k.ifs, nil
 }
 
 var (
@@ -388,7 +412,7 @@ func (l *Loop) ukInstall(c *conn) error {
 	if client.Addr().IsLoopback() != server.Addr().IsLoopback() {
 		return fmt.Errorf("between loopback and another interface")
 	}
-	ifs, err := readIfaces()
+	ifs, err := k.ifaces(vip.Addr(), upLocal.Addr())
 	if err != nil {
 		return err
 	}
