@@ -294,6 +294,11 @@ func (l *Loop) install(s Settings, newFD int, listen *config.Listen, backlog int
 		l.growTable(s.ConnMax)
 		l.budgetClients()
 		l.armListener()
+		if l.ukFlows.Load() > 0 {
+			// The servers may have changed with the settings: the
+			// kernel's flows follow before Configure returns.
+			l.ukSweep()
+		}
 	})
 	return err
 }
