@@ -125,11 +125,29 @@ func TestFirmwarePagePC(t *testing.T) {
 		t.Fatalf("the firmware page shows build %q, want v1's", got)
 	}
 	started := time.Now()
-	do("upload", 4*time.Minute,
-		chromedp.SetUploadFiles(chromedp.ID("image"), []string{v2}),
-		chromedp.Click(chromedp.ID("upload-button")),
-		chromedp.WaitVisible(chromedp.CSS(".flash.ok")),
-	)
+	// The file input, like any node, may be renumbered between chromedp's
+	// query and its use ("Could not find node with given id"): choosing
+	// the file is asked again, a few times. A click that fails so has not
+	// happened (the node's box is read before the mouse moves).
+	again := func(what string, action chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		var err error
+		for range 5 {
+			c, cancel := context.WithTimeout(bctx, 30*time.Second)
+			err = chromedp.Do(c, action)
+			cancel()
+			if err == nil || !strings.Contains(strings.ToLower(err.Error()), "node") {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", what, err, vm.diagnose())
+		}
+	}
+	again("choose the image", chromedp.SetUploadFiles(chromedp.ID("image"), []string{v2}))
+	again("click upload", chromedp.Click(chromedp.ID("upload-button")))
+	do("upload", 4*time.Minute, chromedp.WaitVisible(chromedp.CSS(".flash.ok")))
 	if got := text(".flash.ok"); !strings.Contains(got, "Update written to root B") {
 		t.Fatalf("after the upload the page says %q", got)
 	}
