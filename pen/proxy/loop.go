@@ -18,9 +18,10 @@
 // The files follow the path of a connection: listen.go binds the
 // listener and accepts clients (descriptors.go: when descriptors run
 // short), conn.go is a connection's life from its slot to its close
-// (tls.go: the TLS front; udp.go and mmsg.go: UDP flows; idlers.go),
-// relay.go moves the bytes (queue.go: what waits to be written), and
-// reqlog.go writes the request log. loop.go is the loop itself and its
+// (tls.go: TLS clients; udp.go and mmsg.go: UDP flows, udpkernel.go:
+// UDP flows the kernel carries; idlers.go), relay.go moves the bytes
+// (queue.go: what waits to be written; kernel.go: the in-kernel relay),
+// and reqlog.go writes the request log. loop.go is the loop itself and its
 // API.
 package proxy
 
