@@ -478,14 +478,8 @@ func (g *Group) SyncCounts() {
 		}
 		l.do(func() {
 			for _, c := range l.conns {
-				if c == nil || c.state == stateUnused {
-					continue
-				}
-				if c.uk != nil && l.ukCounts(c) {
-					c.t = l.now
-				}
-				if c.kr != nil && l.relayCount(c) {
-					c.t = l.now
+				if c != nil && c.state != stateUnused {
+					l.kernelCounts(c)
 				}
 			}
 		})

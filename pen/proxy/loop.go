@@ -296,9 +296,10 @@ func (l *Loop) install(s Settings, newFD int, listen *config.Listen, backlog int
 		l.budgetClients()
 		l.armListener()
 		if l.ukFlows.Load() > 0 {
-			// The servers may have changed with the settings: the
-			// kernel's flows follow before Configure returns.
-			l.ukSweep()
+			// The servers or udp_kernel may have changed with the
+			// settings: the kernel's flows follow before Configure
+			// returns.
+			l.ukSweep(true)
 		}
 	})
 	return err
@@ -409,7 +410,7 @@ func (l *Loop) serve() error {
 			l.timers()
 		}
 		if l.ukFlows.Load() > 0 {
-			l.ukSweep()
+			l.ukSweep(false)
 		}
 		l.armListener()
 		if l.set.Log != nil {
@@ -578,16 +579,8 @@ func (l *Loop) timers() {
 			if c == nil || c.state == stateUnused {
 				continue
 			}
+			l.kernelCounts(c)
 			if c.fl&fUDP != 0 {
-				if c.uk != nil {
-					if l.ukCounts(c) {
-						c.t = l.now // the kernel carried datagrams: not idle
-						c.state &^= stateHalfDead
-					}
-					if !c.sess.Usable() || !l.set.UDPKernel {
-						l.ukRemove(c) // its next datagram comes to pen
-					}
-				}
 				lim := udpIdle
 				if idle > 0 {
 					lim = idle
@@ -596,9 +589,6 @@ func (l *Loop) timers() {
 					l.closeConn(c)
 				}
 				continue
-			}
-			if c.kr != nil && l.relayCount(c) {
-				c.t = l.now // the kernel moved bytes: not idle
 			}
 			if idle > 0 && c.state == stateConnected && c.fl&fIdler == 0 && l.now-c.t >= idle {
 				l.log.Debugf(2, "Connection %d idle for %d seconds, closing", c.slot, l.now-c.t)

@@ -500,19 +500,36 @@ func (l *Loop) ukCounts(c *conn) bool {
 	return moved
 }
 
-// ukSweep takes back, once the balancer has changed, every flow whose
-// server pen would no longer send it to, so that its next datagram is
-// placed again in pen at once (pen checks flows it carries itself at
-// their next datagram).
-func (l *Loop) ukSweep() {
+// ukSweep takes back, once the balancer has changed (or always, with
+// force: the settings changed), every flow whose server pen would no
+// longer send it to, and every flow when udp_kernel is off, so that its
+// next datagram is placed again in pen at once (pen checks flows it
+// carries itself at their next datagram).
+func (l *Loop) ukSweep(force bool) {
 	e := l.tb.Epoch()
-	if e == l.ukEpoch {
+	if e == l.ukEpoch && !force {
 		return
 	}
 	l.ukEpoch = e
 	for _, c := range l.conns {
 		if c != nil && c.uk != nil && (!c.sess.Usable() || !l.set.UDPKernel) {
 			l.ukRemove(c)
+		}
+	}
+}
+
+// kernelCounts adds what the kernel carried for c since the last call
+// (udp_kernel, kernel_relay) to the counts; a connection or flow it
+// carried data for is not idle, nor half dead.
+func (l *Loop) kernelCounts(c *conn) {
+	moved := c.uk != nil && l.ukCounts(c)
+	if c.kr != nil && l.relayCount(c) {
+		moved = true
+	}
+	if moved {
+		c.t = l.now
+		if c.fl&fUDP != 0 {
+			c.state &^= stateHalfDead
 		}
 	}
 }
