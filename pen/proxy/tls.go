@@ -136,21 +136,21 @@ func (s *tlsSock) RemoteAddr() net.Addr { return s.remote }
 
 // The deadlines bound the handshake; the loop has timeouts of its own.
 func (s *tlsSock) SetDeadline(t time.Time) error {
-	if s.hs != nil && s.loop == nil {
+	if s.loop == nil {
 		return s.hs.SetDeadline(t)
 	}
 	return nil
 }
 
 func (s *tlsSock) SetReadDeadline(t time.Time) error {
-	if s.hs != nil && s.loop == nil {
+	if s.loop == nil {
 		return s.hs.SetReadDeadline(t)
 	}
 	return nil
 }
 
 func (s *tlsSock) SetWriteDeadline(t time.Time) error {
-	if s.hs != nil && s.loop == nil {
+	if s.loop == nil {
 		return s.hs.SetWriteDeadline(t)
 	}
 	return nil
