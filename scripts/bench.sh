@@ -460,25 +460,26 @@ fi
 dns_pid=$started_pid
 await dns "$dns_pid" "$host:$p_dns" -dns
 dns_targets=(-target "direct=$host:$p_dns")
-if pen_start pen-dns "$host:$p_pen_dns" -O "loops $loops" -U "$host:$p_pen_dns" "$host:$p_dns"; then
-	dns_targets+=(-target "pen=$host:$p_pen_dns" -pid "pen=$started_pid")
-	pen_dns_pid=$started_pid
-else
-	"$penbench" fail -out "$results" -test dns -contender pen -unit q/s -why "$pen_why"
-	pen_dns_pid=
-fi
+dns_pids=()
+# dns_contender NAME PORT PEN-ARGS...: start a pen -U in front of the DNS
+# server and make it a contender, or record why it is not one.
+dns_contender() {
+	local name=$1 port=$2
+	shift 2
+	if pen_start "$name-dns" "$host:$port" -O "loops $loops" "$@" -U "$host:$port" "$host:$p_dns"; then
+		dns_targets+=(-target "$name=$host:$port" -pid "$name=$started_pid")
+		dns_pids+=("$started_pid")
+	else
+		"$penbench" fail -out "$results" -test dns -contender "$name" -unit q/s -why "$pen_why"
+	fi
+}
+dns_contender pen "$p_pen_dns"
 # pen-user: every datagram through pen (no udp_kernel), for comparison.
-if pen_start pen-dns-user "$host:$p_pen_dns_user" -O "loops $loops" -O "no udp_kernel" -U "$host:$p_pen_dns_user" "$host:$p_dns"; then
-	dns_targets+=(-target "pen-user=$host:$p_pen_dns_user" -pid "pen-user=$started_pid")
-	pen_dns_user_pid=$started_pid
-else
-	"$penbench" fail -out "$results" -test dns -contender pen-user -unit q/s -why "$pen_why"
-	pen_dns_user_pid=
-fi
+dns_contender pen-user "$p_pen_dns_user" -O "no udp_kernel"
 log "dns: dnsperf -l $dns_duration, $rounds rounds"
 "${load_cpu[@]}" "$penbench" dns -rounds "$rounds" -duration "${dns_duration}s" -backend-pid "$dns_pid" \
 	-out "$results" "${dns_targets[@]}"
-stop "$dns_pid" ${pen_dns_pid:+"$pen_dns_pid"} ${pen_dns_user_pid:+"$pen_dns_user_pid"}
+stop "$dns_pid" "${dns_pids[@]}"
 
 #### Report
 echo
