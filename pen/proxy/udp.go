@@ -106,7 +106,7 @@ func (l *Loop) toServer(c *conn, idx []int) {
 		idx = idx[sent:]
 		switch {
 		case errno == 0 && sent > 0:
-			l.ukCount(c)
+			l.ukCount(c, sent)
 			continue
 		case errno == unix.ECONNREFUSED:
 			// An earlier datagram bounced: the server is not there.

@@ -367,13 +367,13 @@ func ukValueOf(src, dst netip.AddrPort, ifindex int) ukValue {
 	return ukValue{Src: k.Src, Dst: k.Dst, SPort: k.SPort, DPort: k.DPort, Ifindex: uint32(ifindex)}
 }
 
-// ukCount notes a datagram the flow carried from the client through pen,
-// and hands the flow to the kernel after ukAfter of them.
-func (l *Loop) ukCount(c *conn) {
+// ukCount notes n datagrams the flow carried from the client through
+// pen, and hands the flow to the kernel after ukAfter of them.
+func (l *Loop) ukCount(c *conn, n int) {
 	if !l.set.UDPKernel || c.uk != nil || c.fl&fNoRelay != 0 {
 		return
 	}
-	if c.turns++; c.turns >= ukAfter {
+	if c.turns = uint8(min(int(c.turns)+n, ukAfter)); c.turns >= ukAfter {
 		if err := l.ukInstall(c); err != nil {
 			c.fl |= fNoRelay
 			l.log.Debugf(2, "udp_kernel: flow %d stays in pen: %v", c.slot, err)
