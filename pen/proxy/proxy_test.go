@@ -9,7 +9,9 @@ import (
 	"math/rand"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -587,4 +589,62 @@ func blackhole(t *testing.T) int {
 	}
 	t.Fatal("could not fill the backlog")
 	return 0
+}
+
+// TestSpliceDownloads moves large downloads through pen's splice path
+// while every thread of the process keeps receiving SIGURG, the signal
+// the Go runtime preempts with. A splice into the client's socket stops
+// short when a signal is pending, with room left in the socket; pen once
+// took that for a full socket and waited for an EPOLLOUT edge that never
+// came, and the download stalled.
+func TestSpliceDownloads(t *testing.T) {
+	const size = 256 << 20
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		pid := unix.Getpid()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Microsecond):
+			}
+			tasks, _ := os.ReadDir("/proc/self/task")
+			for _, task := range tasks {
+				if tid, err := strconv.Atoi(task.Name()); err == nil {
+					unix.Tgkill(pid, tid, unix.SIGURG)
+				}
+			}
+		}
+	}()
+	chunk := make([]byte, 1<<20)
+	rand.New(rand.NewSource(1)).Read(chunk)
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		for left := size; left > 0; left -= len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	want := sha256.New()
+	for left := size; left > 0; left -= len(chunk) {
+		want.Write(chunk)
+	}
+	for i := 0; i < 4; i++ {
+		c := h.dial()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		got := sha256.New()
+		n, err := io.Copy(got, c)
+		c.Close()
+		if err != nil || n != size {
+			t.Fatalf("download %d: %d of %d bytes, %v", i, n, size, err)
+		}
+		if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+			t.Fatalf("download %d: content differs", i)
+		}
+	}
+	if st := h.tb.ServerStates()[0]; st.Received < 4*size {
+		t.Errorf("byte counters: %+v", st)
+	}
 }

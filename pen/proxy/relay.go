@@ -338,7 +338,10 @@ func (l *Loop) copySplice(c *conn, dir, src, dst int, rflag, wflag uint32, eof u
 		l.putPipe(p)
 		return n, true
 	}
-	c.fl &^= wflag
+	// A short splice does not mean that dst is full: splice(2) also stops
+	// between its sends when a signal is pending (the Go runtime preempts
+	// with SIGURG), and then no EPOLLOUT edge would ever follow. Only
+	// EAGAIN clears wflag; otherwise pump flushes the rest at once.
 	c.q[dir] = newQueuedPipe(p, n-w)
 	return n, true
 }
