@@ -7,8 +7,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pipeSize is how much one splice moves; pipes hold 64 KiB by default.
-const pipeSize = 64 << 10
+// pipeSize is how much one splice moves, and the capacity pen asks for
+// its pipes (the default is 64 KiB). Measured with make bench's 1 GiB
+// download over loopback, 5 rounds alternated: 64 KiB pipes moved 1,420
+// MB/s at 559 µs of pen's CPU per MB, 256 KiB 1,658 MB/s, 1 MiB 1,985 MB/s
+// at 224 µs. A pipe holds page references, not copies, and only while a
+// destination is slower than its source; at most one per direction of a
+// connection. 1 MiB is the default /proc/sys/fs/pipe-max-size; where the
+// kernel refuses it (an unprivileged user over pipe-user-pages-soft) the
+// pipe keeps its size and splices simply move less at a time.
+const pipeSize = 1 << 20
 
 // maxPooledPipes bounds the idle pipes kept for reuse.
 const maxPooledPipes = 256
@@ -30,6 +38,7 @@ func (l *Loop) getPipe() (pipe, error) {
 	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
 		return pipe{}, err
 	}
+	unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, pipeSize)
 	return pipe{fds[0], fds[1]}, nil
 }
 
