@@ -192,17 +192,79 @@ func TestKernelRelayFallBack(t *testing.T) {
 	}
 }
 
-// A download is handed over in the middle of its stream, at a pause of
-// pen's splice, and arrives whole and in order.
+// A stream is handed over in the middle, at a pause, and arrives whole
+// and in order: the server streams from the start, in small writes (pen
+// reads them without splice); the client's second line, sent mid-stream,
+// makes the connection eligible.
 func TestKernelRelayMidStream(t *testing.T) {
 	needKernelRelay(t)
-	const size = 200 << 20
+	const size = 64 << 20
 	src := make([]byte, size)
 	rand.NewChaCha8([32]byte{2}).Read(src)
 	want := sha256.Sum256(src)
 	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
-		for off := 0; off < size; off += 1 << 20 {
-			if _, err := c.Write(src[off : off+1<<20]); err != nil {
+		go io.Copy(io.Discard, c)
+		const piece = 4 << 10
+		for off := 0; off < size; off += piece {
+			if _, err := c.Write(src[off : off+piece]); err != nil {
+				return
+			}
+			if off < size/4 {
+				time.Sleep(20 * time.Microsecond) // a trickle until it is relayed
+			}
+		}
+	})
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	c := h.dial()
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	io.WriteString(c, "first\n")
+	hash := sha256.New()
+	relayed, asked := false, false
+	buf := make([]byte, 64<<10)
+	var n, at int
+	for {
+		m, err := c.Read(buf)
+		hash.Write(buf[:m])
+		n += m
+		if !relayed && h.loop.Stats().Relayed == 1 {
+			relayed, at = true, n
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", n, err)
+		}
+		if !asked && n >= 1<<20 {
+			asked = true
+			io.WriteString(c, "second\n")
+		}
+	}
+	if n != size || !bytes.Equal(hash.Sum(nil), want[:]) {
+		t.Fatalf("%d bytes of %d arrived, equal: %v", n, size, bytes.Equal(hash.Sum(nil), want[:]))
+	}
+	if !relayed || at >= size {
+		t.Errorf("not handed to the kernel mid-stream (relayed %v after %d of %d bytes)", relayed, at, size)
+	}
+	t.Logf("handed over after %d of %d bytes", at, size)
+	c.Close()
+	waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the connection to close")
+	if st := h.tb.ServerStates()[0]; st.Received != size {
+		t.Errorf("servers counts %d bytes received, want %d", st.Received, size)
+	}
+}
+
+// A download that pen moves by splice stays with pen, pauses included:
+// splice measured about twice the relay's rate for bulk data.
+func TestKernelRelayLeavesBulk(t *testing.T) {
+	needKernelRelay(t)
+	const size = 128 << 20
+	chunk := make([]byte, 1<<20)
+	rand.NewChaCha8([32]byte{3}).Read(chunk)
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		for off := 0; off < size; off += len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
 				return
 			}
 		}
@@ -211,43 +273,25 @@ func TestKernelRelayMidStream(t *testing.T) {
 	c := h.dial()
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(60 * time.Second))
-	hash := sha256.New()
-	relayed, stalled := false, false
 	buf := make([]byte, 64<<10)
 	var n int
 	for {
 		m, err := c.Read(buf)
-		hash.Write(buf[:m])
 		n += m
-		if !relayed && h.loop.Stats().Relayed == 1 {
-			relayed = true
-		}
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			t.Fatalf("after %d bytes: %v", n, err)
 		}
-		switch {
-		case n >= 4<<20 && !stalled:
-			// Stop reading for a moment once: the client's socket fills
-			// and pen's splice must pause, however fast the machine
-			// drains it otherwise.
-			stalled = true
-			time.Sleep(200 * time.Millisecond)
-		case n < size/2:
-			time.Sleep(time.Millisecond) // a slow reader: pen's splice pauses
+		if h.loop.Stats().Relayed != 0 {
+			t.Fatalf("a splice download was handed to the kernel after %d bytes", n)
+		}
+		if n < size/2 && n%(8<<20) < len(buf) {
+			time.Sleep(20 * time.Millisecond) // pauses: pen's splice waits for the client
 		}
 	}
-	if n != size || !bytes.Equal(hash.Sum(nil), want[:]) {
-		t.Fatalf("%d bytes of %d arrived, equal: %v", n, size, bytes.Equal(hash.Sum(nil), want[:]))
-	}
-	if !relayed {
-		t.Error("the download was never handed to the kernel")
-	}
-	c.Close()
-	waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the connection to close")
-	if st := h.tb.ServerStates()[0]; st.Received != size {
-		t.Errorf("servers counts %d bytes received, want %d", st.Received, size)
+	if n != size {
+		t.Fatalf("%d bytes of %d arrived", n, size)
 	}
 }
