@@ -30,11 +30,39 @@ const (
 	childLimit = 96                         // the child's open files limit
 )
 
+// pipeChildEnv makes the test binary print the capacity of a pipe from a
+// loop's pool and exit (TestPipeSize runs it as an unprivileged user).
+const pipeChildEnv = "PEN_PROXY_TEST_PIPE_CHILD"
+
 func TestMain(m *testing.M) {
 	if backend := os.Getenv(childEnv); backend != "" {
 		os.Exit(fdChild(backend))
 	}
+	if os.Getenv(pipeChildEnv) != "" {
+		fmt.Println(pooledPipeSize())
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
+}
+
+// pooledPipeSize is the capacity of a pipe from a new loop's pool, or an
+// error text.
+func pooledPipeSize() string {
+	l, err := New(balance.New(), diag.Discard())
+	if err != nil {
+		return err.Error()
+	}
+	defer l.Stop()
+	p, err := l.getPipe()
+	if err != nil {
+		return err.Error()
+	}
+	defer p.close()
+	n, err := unix.FcntlInt(uintptr(p.w), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		return err.Error()
+	}
+	return strconv.Itoa(n)
 }
 
 // fdChild runs a loop under a small open files limit in front of backend

@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -646,5 +648,49 @@ func TestSpliceDownloads(t *testing.T) {
 	}
 	if st := h.tb.ServerStates()[0]; st.Received < 4*size {
 		t.Errorf("byte counters: %+v", st)
+	}
+}
+
+// TestPipeSize: a privileged pen splices through 1 MiB pipes; an
+// unprivileged one keeps the kernel's 64 KiB, since the kernel would count
+// larger pipes against its user's pipe-user-pages-soft.
+func TestPipeSize(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "needs root: a privileged pen and an unprivileged child are compared")
+	}
+	if got := pooledPipeSize(); got != strconv.Itoa(pipeSize) {
+		t.Errorf("privileged: pipe of %s bytes, want %d", got, pipeSize)
+	}
+	// A copy of this test binary that nobody may run.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "pen-pipe-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	exe := filepath.Join(dir, "proxy.test")
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), pipeChildEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child as nobody: %v: %s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != "65536" {
+		t.Errorf("unprivileged: pipe of %s bytes, want 65536", got)
 	}
 }

@@ -13,10 +13,25 @@ import (
 // MB/s at 559 µs of pen's CPU per MB, 256 KiB 1,658 MB/s, 1 MiB 1,985 MB/s
 // at 224 µs. A pipe holds page references, not copies, and only while a
 // destination is slower than its source; at most one per direction of a
-// connection. 1 MiB is the default /proc/sys/fs/pipe-max-size; where the
-// kernel refuses it (an unprivileged user over pipe-user-pages-soft) the
-// pipe keeps its size and splices simply move less at a time.
+// connection. 1 MiB is the default /proc/sys/fs/pipe-max-size.
+//
+// Only a privileged pen (CAP_SYS_RESOURCE or CAP_SYS_ADMIN, as on the
+// appliance) grows its pipes: for anyone else the kernel counts pipe
+// capacity against the user's pipe-user-pages-soft (64 MiB by default),
+// and a user over it gets pipes of two pages, in every process of theirs.
+// An unprivileged pen keeps 64 KiB pipes and splices move that much.
 const pipeSize = 1 << 20
+
+// growPipes reports whether pen may grow its pipes to pipeSize.
+var growPipes = sync.OnceValue(func() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if unix.Capget(&hdr, &data[0]) != nil {
+		return false
+	}
+	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	return has(unix.CAP_SYS_RESOURCE) || has(unix.CAP_SYS_ADMIN)
+})
 
 // maxPooledPipes bounds the idle pipes kept for reuse.
 const maxPooledPipes = 256
@@ -38,7 +53,9 @@ func (l *Loop) getPipe() (pipe, error) {
 	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
 		return pipe{}, err
 	}
-	unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, pipeSize)
+	if growPipes() {
+		unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, pipeSize)
+	}
 	return pipe{fds[0], fds[1]}, nil
 }
 
