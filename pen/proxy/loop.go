@@ -147,6 +147,7 @@ type Loop struct {
 	outBuf  []byte                 // scratch buffer for rewritten client data
 	events  []unix.EpollEvent      // epoll_wait's results
 	pipes   []pipe                 // idle pipes for splice
+	held    int                    // pipes holding data a destination has not taken yet
 	ub      *batch                 // UDP datagram buffers
 	rwFree  []*httpstream.Rewriter // idle X-Forwarded-For rewriters
 	logConn *conn                  // whose data the rewriter is reading (for the request log)

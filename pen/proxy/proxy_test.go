@@ -694,3 +694,82 @@ func TestPipeSize(t *testing.T) {
 		t.Errorf("unprivileged: pipe of %s bytes, want 65536", got)
 	}
 }
+
+// TestSlowClientsBoundPipes: downloads to slow clients leave data in
+// pen's pipes, which no socket's memory accounting sees: each time a
+// client takes a little, pen refills its pipe from a full upstream socket
+// and most of that waits. Past heldPipes such pipes a splice moves at
+// most heldSplice bytes, so what the loop holds stays bounded however
+// many clients are slow.
+func TestSlowClientsBoundPipes(t *testing.T) {
+	chunk := make([]byte, 1<<20)
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	const clients = 48
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stop)
+	for range clients {
+		c := h.dial()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			// Fast at first, so that the kernel grows the buffers of
+			// the connection's sockets, then a little at a time.
+			if _, err := io.CopyN(io.Discard, c, 16<<20); err != nil {
+				return
+			}
+			buf := make([]byte, 16<<10)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				if _, err := c.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	// held reports the pipes holding data and the bytes in them.
+	held := func() (pipes, bytes int) {
+		h.loop.do(func() {
+			for _, c := range h.loop.conns {
+				if c == nil || c.state == stateUnused {
+					continue
+				}
+				for _, q := range c.q {
+					if q != nil && q.piped {
+						pipes++
+						bytes += q.inp
+					}
+				}
+			}
+			if pipes != h.loop.held {
+				t.Errorf("the loop counts %d held pipes, its connections hold %d", h.loop.held, pipes)
+			}
+		})
+		return
+	}
+	limit := heldPipes*pipeSize + (clients-heldPipes)*heldSplice
+	most := 0
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		p, b := held()
+		if b > most {
+			most = b
+			t.Logf("%d slow downloads hold %d bytes in pen's pipes (limit %d)", p, b, limit)
+		}
+	}
+	if most > limit {
+		t.Errorf("%d bytes held in pipes, want at most %d", most, limit)
+	}
+}

@@ -22,6 +22,16 @@ import (
 // An unprivileged pen keeps 64 KiB pipes and splices move that much.
 const pipeSize = 1 << 20
 
+// A slow destination leaves its data in pen's pipe, where the kernel does
+// not count it against any socket's memory. Past heldPipes such pipes in
+// a loop, a splice moves at most heldSplice bytes, as with the kernel's
+// default pipes: at most heldPipes MiB plus 64 KiB per further slow
+// connection, per loop, whatever the number of slow clients.
+const (
+	heldPipes  = 16
+	heldSplice = 64 << 10
+)
+
 // growPipes reports whether pen may grow its pipes to pipeSize.
 var growPipes = sync.OnceValue(func() bool {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
@@ -133,6 +143,7 @@ func (q *queued) flush(fd int) (done bool, errno syscall.Errno) {
 // release gives back the buffer or pipe.
 func (q *queued) release(l *Loop) {
 	if q.piped {
+		l.held--
 		if q.inp == 0 {
 			l.putPipe(q.pipe)
 		} else {

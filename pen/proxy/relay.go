@@ -301,7 +301,11 @@ func (l *Loop) copySplice(c *conn, dir, src, dst int, rflag, wflag uint32, eof u
 		}
 		return l.copyBuffered(c, dir, src, dst, rflag, wflag, eof)
 	}
-	n, errno := sysSplice(src, p.w, pipeSize)
+	size := pipeSize
+	if l.held >= heldPipes {
+		size = heldSplice
+	}
+	n, errno := sysSplice(src, p.w, size)
 	switch {
 	case errno == unix.EAGAIN:
 		c.fl &^= rflag
@@ -343,6 +347,7 @@ func (l *Loop) copySplice(c *conn, dir, src, dst int, rflag, wflag uint32, eof u
 	// with SIGURG), and then no EPOLLOUT edge would ever follow. Only
 	// EAGAIN clears wflag; otherwise pump flushes the rest at once.
 	c.q[dir] = newQueuedPipe(p, n-w)
+	l.held++
 	return n, true
 }
 
