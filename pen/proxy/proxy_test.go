@@ -773,3 +773,76 @@ func TestSlowClientsBoundPipes(t *testing.T) {
 		t.Errorf("%d bytes held in pipes, want at most %d", most, limit)
 	}
 }
+
+// TestUDPLongBurst: a server answers one question with more datagrams
+// than the loop reads from a flow in one turn (budget batches of
+// udpBatch), all queued at once, then falls silent. Every one of them
+// reaches the client: what is left after a turn is read in the next one,
+// not when the server's next datagram happens to come.
+func TestUDPLongBurst(t *testing.T) {
+	const burst = 600
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	asked := make(chan struct{}, 1)
+	go func() {
+		b := make([]byte, 2048)
+		for {
+			n, a, err := pc.ReadFromUDP(b)
+			if err != nil {
+				return
+			}
+			if string(b[:n]) != "burst" {
+				pc.WriteToUDP(b[:n], a)
+				continue
+			}
+			asked <- struct{}{}
+			time.Sleep(100 * time.Millisecond) // the loop is held meanwhile
+			for i := range burst {
+				pc.WriteToUDP([]byte(strconv.Itoa(i)), a)
+			}
+		}
+	}()
+	h := start(t, "127.0.0.1:0", nil, "udp", fmt.Sprintf("server 0 address 127.0.0.1 port %d", udpPort(pc)))
+	c, err := net.Dial("udp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl := c.(*net.UDPConn)
+	cl.SetReadBuffer(1 << 20)
+	if got := udpAsk(t, cl, "hello"); got != "hello" {
+		t.Fatalf("the flow's first answer: %q", got)
+	}
+	// Room for the whole burst in pen's socket to the server.
+	h.loop.do(func() {
+		for _, fc := range h.loop.conns {
+			if fc != nil && fc.state != stateUnused && fc.fl&fUDP != 0 && fc.up >= 0 {
+				if err := unix.SetsockoptInt(int(fc.up), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20); err != nil {
+					testenv.Skip(t, "SO_RCVBUFFORCE needs CAP_NET_ADMIN: "+err.Error())
+				}
+			}
+		}
+	})
+	if _, err := cl.Write([]byte("burst")); err != nil {
+		t.Fatal(err)
+	}
+	<-asked
+	// The loop is held while the server sends: the burst waits, whole,
+	// in pen's socket.
+	h.loop.do(func() { time.Sleep(400 * time.Millisecond) })
+	got := 0
+	b := make([]byte, 64)
+	cl.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for got < burst {
+		if _, err := cl.Read(b); err != nil {
+			break
+		}
+		got++
+	}
+	if got != burst {
+		t.Errorf("%d of %d datagrams of the burst reached the client", got, burst)
+	}
+}

@@ -53,6 +53,10 @@ func (l *Loop) runReady() {
 			continue
 		}
 		c.fl &^= fQueued
+		if c.fl&fUDP != 0 {
+			l.udpEvent(c, unix.EPOLLIN) // the server's datagrams left over
+			continue
+		}
 		l.work(c)
 	}
 }
