@@ -63,7 +63,7 @@ type conn struct {
 	state  uint8
 	fl     uint32
 	t      int64 // last activity, unix seconds
-	start  int64 // connect started
+	start  int64 // connect started, unix milliseconds
 	sess   *balance.Conn
 	q      [2]*queued // [sideDown]: waiting for the client; [sideUp]: for the server
 	rw     *httpstream.Rewriter
@@ -287,7 +287,7 @@ func (l *Loop) dial(c *conn, tg balance.Target) error {
 			return localError{fmt.Errorf("bind for a unix datagram server: %w", err)}
 		}
 	}
-	c.start = l.now
+	c.start = l.nowMs
 	err = unix.Connect(fd, sa)
 	switch err {
 	case nil:

@@ -137,6 +137,7 @@ type Loop struct {
 	flushing    []int32                  // relayed slots whose shutdown waits for the kernel
 	relayWarned bool                     // the log said that the kernel relay is not available
 	now         int64                    // unix seconds at the top of this pass
+	nowMs       int64                    // the same in milliseconds
 	flows       map[netip.AddrPort]int32 // UDP client -> slot
 	udpDst      bool                     // the UDP listener needs the local address of each datagram
 	hand        int                      // UDP: second-chance sweep position
@@ -196,7 +197,7 @@ func makeLoop(tb *balance.Table, log *diag.Logger, sl *slots) (*Loop, error) {
 		l.closeFDs()
 		return nil, fmt.Errorf("epoll_ctl(wake): %w", err)
 	}
-	l.now = time.Now().Unix()
+	l.now, l.nowMs = time.Now().Unix(), time.Now().UnixMilli()
 	return l, nil
 }
 
@@ -386,7 +387,7 @@ func (l *Loop) serve() error {
 		}
 		lastN = n
 		now := time.Now()
-		l.now = now.Unix()
+		l.now, l.nowMs = now.Unix(), now.UnixMilli()
 		if now.Sub(yielded) > yieldEvery {
 			yielded = now
 			runtime.Gosched()
@@ -562,11 +563,16 @@ func (l *Loop) clearFD(fd int) {
 
 // timers runs once a second: connect timeouts, idle timeouts, UDP flow
 // expiry and idlers.
+//
+// A connect times out after at least the configured time, between it and
+// a second more. Pen compares whole seconds (now-t >= timeout), so with
+// timeout 1 a connect begun just before a second ticks over could be
+// given up, and its server blacklisted, after a few milliseconds.
 func (l *Loop) timers() {
-	timeout := int64(l.set.Timeout / time.Second)
+	timeout := l.set.Timeout.Milliseconds()
 	for i := 0; i < len(l.pending); {
 		c := l.conns[l.pending[i]]
-		if l.now-c.start >= timeout {
+		if l.nowMs-c.start >= timeout {
 			l.log.Printf("blacklisting server %d because of connect timeout", c.sess.Server())
 			l.connectFailed(c)
 			continue // the pending list changed

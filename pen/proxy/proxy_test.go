@@ -353,6 +353,39 @@ func TestConnectTimeout(t *testing.T) {
 	}
 }
 
+// TestConnectTimeoutNotEarly: a connect begun just before a second ticks
+// over is given its whole timeout, even when other traffic makes the loop
+// look at its timers right after the tick. Comparing whole seconds, as
+// Pen does, gave it up after about 100 ms and blacklisted its server.
+func TestConnectTimeoutNotEarly(t *testing.T) {
+	stuckPort := blackhole(t)
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) { io.WriteString(c, "alive") })
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)),
+		fmt.Sprintf("server 1 address 127.0.0.1 port %d", stuckPort), "timeout 1")
+	// 50 ms before a second ticks over.
+	now := time.Now()
+	time.Sleep(now.Truncate(time.Second).Add(1950 * time.Millisecond).Sub(now))
+	c := h.dial() // round-robin starts at server 1, the stuck one
+	defer c.Close()
+	begin := time.Now()
+	// Just after the tick another client keeps the loop busy.
+	time.Sleep(100 * time.Millisecond)
+	c2 := h.dial()
+	defer c2.Close()
+	for h.tb.ServerStates()[1].Failures == 0 {
+		if time.Since(begin) > 5*time.Second {
+			t.Fatal("the stuck server was never blacklisted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := time.Since(begin); d < 950*time.Millisecond {
+		t.Errorf("the connect was given up and its server blacklisted after %v, with timeout 1", d)
+	}
+	if got, _ := io.ReadAll(c); string(got) != "alive" {
+		t.Errorf("the client got %q after the failover", got)
+	}
+}
+
 func TestBackendDiesMidStream(t *testing.T) {
 	stream := func(c net.Conn) {
 		buf := make([]byte, 4096)
@@ -593,17 +626,15 @@ func blackhole(t *testing.T) int {
 	return 0
 }
 
-// TestSpliceDownloads moves large downloads through pen's splice path
-// while every thread of the process keeps receiving SIGURG, the signal
-// the Go runtime preempts with. A splice into the client's socket stops
-// short when a signal is pending, with room left in the socket; pen once
-// took that for a full socket and waited for an EPOLLOUT edge that never
-// came, and the download stalled.
-func TestSpliceDownloads(t *testing.T) {
-	const size = 256 << 20
+// signalStorm sends SIGURG, the signal the Go runtime preempts with, to
+// every thread of the process every 100 µs until the test ends: system
+// calls that stop short when a signal is pending then do so often.
+func signalStorm(t *testing.T) {
 	stop := make(chan struct{})
-	defer close(stop)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(stop); <-done })
 	go func() {
+		defer close(done)
 		pid := unix.Getpid()
 		for {
 			select {
@@ -619,6 +650,17 @@ func TestSpliceDownloads(t *testing.T) {
 			}
 		}
 	}()
+}
+
+// TestSpliceDownloads moves large downloads through pen's splice path
+// while every thread of the process keeps receiving SIGURG, the signal
+// the Go runtime preempts with. A splice into the client's socket stops
+// short when a signal is pending, with room left in the socket; pen once
+// took that for a full socket and waited for an EPOLLOUT edge that never
+// came, and the download stalled.
+func TestSpliceDownloads(t *testing.T) {
+	const size = 256 << 20
+	signalStorm(t)
 	chunk := make([]byte, 1<<20)
 	rand.New(rand.NewSource(1)).Read(chunk)
 	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
