@@ -54,24 +54,50 @@ func exchangeUDP(c net.Conn, msg string) string {
 // the kernel once pen has placed it: stopped with SIGSTOP, pen answers
 // nothing itself, and the flow's questions are still answered, from the
 // address the client asked, by the server pen chose, which sees them come
-// from pen. The client's kernel checks every answer's checksum, the
-// server's every question's: offloads stay on, as the namespaces' veths
-// have them by default. A new flow needs pen: while it is stopped, it gets
-// no answer; once pen runs again, it does.
+// from pen. A new flow needs pen: while it is stopped, it gets no answer;
+// once pen runs again, it does.
+//
+// Over IPv4 and IPv6, each with the veths' offloads at their defaults
+// (checksums left partial, as the kernel hands them on) and with
+// checksum offloads off on every veth, so that every datagram carries a
+// complete checksum and every receiver checks it: one the program got
+// wrong is dropped, and its question goes unanswered.
 func TestUDPKernelAcrossHosts(t *testing.T) {
-	g := newGateway(t)
-	for _, be := range []struct{ name, addr string }{{"be2", "198.18.2.2:5353"}, {"be3", "198.18.2.3:5353"}} {
-		h := g.backends[0]
-		if be.name == "be3" {
-			h = g.backends[1]
-		}
-		udpEcho(t, h, be.name, be.addr)
+	for _, tc := range []struct {
+		name, vip, pen string
+		backends       [2]string
+		csumOff        bool
+	}{
+		{"ipv4", "198.18.1.1:53", "198.18.2.1", [2]string{"198.18.2.2:5353", "198.18.2.3:5353"}, false},
+		{"ipv4-checksums", "198.18.1.1:53", "198.18.2.1", [2]string{"198.18.2.2:5353", "198.18.2.3:5353"}, true},
+		{"ipv6", "[2001:db8:1::1]:53", "2001:db8:2::1", [2]string{"[2001:db8:2::2]:5353", "[2001:db8:2::3]:5353"}, false},
+		{"ipv6-checksums", "[2001:db8:1::1]:53", "2001:db8:2::1", [2]string{"[2001:db8:2::2]:5353", "[2001:db8:2::3]:5353"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGateway(t)
+			if tc.csumOff {
+				for _, hd := range []struct {
+					h   *netnstest.Host
+					dev string
+				}{{g.client, "eth0"}, {g.pen, "c0"}, {g.pen, "b0"}, {g.pen, "b1"}, {g.backends[0], "eth0"}, {g.backends[1], "eth0"}} {
+					hd.h.Run("ethtool", "-K", hd.dev, "tx", "off", "rx", "off")
+				}
+			}
+			udpEcho(t, g.backends[0], "be2", tc.backends[0])
+			udpEcho(t, g.backends[1], "be3", tc.backends[1])
+			p := startPen(t, g.pen, nil, "-U", tc.vip, tc.backends[0], tc.backends[1])
+			udpKernelAcrossHosts(t, g, p, tc.vip, net.JoinHostPort(tc.pen, ""))
+		})
 	}
-	p := startPen(t, g.pen, nil, "-U", "198.18.1.1:53", "198.18.2.2:5353", "198.18.2.3:5353")
+}
+
+// udpKernelAcrossHosts is TestUDPKernelAcrossHosts once pen runs: from is
+// how the servers print pen's address ("ADDR:").
+func udpKernelAcrossHosts(t *testing.T, g *gateway, p *penProc, vip, from string) {
 	var c net.Conn
 	for i := 0; ; i++ {
 		var err error
-		if c, err = g.client.Dial("udp", "198.18.1.1:53"); err != nil {
+		if c, err = g.client.Dial("udp", vip); err != nil {
 			t.Fatal(err)
 		}
 		if exchangeUDP(c, "hello") != "" {
@@ -99,8 +125,8 @@ func TestUDPKernelAcrossHosts(t *testing.T) {
 			} else if f[0] != server {
 				t.Fatalf("%s: the flow moved from %s to %s", label, server, f[0])
 			}
-			if !strings.HasPrefix(f[1], "198.18.2.1:") {
-				t.Fatalf("%s: the server saw the question come from %s, not from pen", label, f[1])
+			if !strings.HasPrefix(f[1], from) {
+				t.Fatalf("%s: the server saw the question come from %s, not from pen (%s)", label, f[1], from)
 			}
 		}
 		return server
@@ -119,7 +145,7 @@ func TestUDPKernelAcrossHosts(t *testing.T) {
 	if after := check("pen stopped", 200); after != before {
 		t.Errorf("the flow went to %s in the kernel, %s through pen", after, before)
 	}
-	other, err := g.client.Dial("udp", "198.18.1.1:53")
+	other, err := g.client.Dial("udp", vip)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,9 +40,11 @@ import (
 // When the new destination is an address of this host the datagram goes
 // on up the stack; otherwise the program sends it out of the interface
 // that holds the address pen would send from (bpf_redirect_neigh, which
-// resolves the next hop's MAC). Flows that would cross between loopback
-// and another interface (which the kernel drops as martians), IPv6 flows,
-// unix socket servers and transparent mode stay in user space.
+// resolves the next hop's MAC, by ARP or neighbour discovery). IPv4 and
+// IPv6 flows alike; flows that would cross between loopback and another
+// interface (which the kernel drops as martians), link-local IPv6
+// addresses, IPv6 datagrams with extension headers, unix socket servers
+// and transparent mode stay in user space.
 //
 // Where the kernel has no BPF or no TCX (before 6.6), or pen may not use
 // them, every flow stays in pen, and one line says why.
@@ -61,7 +63,9 @@ const (
 
 	ethHeaderLen  = 14
 	ipv4MinHeader = 20
+	ipv6Header    = 40
 	etherTypeIPv4 = 0x0800
+	etherTypeIPv6 = 0x86dd
 
 	bpfFPseudoHdr   = 1 << 4 // BPF_F_PSEUDO_HDR
 	bpfFMarkMangled = 1 << 5 // BPF_F_MARK_MANGLED_0
@@ -83,18 +87,97 @@ type ukValue struct {
 	Bytes        uint64 // UDP payload
 }
 
-// ukFlow is what an installed flow keeps (conn.uk).
+// ukKey6 and ukValue6 are the same for IPv6 (the pen_udp_flows6 map).
+type ukKey6 struct {
+	Src, Dst     [16]byte
+	SPort, DPort [2]byte
+}
+
+type ukValue6 struct {
+	Src, Dst     [16]byte
+	SPort, DPort [2]byte
+	Ifindex      uint32
+	Packets      uint64
+	Bytes        uint64
+}
+
+// ukFlow is what an installed flow keeps (conn.uk): its keys in the IPv4
+// map, or with v6 in the IPv6 one. [0]: client to VIP, [1]: server to the
+// upstream socket.
 type ukFlow struct {
-	keys    [2]ukKey  // [0]: client to VIP, [1]: server to the upstream socket
+	v6      bool
+	keys    [2]ukKey
+	keys6   [2]ukKey6
 	counted [2]uint64 // payload bytes already added to the counts
+}
+
+// counter reads the kernel's counters of direction i.
+func (f *ukFlow) counter(k *udpKernel, i int) (packets, bytes uint64, ok bool) {
+	if f.v6 {
+		var v ukValue6
+		if k.flows6.Lookup(f.keys6[i], &v) != nil {
+			return 0, 0, false
+		}
+		return v.Packets, v.Bytes, true
+	}
+	var v ukValue
+	if k.flows.Lookup(f.keys[i], &v) != nil {
+		return 0, 0, false
+	}
+	return v.Packets, v.Bytes, true
+}
+
+// install puts the flow's two entries in the map: what comes from the
+// client to the VIP goes from upLocal to the server, out of toServer;
+// what comes from the server to upLocal goes from the VIP to the client,
+// out of toClient (0: up the stack). addrs is client, VIP, server,
+// upLocal.
+func (f *ukFlow) install(k *udpKernel, addrs [4]netip.AddrPort, toServer, toClient int) error {
+	client, vip, server, upLocal := addrs[0], addrs[1], addrs[2], addrs[3]
+	f.keys = [2]ukKey{}
+	f.keys6 = [2]ukKey6{}
+	var err error
+	if f.v6 {
+		f.keys6 = [2]ukKey6{ukKey6Of(client, vip), ukKey6Of(server, upLocal)}
+		vals := [2]ukValue6{ukValue6Of(upLocal, server, toServer), ukValue6Of(vip, client, toClient)}
+		if err = k.flows6.Update(f.keys6[0], vals[0], ebpf.UpdateNoExist); err == nil {
+			if err = k.flows6.Update(f.keys6[1], vals[1], ebpf.UpdateNoExist); err != nil {
+				k.flows6.Delete(f.keys6[0])
+			}
+		}
+	} else {
+		f.keys = [2]ukKey{ukKeyOf(client, vip), ukKeyOf(server, upLocal)}
+		vals := [2]ukValue{ukValueOf(upLocal, server, toServer), ukValueOf(vip, client, toClient)}
+		if err = k.flows.Update(f.keys[0], vals[0], ebpf.UpdateNoExist); err == nil {
+			if err = k.flows.Update(f.keys[1], vals[1], ebpf.UpdateNoExist); err != nil {
+				k.flows.Delete(f.keys[0])
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("flow map: %w", err)
+	}
+	return nil
+}
+
+// remove deletes the flow's entries.
+func (f *ukFlow) remove(k *udpKernel) {
+	for i := range 2 {
+		if f.v6 {
+			k.flows6.Delete(f.keys6[i])
+		} else {
+			k.flows.Delete(f.keys[i])
+		}
+	}
 }
 
 // udpKernel is the program, its flow map and where it is attached; one
 // per process, shared by every loop (map updates are system calls, safe
 // from any goroutine).
 type udpKernel struct {
-	prog  *ebpf.Program
-	flows *ebpf.Map
+	prog   *ebpf.Program
+	flows  *ebpf.Map // ukKey -> ukValue
+	flows6 *ebpf.Map // ukKey6 -> ukValue6
 
 	mu      sync.Mutex // guards the rest
 	links   map[int]link.Link
@@ -150,13 +233,20 @@ func loadUDPKernel() (*udpKernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hash map: %w", err)
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pen_udp", Type: ebpf.SchedCLS, License: "GPL",
-		Instructions: ukProgram(flows.FD())})
+	flows6, err := ebpf.NewMap(&ebpf.MapSpec{Name: "pen_udp_flows6", Type: ebpf.Hash, KeySize: 36, ValueSize: 56,
+		MaxEntries: 2 * ukMaxFlows, Flags: unix.BPF_F_NO_PREALLOC})
 	if err != nil {
 		flows.Close()
+		return nil, fmt.Errorf("hash map: %w", err)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pen_udp", Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: ukProgram(flows.FD(), flows6.FD())})
+	if err != nil {
+		flows.Close()
+		flows6.Close()
 		return nil, fmt.Errorf("loading the program: %w", err)
 	}
-	return &udpKernel{prog: prog, flows: flows, links: map[int]link.Link{}, linkErr: map[int]error{}}, nil
+	return &udpKernel{prog: prog, flows: flows, flows6: flows6, links: map[int]link.Link{}, linkErr: map[int]error{}}, nil
 }
 
 // attach puts the program on ifindex's ingress once.
@@ -178,10 +268,13 @@ func (k *udpKernel) attach(ifindex int) error {
 	return nil
 }
 
-// ukProgram is the TCX program. The Ethernet and IPv4 headers are copied
-// to fp-50..fp-17 (so that the addresses are 4-byte aligned), the ports
-// to fp-56..fp-53 and the key is built at fp-72.
-func ukProgram(flowsFD int) asm.Instructions {
+// ukProgram is the TCX program. For IPv4 the Ethernet and IPv4 headers
+// are copied to fp-50..fp-17 (so that the addresses are 4-byte aligned),
+// the ports to fp-56..fp-53 and the key is built at fp-72. For IPv6 the
+// Ethernet and IPv6 headers and the ports go to fp-66..fp-9 and the key
+// is built at fp-104; the UDP checksum (which IPv6 requires) follows the
+// 32 bytes of addresses by one bpf_csum_diff.
+func ukProgram(flowsFD, flows6FD int) asm.Instructions {
 	const (
 		hdr   = -50
 		ip    = hdr + ethHeaderLen
@@ -242,7 +335,7 @@ func ukProgram(flowsFD int) asm.Instructions {
 		asm.FnSkbLoadBytes.Call(),
 		asm.JNE.Imm(asm.R0, 0, pass),
 		asm.LoadMem(asm.R2, asm.R10, hdr+12, asm.Half),
-		asm.JNE.Imm32(asm.R2, be16(etherTypeIPv4), pass),
+		asm.JNE.Imm32(asm.R2, be16(etherTypeIPv4), "v6"),
 		// A 20-byte header (no options), UDP, not a fragment.
 		asm.LoadMem(asm.R2, asm.R10, ip, asm.Byte),
 		asm.JNE.Imm(asm.R2, 0x45, pass),
@@ -296,6 +389,9 @@ func ukProgram(flowsFD int) asm.Instructions {
 		asm.Mov.Imm(asm.R4, 0),
 		asm.FnRedirectNeigh.Call(),
 		asm.Return(),
+	)
+	insns = append(insns, ukProgram6(flows6FD, csum, store, xadd)...)
+	insns = append(insns,
 		asm.Mov.Imm(asm.R0, tcActOK).WithSymbol(up),
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, tcActShot).WithSymbol(drop),
@@ -304,6 +400,90 @@ func ukProgram(flowsFD int) asm.Instructions {
 		asm.Return(),
 	)
 	return insns
+}
+
+// ukProgram6 is ukProgram's IPv6 half, from the label v6 (R2 holds the
+// EtherType) to the redirect; it ends at ukProgram's labels.
+func ukProgram6(flows6FD int,
+	csum func(fn asm.BuiltinFunc, off int32, old, new int16, size asm.Size, flags int32) asm.Instructions,
+	store func(off int32, from int16, n int32) asm.Instructions,
+	xadd func(off int16) asm.Instruction) asm.Instructions {
+	const (
+		hdr   = -66
+		ip    = hdr + ethHeaderLen
+		addrs = ip + 8
+		ports = ip + ipv6Header
+		key   = -104
+		// Offsets in the packet.
+		pktAddrs = ethHeaderLen + 8
+		udpHdr   = ethHeaderLen + ipv6Header
+		udpCsum  = udpHdr + 6
+	)
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], etherTypeIPv6)
+	insns := asm.Instructions{
+		asm.JNE.Imm32(asm.R2, int32(binary.NativeEndian.Uint16(b[:])), "pass").WithSymbol("v6"),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, hdr),
+		asm.Mov.Imm(asm.R4, ethHeaderLen+ipv6Header+4),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+		// UDP right after the header: extension headers stay in pen.
+		asm.LoadMem(asm.R2, asm.R10, ip+6, asm.Byte),
+		asm.JNE.Imm(asm.R2, unix.IPPROTO_UDP, "pass"),
+	}
+	// The key: addresses and ports as they are.
+	for i := int16(0); i < 36; i += 4 {
+		insns = append(insns,
+			asm.LoadMem(asm.R2, asm.R10, addrs+i, asm.Word),
+			asm.StoreMem(asm.R10, key+i, asm.R2, asm.Word),
+		)
+	}
+	insns = append(insns,
+		asm.LoadMapPtr(asm.R1, flows6FD),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, key),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "pass"),
+		asm.Mov.Reg(asm.R8, asm.R0),
+		// Count the datagram and its payload.
+		asm.Mov.Imm(asm.R2, 1),
+		xadd(40),
+		asm.LoadMem(asm.R2, asm.R6, 0, asm.Word), // skb->len
+		asm.Add.Imm(asm.R2, -(ethHeaderLen+ipv6Header+8)),
+		xadd(48),
+		// The addresses' part of the checksum, as one difference.
+		asm.Mov.Reg(asm.R1, asm.R10),
+		asm.Add.Imm(asm.R1, addrs),
+		asm.Mov.Imm(asm.R2, 32),
+		asm.Mov.Reg(asm.R3, asm.R8),
+		asm.Mov.Imm(asm.R4, 32),
+		asm.Mov.Imm(asm.R5, 0),
+		asm.FnCsumDiff.Call(),
+		asm.JSLT.Imm(asm.R0, 0, "drop"),
+		asm.Mov.Reg(asm.R4, asm.R0),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, udpCsum),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Imm(asm.R5, bpfFPseudoHdr),
+		asm.FnL4CsumReplace.Call(),
+		asm.JNE.Imm(asm.R0, 0, "drop"),
+	)
+	insns = append(insns, csum(asm.FnL4CsumReplace, udpCsum, ports, 32, asm.Half, 2)...)
+	insns = append(insns, csum(asm.FnL4CsumReplace, udpCsum, ports+2, 34, asm.Half, 2)...)
+	insns = append(insns, store(pktAddrs, 0, 32)...)
+	insns = append(insns, store(udpHdr, 32, 4)...)
+	return append(insns,
+		asm.LoadMem(asm.R1, asm.R8, 36, asm.Word),
+		asm.JEq.Imm(asm.R1, 0, "up"),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnRedirectNeigh.Call(),
+		asm.Return(),
+	)
 }
 
 // ukIfaces maps this host's addresses to their interfaces.
@@ -348,8 +528,11 @@ func (f ukIfaces) index(a netip.Addr) int {
 func (f ukIfaces) local(a netip.Addr) bool { return f.index(a) != 0 }
 
 func ukAddrPort(sa unix.Sockaddr) (netip.AddrPort, bool) {
-	if s, ok := sa.(*unix.SockaddrInet4); ok {
+	switch s := sa.(type) {
+	case *unix.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(s.Addr), uint16(s.Port)), true
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(s.Addr).Unmap(), uint16(s.Port)), true
 	}
 	return netip.AddrPort{}, false
 }
@@ -365,6 +548,19 @@ func ukKeyOf(src, dst netip.AddrPort) ukKey {
 func ukValueOf(src, dst netip.AddrPort, ifindex int) ukValue {
 	k := ukKeyOf(src, dst)
 	return ukValue{Src: k.Src, Dst: k.Dst, SPort: k.SPort, DPort: k.DPort, Ifindex: uint32(ifindex)}
+}
+
+func ukKey6Of(src, dst netip.AddrPort) ukKey6 {
+	var k ukKey6
+	k.Src, k.Dst = src.Addr().As16(), dst.Addr().As16()
+	binary.BigEndian.PutUint16(k.SPort[:], src.Port())
+	binary.BigEndian.PutUint16(k.DPort[:], dst.Port())
+	return k
+}
+
+func ukValue6Of(src, dst netip.AddrPort, ifindex int) ukValue6 {
+	k := ukKey6Of(src, dst)
+	return ukValue6{Src: k.Src, Dst: k.Dst, SPort: k.SPort, DPort: k.DPort, Ifindex: uint32(ifindex)}
 }
 
 // ukCount notes n datagrams the flow carried from the client through
@@ -406,8 +602,20 @@ func (l *Loop) ukInstall(c *conn) error {
 	server, ok2 := ukAddrPort(rsa)
 	client := netip.AddrPortFrom(c.peer.Addr().Unmap(), c.peer.Port())
 	vip, ok3 := l.ukVIP(c)
-	if !ok1 || !ok2 || !ok3 || !client.Addr().Is4() {
-		return fmt.Errorf("not IPv4")
+	if !ok1 || !ok2 || !ok3 {
+		return fmt.Errorf("not an IP flow")
+	}
+	v6 := client.Addr().Is6()
+	for _, a := range []netip.Addr{vip.Addr(), upLocal.Addr(), server.Addr()} {
+		if a.Is6() != v6 {
+			return fmt.Errorf("between IPv4 and IPv6")
+		}
+		if a.Zone() != "" || a.IsLinkLocalUnicast() {
+			return fmt.Errorf("a link-local address")
+		}
+	}
+	if client.Addr().Zone() != "" || client.Addr().IsLinkLocalUnicast() {
+		return fmt.Errorf("a link-local address")
 	}
 	if client.Addr().IsLoopback() != server.Addr().IsLoopback() {
 		return fmt.Errorf("between loopback and another interface")
@@ -436,15 +644,9 @@ func (l *Loop) ukInstall(c *conn) error {
 			return err
 		}
 	}
-	f := &ukFlow{keys: [2]ukKey{ukKeyOf(client, vip), ukKeyOf(server, upLocal)}}
-	vals := [2]ukValue{ukValueOf(upLocal, server, toServer), ukValueOf(vip, client, toClient)}
-	for i := range f.keys {
-		if err := k.flows.Update(f.keys[i], vals[i], ebpf.UpdateNoExist); err != nil {
-			if i == 1 {
-				k.flows.Delete(f.keys[0])
-			}
-			return fmt.Errorf("flow map: %w", err)
-		}
+	f := &ukFlow{v6: v6}
+	if err := f.install(k, [4]netip.AddrPort{client, vip, server, upLocal}, toServer, toClient); err != nil {
+		return err
 	}
 	c.uk = f
 	l.ukFlows.Add(1)
@@ -459,9 +661,6 @@ func (l *Loop) ukVIP(c *conn) (netip.AddrPort, bool) {
 	}
 	ap, ok := ukAddrPort(sa)
 	if !ok {
-		if s6, ok6 := sa.(*unix.SockaddrInet6); ok6 && c.local.IsValid() {
-			return netip.AddrPortFrom(c.local.Unmap(), uint16(s6.Port)), c.local.Unmap().Is4()
-		}
 		return netip.AddrPort{}, false
 	}
 	if c.local.IsValid() {
@@ -481,19 +680,19 @@ func (l *Loop) ukCounts(c *conn) bool {
 	}
 	k := ukKern // set before c.uk was
 	moved := false
-	for i := range c.uk.keys {
-		var v ukValue
-		if k.flows.Lookup(c.uk.keys[i], &v) != nil {
+	for i := range c.uk.counted {
+		_, bytes, ok := c.uk.counter(k, i)
+		if !ok {
 			continue
 		}
-		if v.Bytes > c.uk.counted[i] {
-			d := v.Bytes - c.uk.counted[i]
+		if bytes > c.uk.counted[i] {
+			d := bytes - c.uk.counted[i]
 			if i == 0 {
 				c.sess.Sent(int(d))
 			} else {
 				c.sess.Received(int(d))
 			}
-			c.uk.counted[i] = v.Bytes
+			c.uk.counted[i] = bytes
 			moved = true
 		}
 	}
@@ -541,9 +740,7 @@ func (l *Loop) ukRemove(c *conn) {
 		return
 	}
 	l.ukCounts(c)
-	for _, key := range c.uk.keys {
-		ukKern.flows.Delete(key)
-	}
+	c.uk.remove(ukKern)
 	c.uk = nil
 	c.turns = 0
 	l.ukFlows.Add(-1)
