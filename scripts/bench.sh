@@ -22,12 +22,13 @@
 #   dns        DNS queries/s with dnsperf against dnsmasq, through pen -U
 #              (pen: udp_kernel, the default, carries the flow in the
 #              kernel once placed; pen-user: no udp_kernel)
+#   dns6       the same over IPv6 (::1)
 #
 # Contenders alternate over rounds with identical settings (the order
 # rotates each round), and the report gives the median per contender, so a
 # slow spell of the (shared, noisy, two-core) machine hits every contender
 # alike. Read the ratios, not the absolute figures. Everything listens on
-# 127.0.0.1 only, on free ports picked at start, and every process started
+# 127.0.0.1 only (and ::1 for dns6), on free ports picked at start, and every process started
 # here is stopped on exit.
 #
 # Reading the report (penbench report; the raw records are tab-separated):
@@ -226,7 +227,7 @@ pen_start() {
 
 read -r p_nginx p_pen p_hap p_haphttp p_echo p_pen_rss p_hap_rss p_dns p_pen_dns \
 	p_pen1 p_hap1 p_bulk p_pen_bulk p_hap_bulk p_pen_tls p_pen_rsa p_hap_tls p_hap_rsa \
-	p_pen_relay p_pen_bulk_relay p_pen_dns_user <<<"$("$penbench" ports -n 21)"
+	p_pen_relay p_pen_bulk_relay p_pen_dns_user p_pen_dns6 p_pen_dns6_user <<<"$("$penbench" ports -n 23)"
 log "machine: $cores cores, load average $load_before; pen with loops $loops, HAProxy with nbthread $loops"
 host=127.0.0.1
 body="pen benchmark backend"
@@ -450,7 +451,7 @@ stop "$started_pid" "$echo_pid"
 #### DNS over UDP
 if [ -n "$dnsmasq_bin" ]; then
 	log "dns: dnsmasq on $host:$p_dns, pen -U on :$p_pen_dns"
-	start dnsmasq "$dnsmasq_bin" -k -C /dev/null --port="$p_dns" --listen-address="$host" \
+	start dnsmasq "$dnsmasq_bin" -k -C /dev/null --port="$p_dns" --listen-address="$host" --listen-address=::1 \
 		--bind-interfaces --no-resolv --no-hosts --address=/bench.test/127.0.0.1 \
 		--pid-file="$tmp/dnsmasq.pid" --log-facility="$tmp/dnsmasq-messages.log" --user=root
 else
@@ -458,28 +459,44 @@ else
 	start dnsserver "$penbench" dnsserver -listen "$host:$p_dns"
 fi
 dns_pid=$started_pid
+dns6_pid=
+if [ -z "$dnsmasq_bin" ]; then
+	start dnsserver6 "$penbench" dnsserver -listen "[::1]:$p_dns"
+	dns6_pid=$started_pid
+fi
 await dns "$dns_pid" "$host:$p_dns" -dns
+await dns6 "${dns6_pid:-$dns_pid}" "[::1]:$p_dns" -dns
 dns_targets=(-target "direct=$host:$p_dns")
 dns_pids=()
-# dns_contender NAME PORT PEN-ARGS...: start a pen -U in front of the DNS
-# server and make it a contender, or record why it is not one.
+# dns_contender TEST HOST NAME PORT PEN-ARGS...: start a pen -U on HOST in
+# front of the DNS server and make it a contender, or record why it is not
+# one.
 dns_contender() {
-	local name=$1 port=$2
-	shift 2
-	if pen_start "$name-dns" "$host:$port" -O "loops $loops" "$@" -U "$host:$port" "$host:$p_dns"; then
-		dns_targets+=(-target "$name=$host:$port" -pid "$name=$started_pid")
+	local test=$1 h=$2 name=$3 port=$4
+	shift 4
+	if pen_start "$name-$test" "$h:$port" -O "loops $loops" "$@" -U "$h:$port" "$h:$p_dns"; then
+		dns_targets+=(-target "$name=$h:$port" -pid "$name=$started_pid")
 		dns_pids+=("$started_pid")
 	else
-		"$penbench" fail -out "$results" -test dns -contender "$name" -unit q/s -why "$pen_why"
+		"$penbench" fail -out "$results" -test "$test" -contender "$name" -unit q/s -why "$pen_why"
 	fi
 }
-dns_contender pen "$p_pen_dns"
+dns_contender dns "$host" pen "$p_pen_dns"
 # pen-user: every datagram through pen (no udp_kernel), for comparison.
-dns_contender pen-user "$p_pen_dns_user" -O "no udp_kernel"
+dns_contender dns "$host" pen-user "$p_pen_dns_user" -O "no udp_kernel"
 log "dns: dnsperf -l $dns_duration, $rounds rounds"
 "${load_cpu[@]}" "$penbench" dns -rounds "$rounds" -duration "${dns_duration}s" -backend-pid "$dns_pid" \
 	-out "$results" "${dns_targets[@]}"
-stop "$dns_pid" "${dns_pids[@]}"
+stop "${dns_pids[@]}"
+# The same over IPv6 (::1), to the same DNS server.
+dns_targets=(-target "direct=[::1]:$p_dns")
+dns_pids=()
+dns_contender dns6 "[::1]" pen "$p_pen_dns6"
+dns_contender dns6 "[::1]" pen-user "$p_pen_dns6_user" -O "no udp_kernel"
+log "dns6: dnsperf -l $dns_duration over ::1, $rounds rounds"
+"${load_cpu[@]}" "$penbench" dns -test dns6 -rounds "$rounds" -duration "${dns_duration}s" \
+	-backend-pid "${dns6_pid:-$dns_pid}" -out "$results" "${dns_targets[@]}"
+stop "$dns_pid" ${dns6_pid:+"$dns6_pid"} "${dns_pids[@]}"
 
 #### Report
 echo

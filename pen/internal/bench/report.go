@@ -187,6 +187,7 @@ var Targets = []Target{
 	{Test: "rss", Name: "pen <= 4096 B/conn", Eval: medianAtMost("pen", 4096)},
 	{Test: "bulk", Name: "pen/direct >= 0.90", Eval: ratioAtLeast("pen", "direct", 0.9)},
 	{Test: "dns", Name: "pen/direct >= 0.85", Eval: ratioAtLeast("pen", "direct", 0.85)},
+	{Test: "dns6", Name: "pen/direct >= 0.85", Eval: ratioAtLeast("pen", "direct", 0.85)},
 	{Test: "tls-keepalive", Name: "pen/haproxy >= 1.00", Eval: ratioAtLeast("pen", "haproxy", 1.0)},
 	{Test: "tls-ecdsa", Name: "pen/haproxy >= 1.00", Eval: ratioAtLeast("pen", "haproxy", 1.0)},
 }
@@ -214,6 +215,7 @@ var testTitles = map[string]string{
 	"close":     "HTTP, new connection per request (wrk)",
 	"rss":       "RSS per idle proxied connection",
 	"dns":       "DNS over UDP (dnsperf)",
+	"dns6":      "DNS over UDP and IPv6 (dnsperf, ::1)",
 	"bulk":      "bulk download of one large response (MB/s)",
 
 	"tls-keepalive": "HTTPS, keep-alive, ECDSA P-256 certificate (wrk)",
