@@ -67,8 +67,9 @@ const (
 	etherTypeIPv4 = 0x0800
 	etherTypeIPv6 = 0x86dd
 
-	bpfFPseudoHdr   = 1 << 4 // BPF_F_PSEUDO_HDR
-	bpfFMarkMangled = 1 << 5 // BPF_F_MARK_MANGLED_0
+	bpfFRecomputeCsum = 1 << 0 // BPF_F_RECOMPUTE_CSUM
+	bpfFPseudoHdr     = 1 << 4 // BPF_F_PSEUDO_HDR
+	bpfFMarkMangled   = 1 << 5 // BPF_F_MARK_MANGLED_0
 )
 
 // ukKey is a datagram's addresses and ports, in network order.
@@ -308,14 +309,14 @@ func ukProgram(flowsFD, flows6FD int) asm.Instructions {
 			asm.JNE.Imm(asm.R0, 0, drop),
 		}
 	}
-	store := func(off int32, from int16, n int32) asm.Instructions {
+	store := func(off int32, from int16, n int32, flags int32) asm.Instructions {
 		return asm.Instructions{
 			asm.Mov.Reg(asm.R1, asm.R6),
 			asm.Mov.Imm(asm.R2, off),
 			asm.Mov.Reg(asm.R3, asm.R8),
 			asm.Add.Imm(asm.R3, int32(from)),
 			asm.Mov.Imm(asm.R4, n),
-			asm.Mov.Imm(asm.R5, 0),
+			asm.Mov.Imm(asm.R5, flags),
 			asm.FnSkbStoreBytes.Call(),
 			asm.JNE.Imm(asm.R0, 0, drop),
 		}
@@ -379,8 +380,8 @@ func ukProgram(flowsFD, flows6FD int) asm.Instructions {
 	insns = append(insns, csum(asm.FnL4CsumReplace, udpCsum, ip+16, 4, asm.Word, bpfFPseudoHdr|bpfFMarkMangled|4)...)
 	insns = append(insns, csum(asm.FnL4CsumReplace, udpCsum, ports, 8, asm.Half, bpfFMarkMangled|2)...)
 	insns = append(insns, csum(asm.FnL4CsumReplace, udpCsum, ports+2, 10, asm.Half, bpfFMarkMangled|2)...)
-	insns = append(insns, store(ipAddrs, 0, 8)...)
-	insns = append(insns, store(udpHdr, 8, 4)...)
+	insns = append(insns, store(ipAddrs, 0, 8, 0)...)
+	insns = append(insns, store(udpHdr, 8, 4, 0)...)
 	insns = append(insns,
 		asm.LoadMem(asm.R1, asm.R8, 12, asm.Word),
 		asm.JEq.Imm(asm.R1, 0, up),
@@ -406,7 +407,7 @@ func ukProgram(flowsFD, flows6FD int) asm.Instructions {
 // EtherType) to the redirect; it ends at ukProgram's labels.
 func ukProgram6(flows6FD int,
 	csum func(fn asm.BuiltinFunc, off int32, old, new int16, size asm.Size, flags int32) asm.Instructions,
-	store func(off int32, from int16, n int32) asm.Instructions,
+	store func(off int32, from int16, n int32, flags int32) asm.Instructions,
 	xadd func(off int16) asm.Instruction) asm.Instructions {
 	const (
 		hdr   = -66
@@ -473,8 +474,16 @@ func ukProgram6(flows6FD int,
 	)
 	insns = append(insns, csum(asm.FnL4CsumReplace, udpCsum, ports, 32, asm.Half, 2)...)
 	insns = append(insns, csum(asm.FnL4CsumReplace, udpCsum, ports+2, 34, asm.Half, 2)...)
-	insns = append(insns, store(pktAddrs, 0, 32)...)
-	insns = append(insns, store(udpHdr, 32, 4)...)
+	// With a complete checksum (CHECKSUM_COMPLETE) skb->csum must follow
+	// every change of the packet. For IPv4, l4_csum_replace's pseudo-header
+	// update adjusts it for the addresses, since the IPv4 header checksum
+	// cancels their change within the header. IPv6 has no header checksum,
+	// so that adjustment covers only the UDP checksum's change, and the
+	// addresses' own change is added here (BPF_F_RECOMPUTE_CSUM). Kernels
+	// from 6.16 offer BPF_F_IPV6 for this; this way works on every kernel
+	// with TCX.
+	insns = append(insns, store(pktAddrs, 0, 32, bpfFRecomputeCsum)...)
+	insns = append(insns, store(udpHdr, 32, 4, 0)...)
 	return append(insns,
 		asm.LoadMem(asm.R1, asm.R8, 36, asm.Word),
 		asm.JEq.Imm(asm.R1, 0, "up"),
