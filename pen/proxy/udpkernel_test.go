@@ -100,6 +100,38 @@ func TestUDPKernelFlowIPv6(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// udp_kernel turned off gives the flow back to pen: its two entries
+	// leave the IPv6 map, and pen answers.
+	if got := flows6(t); got != 2 {
+		t.Errorf("the IPv6 map holds %d entries, want the flow's 2", got)
+	}
+	h.settings.UDPKernel = false
+	h.reconfigure()
+	if got := flows6(t); got != 0 {
+		t.Errorf("the IPv6 map holds %d entries after udp_kernel went off", got)
+	}
+	if k := h.loop.Stats().KernelFlows; k != 0 {
+		t.Errorf("the kernel still carries %d flows", k)
+	}
+	if got := udpAsk(t, c, "after"); got != "A:after" {
+		t.Errorf("after udp_kernel went off: %q", got)
+	}
+}
+
+// flows6 counts the entries of the IPv6 flow map.
+func flows6(t *testing.T) int {
+	t.Helper()
+	var k ukKey6
+	var v ukValue6
+	n := 0
+	it := ukKern.flows6.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // A flow that has carried ukAfter datagrams through pen is carried by the
