@@ -482,10 +482,20 @@ func TestFastClose(t *testing.T) {
 	}
 }
 
-// udpServer answers every datagram with name + what it got.
+// udpServer answers every datagram on 127.0.0.1 with name + what it got.
 func udpServer(t *testing.T, name string) *net.UDPConn {
 	t.Helper()
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return udpServerAt(t, name, net.IPv4(127, 0, 0, 1))
+}
+
+// udpServerAt is udpServer on ip; where ip is IPv6 and cannot be had,
+// the test is skipped (a host without IPv6 loopback).
+func udpServerAt(t *testing.T, name string, ip net.IP) *net.UDPConn {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip})
+	if err != nil && ip.To4() == nil {
+		testenv.Skip(t, "no IPv6 loopback: "+err.Error())
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

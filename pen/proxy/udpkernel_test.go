@@ -49,57 +49,15 @@ func kernelPackets(t *testing.T) (packets, bytes uint64) {
 // and the counts see every byte.
 func TestUDPKernelFlowIPv6(t *testing.T) {
 	needUDPKernel(t)
-	pc, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
-	if err != nil {
-		testenv.Skip(t, "no IPv6 loopback: "+err.Error())
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		b := make([]byte, 2048)
-		for {
-			n, a, err := pc.ReadFromUDP(b)
-			if err != nil {
-				return
-			}
-			pc.WriteToUDP(append([]byte("A:"), b[:n]...), a)
-		}
-	}()
+	a := udpServerAt(t, "A", net.IPv6loopback)
 	h := start(t, "[::1]:0", func(s *Settings) { s.UDPKernel = true }, "udp",
-		fmt.Sprintf("server 0 address ::1 port %d", pc.LocalAddr().(*net.UDPAddr).Port))
+		fmt.Sprintf("server 0 address ::1 port %d", udpPort(a)))
 	c, err := net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(h.addr)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	p0, _ := kernelPackets(t)
-	const n = 200
-	sent := 0
-	for i := range n {
-		msg := fmt.Sprintf("question %d", i)
-		if got := udpAsk(t, c, msg); got != "A:"+msg {
-			t.Fatalf("question %d: %q", i, got)
-		}
-		sent += len(msg)
-	}
-	if k := h.loop.Stats().KernelFlows; k != 1 {
-		t.Errorf("the kernel carries %d flows, want 1", k)
-	}
-	p1, _ := kernelPackets(t)
-	if got := p1 - p0; got < 2*(n-ukAfter-1) {
-		t.Errorf("the kernel carried %d datagrams of %d questions and answers", got, 2*n)
-	}
-	t.Logf("%d questions over IPv6: the kernel carried %d datagrams, pen %d", n, p1-p0, 2*n-int(p1-p0))
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		st := h.tb.ServerStates()[0]
-		if st.Sent == uint64(sent) && st.Received == uint64(sent+2*n) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server counts sent %d received %d, want %d and %d", st.Sent, st.Received, sent, sent+2*n)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	askInKernel(t, h, c, " over IPv6")
 	// udp_kernel turned off gives the flow back to pen: its two entries
 	// leave the IPv6 map, and pen answers.
 	if got := flows6(t); got != 2 {
@@ -150,6 +108,18 @@ func TestUDPKernelFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// udpAsk reads with Read on a connected socket: each answer came from
+	// 127.0.0.2, or the kernel would not have given it.
+	askInKernel(t, h, c, "")
+}
+
+// askInKernel asks 200 questions on c, a client of h's only flow, which
+// its server "A" answers: every answer is right, the kernel carries the
+// flow and all but its first datagrams, and the server's counts (which
+// come from the kernel's counters once a second) see every byte. what
+// (" over IPv6", or empty) goes into the log line.
+func askInKernel(t *testing.T, h *harness, c *net.UDPConn, what string) {
+	t.Helper()
 	p0, _ := kernelPackets(t)
 	const n = 200
 	sent := 0
@@ -159,8 +129,6 @@ func TestUDPKernelFlow(t *testing.T) {
 			t.Fatalf("question %d: %q", i, got)
 		}
 		sent += len(msg)
-		// udpAsk reads with Read on a connected socket: the answer
-		// came from 127.0.0.2, or the kernel would not have given it.
 	}
 	if k := h.loop.Stats().KernelFlows; k != 1 {
 		t.Errorf("the kernel carries %d flows, want 1", k)
@@ -169,8 +137,7 @@ func TestUDPKernelFlow(t *testing.T) {
 	if got := p1 - p0; got < 2*(n-ukAfter-1) {
 		t.Errorf("the kernel carried %d datagrams of %d questions and answers", got, 2*n)
 	}
-	t.Logf("%d questions: the kernel carried %d datagrams, pen %d", n, p1-p0, 2*n-int(p1-p0))
-	// Counts come from the kernel's counters once a second.
+	t.Logf("%d questions%s: the kernel carried %d datagrams, pen %d", n, what, p1-p0, 2*n-int(p1-p0))
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		st := h.tb.ServerStates()[0]
