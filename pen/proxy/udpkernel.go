@@ -135,40 +135,38 @@ func (f *ukFlow) counter(k *udpKernel, i int) (packets, bytes uint64, ok bool) {
 // upLocal.
 func (f *ukFlow) install(k *udpKernel, addrs [4]netip.AddrPort, toServer, toClient int) error {
 	client, vip, server, upLocal := addrs[0], addrs[1], addrs[2], addrs[3]
-	f.keys = [2]ukKey{}
-	f.keys6 = [2]ukKey6{}
-	var err error
+	var vals [2]any
 	if f.v6 {
 		f.keys6 = [2]ukKey6{ukKey6Of(client, vip), ukKey6Of(server, upLocal)}
-		vals := [2]ukValue6{ukValue6Of(upLocal, server, toServer), ukValue6Of(vip, client, toClient)}
-		if err = k.flows6.Update(f.keys6[0], vals[0], ebpf.UpdateNoExist); err == nil {
-			if err = k.flows6.Update(f.keys6[1], vals[1], ebpf.UpdateNoExist); err != nil {
-				k.flows6.Delete(f.keys6[0])
-			}
-		}
+		vals = [2]any{ukValue6Of(upLocal, server, toServer), ukValue6Of(vip, client, toClient)}
 	} else {
 		f.keys = [2]ukKey{ukKeyOf(client, vip), ukKeyOf(server, upLocal)}
-		vals := [2]ukValue{ukValueOf(upLocal, server, toServer), ukValueOf(vip, client, toClient)}
-		if err = k.flows.Update(f.keys[0], vals[0], ebpf.UpdateNoExist); err == nil {
-			if err = k.flows.Update(f.keys[1], vals[1], ebpf.UpdateNoExist); err != nil {
-				k.flows.Delete(f.keys[0])
-			}
-		}
+		vals = [2]any{ukValueOf(upLocal, server, toServer), ukValueOf(vip, client, toClient)}
 	}
-	if err != nil {
+	m, keys := f.entries(k)
+	if err := m.Update(keys[0], vals[0], ebpf.UpdateNoExist); err != nil {
+		return fmt.Errorf("flow map: %w", err)
+	}
+	if err := m.Update(keys[1], vals[1], ebpf.UpdateNoExist); err != nil {
+		m.Delete(keys[0])
 		return fmt.Errorf("flow map: %w", err)
 	}
 	return nil
 }
 
+// entries is the map that holds the flow and its two keys there.
+func (f *ukFlow) entries(k *udpKernel) (*ebpf.Map, [2]any) {
+	if f.v6 {
+		return k.flows6, [2]any{f.keys6[0], f.keys6[1]}
+	}
+	return k.flows, [2]any{f.keys[0], f.keys[1]}
+}
+
 // remove deletes the flow's entries.
 func (f *ukFlow) remove(k *udpKernel) {
-	for i := range 2 {
-		if f.v6 {
-			k.flows6.Delete(f.keys6[i])
-		} else {
-			k.flows.Delete(f.keys[i])
-		}
+	m, keys := f.entries(k)
+	for _, key := range keys {
+		m.Delete(key)
 	}
 }
 
