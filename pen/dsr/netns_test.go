@@ -77,7 +77,7 @@ func (tp *topo) clientAddr(i int) string {
 func newTopo(t *testing.T, nBackends int) *topo {
 	n := netnstest.New(t)
 	tp := &topo{n: n, sw: n.Host("sw"), client: n.Host("client"), pen: n.Host("pen")}
-	tp.sw.Bridge("br0")
+	tp.sw.Switch("br0")
 	attach := func(h *netnstest.Host, port string, mac int, addrs ...string) {
 		n.Link(tp.sw, port, nil, h, "eth0", addrs)
 		tp.sw.Port("br0", port)

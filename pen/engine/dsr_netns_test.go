@@ -48,7 +48,7 @@ func dsrServer(t *testing.T, h *netnstest.Host, name string) {
 func TestDSR(t *testing.T) {
 	n := netnstest.New(t)
 	sw, client, pen := n.Host("sw"), n.Host("client"), n.Host("pen")
-	sw.Bridge("br0")
+	sw.Switch("br0")
 	n.Link(sw, "vclient", nil, client, "eth0", []string{"198.18.0.1/16"})
 	sw.Port("br0", "vclient")
 	n.Link(sw, "vpen", nil, pen, "eth0", nil)
@@ -300,7 +300,7 @@ func metricsOf(t *testing.T, h *netnstest.Host) map[string]float64 {
 func TestTarpitWithoutDSR(t *testing.T) {
 	n := netnstest.New(t)
 	sw, client, pen, b := n.Host("sw"), n.Host("client"), n.Host("pen"), n.Host("b0")
-	sw.Bridge("br0")
+	sw.Switch("br0")
 	n.Link(sw, "vclient", nil, client, "eth0", []string{"198.18.0.1/16"})
 	sw.Port("br0", "vclient")
 	n.Link(sw, "vpen", nil, pen, "eth0", []string{"198.18.0.2/16"})

@@ -105,6 +105,23 @@ func (h *Host) Bridge(name string, addrs ...string) {
 	h.Up(name, addrs...)
 }
 
+// Switch makes a bridge that stands for a hardware switch: frames cross
+// it without passing the host's packet filter. A kernel with br_netfilter
+// loaded (Docker loads it, and every new namespace then inherits
+// bridge-nf-call-iptables=1) sends every bridged IP frame through
+// netfilter's hooks, CPU a real switch never takes from the hosts, and
+// twice for a frame that a middlebox on the same switch forwards.
+func (h *Host) Switch(name string) {
+	h.n.t.Helper()
+	h.Bridge(name)
+	if _, err := h.Output("sysctl", "-n", "net.bridge.bridge-nf-call-iptables"); err != nil {
+		return // no br_netfilter: nothing to turn off
+	}
+	for _, k := range []string{"iptables", "ip6tables", "arptables"} {
+		h.Sysctl("net.bridge.bridge-nf-call-"+k, "0")
+	}
+}
+
 // Port makes dev a port of bridge br (both in h).
 func (h *Host) Port(br, dev string) {
 	h.n.t.Helper()
