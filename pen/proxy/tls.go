@@ -220,9 +220,22 @@ func (f *tlsFront) closeFromLoop() {
 	f.tc.SetDeadline(time.Now())
 }
 
+// handshaking counts the TLS handshakes under way in the process, and
+// handshakeSeen is when one last began or ended (Unix milliseconds). Each
+// front updates both from its goroutine; the loops only read them, to
+// choose how they block (Loop.block).
+var (
+	handshaking   atomic.Int32
+	handshakeSeen atomic.Int64
+)
+
 func (f *tlsFront) serve() {
 	l := f.loop
+	handshaking.Add(1)
+	handshakeSeen.Store(time.Now().UnixMilli())
 	err := f.tc.Handshake()
+	handshakeSeen.Store(time.Now().UnixMilli())
+	handshaking.Add(-1)
 	// The front is done with the duplicate either way: after a
 	// handshake the loop reads and writes the original descriptor.
 	f.sock.hs.Close()

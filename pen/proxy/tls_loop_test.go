@@ -171,3 +171,74 @@ func TestTLSManyExchanges(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSLoopWaitsInPollerDuringHandshakes: while a handshake is under
+// way the loop waits through the Go runtime's poller (Loop.block); it
+// still serves every event and wakes for its timers there, and a second
+// after the last handshake it blocks in epoll_wait again.
+func TestTLSLoopWaitsInPollerDuringHandshakes(t *testing.T) {
+	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.TLS = testTLSConfig(t) }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	parked := func() (n int) {
+		h.loop.do(func() { n = h.loop.parked })
+		return n
+	}
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", h.addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	exchange := func(what string) {
+		t.Helper()
+		msg := what + " exchange"
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("%s: %q, %v", what, got, err)
+		}
+	}
+	// A client that connects and says nothing keeps a handshake going.
+	stalled, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); handshaking.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled client's handshake did not start")
+		}
+	}
+	p0 := parked()
+	for i := range 20 {
+		exchange(fmt.Sprintf("during a handshake %d", i))
+		time.Sleep(5 * time.Millisecond) // the loop waits between them
+	}
+	p1 := parked()
+	if p1 == p0 {
+		t.Fatalf("the loop never waited in the poller during a handshake (%d waits)", p1)
+	}
+	// With nothing to do it wakes for its timers (a wait of at most a
+	// second) and waits again.
+	time.Sleep(2200 * time.Millisecond)
+	if p2 := parked(); p2 < p1+2 {
+		t.Fatalf("idle for 2.2 s during a handshake: %d waits in the poller, want at least 2 (deadlines not kept)", p2-p1)
+	}
+	stalled.Close()
+	for deadline := time.Now().Add(5 * time.Second); handshaking.Load() != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled client's handshake did not end")
+		}
+	}
+	time.Sleep(1100 * time.Millisecond)
+	exchange("after the handshakes") // the loop wakes and takes the new time
+	p3 := parked()
+	for i := range 10 {
+		exchange(fmt.Sprintf("no handshake %d", i))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if p4 := parked(); p4 != p3 {
+		t.Fatalf("the loop waited in the poller %d times with no handshake for a second", p4-p3)
+	}
+}
