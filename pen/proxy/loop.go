@@ -144,7 +144,7 @@ type Loop struct {
 	hand        int                      // UDP: second-chance sweep position
 	idlers      int                      // idler connections open
 	parked      int                      // waits through the Go runtime's poller (block)
-	epf         *os.File                 // a duplicate of ep in that poller, made by block when first needed
+	epf         *os.File                 // a duplicate of ep in that poller while block uses it, or nil
 	fds         fdState                  // descriptor budget and EMFILE back-off
 
 	buf     []byte                 // scratch buffer every read goes through
@@ -362,7 +362,7 @@ const yieldEvery = 4 * time.Millisecond
 // the Ps that TLS handshakes, which run on goroutines of their own, need:
 // measured on two cores, pen then used 0.85 of a core for ECDSA
 // handshakes with the rest of the machine idle. So while handshakes are
-// under way, or were in the last second, the loop waits through the Go
+// under way, or were in the last 100 ms, the loop waits through the Go
 // runtime's poller instead, which gives its P up at once (six rounds
 // alternated: 2,009 ECDSA handshakes a second became 2,457, HAProxy made
 // 1,912; waiting in the poller at all times gave 2,378). Otherwise it
@@ -370,7 +370,14 @@ const yieldEvery = 4 * time.Millisecond
 // through the poller always cost keep-alive 2% and a new connection per
 // request 4%.
 func (l *Loop) block(wait int) (int, error) {
-	if handshaking.Load() == 0 && l.nowMs-handshakeSeen.Load() > 1000 {
+	const handshakeLinger = 100 // ms after the last handshake, so that gaps between handshakes do not flip the mode
+	if handshaking.Load() == 0 && l.nowMs-handshakeSeen.Load() > handshakeLinger {
+		if l.epf != nil {
+			// Out of the runtime's poller: registered there, every
+			// event on ep would also wake the runtime's own epoll.
+			l.epf.Close()
+			l.epf = nil
+		}
 		n, err := unix.EpollWait(l.ep, l.events, wait)
 		if err != nil && err != unix.EINTR {
 			return 0, fmt.Errorf("epoll_wait: %w", err)
