@@ -30,6 +30,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/bpf"
 )
 
 // Backend is one server as DSR sees it.
@@ -110,8 +112,9 @@ type DSR struct {
 	ownIP  netip.Addr // the interface's first IPv4 address, or 0.0.0.0
 	ownLL  netip.Addr // the interface's IPv6 link-local address, or ::
 	own    map[netip.Addr]bool
-	conn   *batchConn
-	fast   *fastPath // nil: user space forwards the VIP's frames
+	conn   *batchConn // frames of every type, or with the fast path those of the VIP's family
+	arp    *batchConn // with the fast path, ARP frames; else nil (conn has them)
+	fast   *fastPath  // nil: user space forwards the VIP's frames
 	log    *slog.Logger
 	neigh  *neighbours
 	now    func() time.Time
@@ -185,7 +188,7 @@ func New(cfg Config) (*DSR, error) {
 	}
 	prog, err := filter(cfg.VIP, cfg.Tarpit != nil, cfg.TarpitNets, d.fast != nil)
 	if err == nil {
-		d.conn, err = listen(ifi, prog, cfg.VIP)
+		err = d.listen(prog)
 	}
 	if err != nil {
 		if d.fast != nil {
@@ -194,6 +197,57 @@ func New(cfg Config) (*DSR, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// ethAllTypes is ETH_P_ALL: a packet socket bound to it gets frames of
+// every type.
+const ethAllTypes = 0x0003
+
+// listen opens the sockets. Without the fast path one socket takes every
+// frame type. With it, the kernel hands a packet socket bound to all
+// types (ETH_P_ALL) every frame before the fast path's hook sees it, and
+// runs the socket's filter on it, for every forwarded frame; a socket
+// bound to one type gets only what the hook passed on. So then pen binds
+// one socket to the VIP's family (IPv4 or IPv6) and one to ARP, and the
+// forwarded frames reach no socket at all.
+func (d *DSR) listen(prog []bpf.RawInstruction) error {
+	if d.fast == nil {
+		c, err := listen(d.ifi, prog, ethAllTypes, d.cfg.VIP)
+		d.conn = c
+		return err
+	}
+	proto := etherTypeIPv4
+	if d.cfg.VIP.Is6() {
+		proto = etherTypeIPv6
+	}
+	c, err := listen(d.ifi, prog, proto, d.cfg.VIP)
+	if err != nil {
+		return err
+	}
+	a, err := listen(d.ifi, prog, etherTypeARP, d.cfg.VIP)
+	if err != nil {
+		c.Close()
+		return err
+	}
+	d.conn, d.arp = c, a
+	return nil
+}
+
+// sockets lists the open sockets.
+func (d *DSR) sockets() []*batchConn {
+	if d.arp != nil {
+		return []*batchConn{d.conn, d.arp}
+	}
+	return []*batchConn{d.conn}
+}
+
+// neighConn is the socket that carries neighbour messages for the VIP's
+// family: ARP for IPv4, neighbour discovery (ICMPv6) for IPv6.
+func (d *DSR) neighConn() *batchConn {
+	if d.arp != nil && !d.cfg.VIP.Is6() {
+		return d.arp
+	}
+	return d.conn
 }
 
 // newDSR makes a DSR with no socket: New adds one, tests call handle.
@@ -235,8 +289,8 @@ func newDSR(cfg Config, name string, mac [6]byte, own []netip.Addr) *DSR {
 	return d
 }
 
-// Run forwards frames until ctx ends or the socket fails, then closes the
-// socket.
+// Run forwards frames until ctx ends or a socket fails, then closes the
+// sockets.
 func (d *DSR) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -246,16 +300,24 @@ func (d *DSR) Run(ctx context.Context) error {
 		defer wg.Done()
 		d.control(ctx)
 	}()
-	errc := make(chan error, 1)
-	go func() { errc <- d.readLoop() }()
+	socks := d.sockets()
+	errc := make(chan error, len(socks))
+	for _, c := range socks {
+		go func() { errc <- d.readLoop(c) }()
+	}
 	var err error
+	left := len(socks)
 	select {
 	case <-ctx.Done():
-		d.conn.Close()
-		<-errc
 	case err = <-errc:
-		cancel()
-		d.conn.Close()
+		left--
+	}
+	cancel()
+	for _, c := range socks {
+		c.Close()
+	}
+	for range left {
+		<-errc // the close ended it
 	}
 	wg.Wait()
 	if d.fast != nil {
@@ -279,12 +341,12 @@ func (d *DSR) control(ctx context.Context) {
 		// Announce the VIP so that neighbours' caches point at us.
 		f := frame(0)
 		gratuitousARP(f[vnetHeaderLen:], d.mac, d.cfg.VIP)
-		d.conn.send(out, [][]byte{f[:vnetHeaderLen+arpFrameLen]})
+		d.neighConn().send(out, [][]byte{f[:vnetHeaderLen+arpFrameLen]})
 	}
 	if d.cfg.VIP.Is6() {
 		f := frame(0)
 		g := naReply(f[vnetHeaderLen:], d.mac, [6]byte{}, d.cfg.VIP, netip.Addr{})
-		d.conn.send(out, [][]byte{f[:vnetHeaderLen+len(g)]})
+		d.neighConn().send(out, [][]byte{f[:vnetHeaderLen+len(g)]})
 	}
 	t := time.NewTicker(tickEvery)
 	defer t.Stop()
@@ -342,7 +404,7 @@ func (d *DSR) sendARP(out *batch, frames [][]byte) {
 	if len(frames) == 0 {
 		return
 	}
-	n, failed, _ := d.conn.send(out, frames)
+	n, failed, _ := d.neighConn().send(out, frames)
 	d.stats.arpRequests.Add(uint64(n))
 	d.stats.dropped[DropSendError].Add(uint64(failed))
 }
@@ -421,7 +483,11 @@ func (d *DSR) update(s Servers) {
 
 // readLoop reads frames in batches and answers or forwards them, one
 // sendmmsg per batch.
-func (d *DSR) readLoop() error {
+// readLoop reads frames from c and sends what they call for (forwarded
+// frames, replies) back out through c. One runs per socket; all they
+// share is safe for that (counters are atomic, the neighbour table has a
+// lock, and each has a readState of its own).
+func (d *DSR) readLoop(c *batchConn) error {
 	in := newBatch(batchSize, bufSize)
 	out := newBatch(batchSize, 0)
 	replies := make([]byte, batchSize*replySize)
@@ -431,7 +497,7 @@ func (d *DSR) readLoop() error {
 		hit:   map[netip.Addr]struct{}{},
 	}
 	for {
-		n, err := d.conn.recv(in)
+		n, err := c.recv(in)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
@@ -453,7 +519,7 @@ func (d *DSR) readLoop() error {
 			}
 		}
 		if len(frames) > 0 {
-			_, failed, _ := d.conn.send(out, frames)
+			_, failed, _ := c.send(out, frames)
 			d.stats.dropped[DropSendError].Add(uint64(failed))
 		}
 	}

@@ -304,6 +304,30 @@ func (tp *topo) checkMode(t *testing.T, noFastPath bool) {
 		}
 		t.Fatalf("fast path %v, want %v", got, !noFastPath)
 	}
+	// The packet sockets on pen's host, by the type of frame they are
+	// bound to: with the fast path none may be bound to every type, or
+	// the kernel would hand each forwarded frame to it first.
+	out, err := tp.pen.Output("cat", "/proc/net/packet")
+	if err != nil {
+		t.Fatalf("/proc/net/packet: %v: %s", err, out)
+	}
+	var protos []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		if f := strings.Fields(line); len(f) >= 4 {
+			protos = append(protos, f[3])
+		}
+	}
+	slices.Sort(protos)
+	want := []string{"0003"}
+	if !noFastPath {
+		want = []string{"0800", "0806"}
+		if tp.v6 {
+			want = []string{"0806", "86dd"}
+		}
+	}
+	if !slices.Equal(protos, want) {
+		t.Fatalf("packet sockets bound to frame types %v, want %v", protos, want)
+	}
 }
 
 func TestNetnsTCPAndUDPThroughDSR(t *testing.T) {

@@ -43,8 +43,10 @@ type batchConn struct {
 	rc syscall.RawConn
 }
 
-func listen(ifi *net.Interface, prog []bpf.RawInstruction, vip netip.Addr) (*batchConn, error) {
-	pc, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, &packet.Config{Filter: prog})
+// listen opens a socket for frames of type proto (ETH_P_ALL: every type)
+// on ifi.
+func listen(ifi *net.Interface, prog []bpf.RawInstruction, proto int, vip netip.Addr) (*batchConn, error) {
+	pc, err := packet.Listen(ifi, packet.Raw, proto, &packet.Config{Filter: prog})
 	if err != nil {
 		return nil, fmt.Errorf("opening AF_PACKET socket on %s: %w", ifi.Name, err)
 	}
@@ -62,7 +64,7 @@ func listen(ifi *net.Interface, prog []bpf.RawInstruction, vip netip.Addr) (*bat
 		// Frames the host itself sends on the interface are not ours
 		// (the filter drops them too, on kernels without this option).
 		unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
-		if vip.Is6() {
+		if vip.Is6() && proto != etherTypeARP {
 			// Solicitations for the VIP go to its solicited-node
 			// multicast address: the interface must let them in.
 			_, mac := solicitedNode(vip)

@@ -15,7 +15,7 @@ const vnetHeaderLen = 10
 
 type batchConn struct{}
 
-func listen(*net.Interface, []bpf.RawInstruction, netip.Addr) (*batchConn, error) {
+func listen(*net.Interface, []bpf.RawInstruction, int, netip.Addr) (*batchConn, error) {
 	return nil, fmt.Errorf("dsr: AF_PACKET sockets are not available on %s", runtime.GOOS)
 }
 
