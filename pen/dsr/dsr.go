@@ -481,12 +481,11 @@ func (d *DSR) update(s Servers) {
 	d.log.Info("dsr servers", "op", "rebuild", "servers", len(sig))
 }
 
-// readLoop reads frames in batches and answers or forwards them, one
-// sendmmsg per batch.
-// readLoop reads frames from c and sends what they call for (forwarded
-// frames, replies) back out through c. One runs per socket; all they
-// share is safe for that (counters are atomic, the neighbour table has a
-// lock, and each has a readState of its own).
+// readLoop reads frames from c in batches and sends what they call for
+// (forwarded frames, replies) back out through c, one sendmmsg per batch.
+// One runs per socket; all they share is safe for that (counters are
+// atomic, the neighbour table has a lock, and each has a readState of its
+// own).
 func (d *DSR) readLoop(c *batchConn) error {
 	in := newBatch(batchSize, bufSize)
 	out := newBatch(batchSize, 0)
