@@ -613,16 +613,13 @@ func (l *Loop) ukInstall(c *conn) error {
 		return fmt.Errorf("not an IP flow")
 	}
 	v6 := client.Addr().Is6()
-	for _, a := range []netip.Addr{vip.Addr(), upLocal.Addr(), server.Addr()} {
+	for _, a := range []netip.Addr{client.Addr(), vip.Addr(), upLocal.Addr(), server.Addr()} {
 		if a.Is6() != v6 {
 			return fmt.Errorf("between IPv4 and IPv6")
 		}
 		if a.Zone() != "" || a.IsLinkLocalUnicast() {
 			return fmt.Errorf("a link-local address")
 		}
-	}
-	if client.Addr().Zone() != "" || client.Addr().IsLinkLocalUnicast() {
-		return fmt.Errorf("a link-local address")
 	}
 	if client.Addr().IsLoopback() != server.Addr().IsLoopback() {
 		return fmt.Errorf("between loopback and another interface")
