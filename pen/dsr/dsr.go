@@ -181,7 +181,7 @@ func New(cfg Config) (*DSR, error) {
 	d := newDSR(cfg, ifi.Name, [6]byte(ifi.HardwareAddr), own)
 	d.ifi = ifi
 	if cfg.VIP.IsValid() && !cfg.NoFastPath {
-		if d.fast, err = newFastPath(ifi, cfg, d.mac); err != nil {
+		if d.fast, err = newFastPath(ifi, cfg, d.mac, d.log); err != nil {
 			d.log.Warn("forwarding in user space: the kernel has no fast path", "op", "fastpath", "error", err)
 			d.fast = nil
 		}

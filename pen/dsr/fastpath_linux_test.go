@@ -26,14 +26,14 @@ func TestFastPathAgreesWithUserSpace(t *testing.T) {
 		testenv.Skip(t, "loading BPF programs needs root")
 	}
 	for _, c := range []struct {
-		v6, hashPort bool
-	}{{false, false}, {false, true}, {true, false}, {true, true}} {
+		v6, hashPort, peer bool
+	}{{false, false, false}, {false, true, true}, {true, false, true}, {true, true, false}} {
 		hashPort := c.hashPort
 		cfg := Config{VIP: vip, Port: 80, HashPort: hashPort}
 		if c.v6 {
 			cfg.VIP = vip6
 		}
-		fp, err := loadFastPath(1, cfg, penMAC)
+		fp, err := loadFastPath(1, cfg, penMAC, c.peer)
 		if errors.Is(err, os.ErrPermission) {
 			testenv.Skip(t, "loading BPF programs: "+err.Error())
 		}

@@ -4,6 +4,7 @@ package dsr
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 )
 
@@ -13,7 +14,7 @@ const fastCounters = 256
 
 type fastCounter struct{ Frames, Bytes uint64 }
 
-func newFastPath(*net.Interface, Config, [6]byte) (*fastPath, error) {
+func newFastPath(*net.Interface, Config, [6]byte, *slog.Logger) (*fastPath, error) {
 	return nil, errors.New("no fast path on this system")
 }
 

@@ -304,6 +304,10 @@ func (tp *topo) checkMode(t *testing.T, noFastPath bool) {
 		}
 		t.Fatalf("fast path %v, want %v", got, !noFastPath)
 	}
+	// pen's eth0 is a veth whose other end is on the switch's host.
+	if !noFastPath && !tp.dsr.fast.peer {
+		t.Fatal("the fast path sends frames out through the veth, not to its other end")
+	}
 	// The packet sockets on pen's host, by the type of frame they are
 	// bound to: with the fast path none may be bound to every type, or
 	// the kernel would hand each forwarded frame to it first.
@@ -838,5 +842,58 @@ func TestNetnsBackendInterfaceDown(t *testing.T) {
 		if before[c] == "b1" && after[c] != "b1" {
 			t.Errorf("client %s moved off b1", c)
 		}
+	}
+}
+
+// The other end of pen's veth is the server itself, which also routes the
+// client's frames to pen (a container whose host is the backend). The
+// fast path hands each frame straight to that end (checkMode), where the
+// server's stack takes it as addressed to itself.
+func TestNetnsDSRToVethPeer(t *testing.T) {
+	n := netnstest.New(t)
+	tp := &topo{n: n, client: n.Host("client"), pen: n.Host("pen")}
+	b := n.Host("b0")
+	tp.backends = []*netnstest.Host{b}
+	const client = "198.18.9.2"
+	n.Link(tp.client, "eth0", []string{client + "/24"}, b, "eth0", []string{"198.18.9.1/24"})
+	n.Link(b, "eth1", []string{backendIP(0) + "/24"}, tp.pen, "eth0", nil)
+	tp.client.Route(topoVIP+"/32", "via", "198.18.9.1")
+	b.IP("addr", "add", topoVIP+"/32", "dev", "lo")
+	for _, dev := range []string{"all", "eth1"} {
+		b.Sysctl("net.ipv4.conf."+dev+".arp_ignore", "1")
+		b.Sysctl("net.ipv4.conf."+dev+".arp_announce", "2")
+	}
+	for _, dev := range []string{"all", "default", "eth0", "eth1"} {
+		b.Sysctl("net.ipv4.conf."+dev+".rp_filter", "0")
+	}
+	b.Sysctl("net.ipv4.ip_forward", "1")
+	// Early demux would tie the client's frames to b0's own socket
+	// before routing, and a frame tied to a socket is not forwarded.
+	b.Sysctl("net.ipv4.tcp_early_demux", "0")
+	// What the client sends to the VIP goes to pen, not to b0's own
+	// copy of the VIP: a rule before the local table.
+	b.IP("route", "add", topoVIP+"/32", "dev", "eth1", "table", "100")
+	b.IP("rule", "add", "pref", "100", "iif", "eth0", "to", topoVIP+"/32", "lookup", "100")
+	b.IP("rule", "add", "pref", "200", "lookup", "local")
+	b.IP("rule", "del", "pref", "0")
+	serveBackendOn(t, b, "b0", topoVIP)
+
+	tp.start(t, Config{Port: 80}, 1)
+	tp.checkMode(t, false)
+	for i := range 5 {
+		name, seen, err := tp.whoTCP("")
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		if name != "b0" || unmapped(seen) != client {
+			t.Fatalf("connection %d reached %s, which saw %s", i, name, seen)
+		}
+	}
+	var frames uint64
+	for _, c := range tp.dsr.fast.counters() {
+		frames += c.Frames
+	}
+	if frames < 10 {
+		t.Fatalf("the fast path forwarded %d frames for 5 connections", frames)
 	}
 }
