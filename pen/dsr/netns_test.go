@@ -41,6 +41,9 @@ type topo struct {
 	dsr      *DSR
 	v6       bool // the VIP and the servers are IPv6
 	noVIP    bool // a tarpit alone
+	// The switch is on pen's host: the fast path cannot hand frames to
+	// the other end of pen's veth, which is in the same namespace.
+	penSwitches bool
 }
 
 const (
@@ -75,8 +78,18 @@ func (tp *topo) clientAddr(i int) string {
 // newTopo builds the network with n backends, each serving TCP and UDP on
 // the VIP (see serveBackend).
 func newTopo(t *testing.T, nBackends int) *topo {
+	return newTopoSwitch(t, nBackends, false)
+}
+
+// newTopoSwitch builds the network with the switch on pen's own host when
+// penSwitches is set (then both ends of pen's veth are in one namespace).
+func newTopoSwitch(t *testing.T, nBackends int, penSwitches bool) *topo {
 	n := netnstest.New(t)
-	tp := &topo{n: n, sw: n.Host("sw"), client: n.Host("client"), pen: n.Host("pen")}
+	tp := &topo{n: n, client: n.Host("client"), pen: n.Host("pen"), penSwitches: penSwitches}
+	tp.sw = tp.pen
+	if !penSwitches {
+		tp.sw = n.Host("sw")
+	}
 	tp.sw.Switch("br0")
 	attach := func(h *netnstest.Host, port string, mac int, addrs ...string) {
 		n.Link(tp.sw, port, nil, h, "eth0", addrs)
@@ -305,8 +318,8 @@ func (tp *topo) checkMode(t *testing.T, noFastPath bool) {
 		t.Fatalf("fast path %v, want %v", got, !noFastPath)
 	}
 	// pen's eth0 is a veth whose other end is on the switch's host.
-	if !noFastPath && !tp.dsr.fast.peer {
-		t.Fatal("the fast path sends frames out through the veth, not to its other end")
+	if !noFastPath && tp.dsr.fast.peer == tp.penSwitches {
+		t.Fatalf("the fast path hands frames to the other end of pen's veth: %v, want %v", tp.dsr.fast.peer, !tp.penSwitches)
 	}
 	// The packet sockets on pen's host, by the type of frame they are
 	// bound to: with the fast path none may be bound to every type, or
@@ -895,5 +908,30 @@ func TestNetnsDSRToVethPeer(t *testing.T) {
 	}
 	if frames < 10 {
 		t.Fatalf("the fast path forwarded %d frames for 5 connections", frames)
+	}
+}
+
+// With both ends of pen's veth in one namespace the kernel would drop a
+// frame handed to the other end, so the fast path sends it out through
+// the veth (checkMode).
+func TestNetnsDSRSwitchOnPensHost(t *testing.T) {
+	tp := newTopoSwitch(t, 2, true)
+	tp.start(t, Config{Port: 80}, 2)
+	tp.checkMode(t, false)
+	seen := map[string]bool{}
+	for i := range 20 {
+		src := tp.clientAddr(i)
+		tp.client.IP("addr", "add", src+"/16", "dev", "eth0")
+		name, addr, err := tp.whoTCP(src)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		if unmapped(addr) != src {
+			t.Fatalf("connection %d from %s: %s saw %s", i, src, name, addr)
+		}
+		seen[name] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("20 clients reached %v, want both servers", seen)
 	}
 }
