@@ -372,11 +372,12 @@ func fastProgram(ifindex int, cfg Config, ours [6]byte, peer bool, slotsFD, ctrs
 // queued on the CPU's backlog and goes through the receive path a second
 // time to reach the other end; bpf_redirect_peer hands it to the other
 // end's ingress in the same pass, as a NIC's driver takes a frame on.
-// Measured in make bench's DSR topology (4 rounds alternated, two runs
-// each): keep-alive 0.91 and 0.84 of direct before, 0.94 and 0.93 after;
-// what DSR costs the machine beyond direct fell from 2.1-2.4 to 0.6-1.0 µs
-// per frame. The kernel refuses it when both ends are in one namespace,
-// so there the program sends frames out through the interface.
+// Measured in make bench's DSR topology with the two programs swapped
+// round by round, three runs (medians of DSR/direct): keep-alive 0.94,
+// 0.92 and 0.80 against 0.92, 0.91 and 0.75 out through the veth; a new
+// connection per request 0.98, 1.00 and 0.95 against 0.96, 0.94 and 0.90.
+// The kernel refuses it when both ends are in one namespace, so there the
+// program sends frames out through the interface.
 //
 // The other end takes the frame as if addressed to itself (the kernel
 // marks it PACKET_HOST), where a veth would mark a frame for another MAC
