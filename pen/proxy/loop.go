@@ -34,6 +34,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -145,6 +146,7 @@ type Loop struct {
 	idlers      int                      // idler connections open
 	parked      int                      // waits through the Go runtime's poller (block)
 	epf         *os.File                 // a duplicate of ep in that poller while block uses it, or nil
+	epc         syscall.RawConn          // epf's raw connection, made once with epf
 	fds         fdState                  // descriptor budget and EMFILE back-off
 
 	buf     []byte                 // scratch buffer every read goes through
@@ -376,7 +378,7 @@ func (l *Loop) block(wait int) (int, error) {
 			// Out of the runtime's poller: registered there, every
 			// event on ep would also wake the runtime's own epoll.
 			l.epf.Close()
-			l.epf = nil
+			l.epf, l.epc = nil, nil
 		}
 		n, err := unix.EpollWait(l.ep, l.events, wait)
 		if err != nil && err != unix.EINTR {
@@ -395,15 +397,17 @@ func (l *Loop) block(wait int) (int, error) {
 			unix.Close(d)
 			return 0, fmt.Errorf("epoll descriptor: %w", err)
 		}
-		l.epf = os.NewFile(uintptr(d), "epoll")
-	}
-	rc, err := l.epf.SyscallConn()
-	if err != nil {
-		return 0, err
+		f := os.NewFile(uintptr(d), "epoll")
+		rc, err := f.SyscallConn()
+		if err != nil {
+			f.Close()
+			return 0, err
+		}
+		l.epf, l.epc = f, rc
 	}
 	l.epf.SetReadDeadline(time.Now().Add(time.Duration(wait) * time.Millisecond))
 	n := 0
-	err = rc.Read(func(uintptr) bool {
+	err := l.epc.Read(func(uintptr) bool {
 		n = epollPoll(l.ep, l.events)
 		return n > 0
 	})
