@@ -12,6 +12,7 @@ import (
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/internal/balance"
 	"github.com/pen-lb/pen-appliance/pen/internal/httpstream"
+	"github.com/pen-lb/pen-appliance/pen/splice"
 )
 
 // A connection's life: a slot in the table, a client placed on a server
@@ -56,26 +57,28 @@ const (
 // conn is one slot of the connection table. The loop goroutine owns it
 // and everything it holds; a TLS front knows only its slot and gen.
 type conn struct {
-	slot   int32
-	gen    uint32
-	down   int32 // client socket, -1 if none
-	up     int32 // server socket, -1 if none
-	state  uint8
-	fl     uint32
-	t      int64 // last activity, unix seconds
-	start  int64 // connect started, unix milliseconds
-	sess   *balance.Conn
-	q      [2]*queued // [sideDown]: waiting for the client; [sideUp]: for the server
-	rw     *httpstream.Rewriter
-	peer   netip.AddrPort // client address; zero for a unix client
-	local  netip.Addr     // UDP: the address the client sent to
-	tls    *tlsFront      // the goroutine doing this client's TLS handshake, or nil
-	tc     *tls.Conn      // the TLS client, once its handshake is done
-	epoch  uint64         // UDP: balancer epoch when the flow's server was last checked
-	logged bool           // the request log has a line for this connection
-	turns  uint8          // reads from the client, counted up to relayAfter
-	kr     *relayState    // the kernel relays the connection (kernel.go)
-	uk     *ukFlow        // the kernel carries the UDP flow (udpkernel.go)
+	slot    int32
+	gen     uint32
+	down    int32 // client socket, -1 if none
+	up      int32 // server socket, -1 if none
+	state   uint8
+	fl      uint32
+	t       int64 // last activity, unix seconds
+	start   int64 // connect started, unix milliseconds
+	sess    *balance.Conn
+	q       [2]*queued // [sideDown]: waiting for the client; [sideUp]: for the server
+	rw      *httpstream.Rewriter
+	peer    netip.AddrPort // client address; zero for a unix client
+	local   netip.Addr     // UDP: the address the client sent to
+	tls     *tlsFront      // the goroutine doing this client's TLS handshake, or nil
+	tc      *tls.Conn      // the TLS client, once its handshake is done
+	epoch   uint64         // UDP: balancer epoch when the flow's server was last checked
+	logged  bool           // the request log has a line for this connection
+	turns   uint8          // reads from the client, counted up to relayAfter
+	spTries uint8          // attempts to splice a bulk connection (kernel.go)
+	kr      *relayState    // the kernel relays the connection (kernel.go)
+	sp      *splice.Pair   // the kernel splices the connection's segments (kernel.go)
+	uk      *ukFlow        // the kernel carries the UDP flow (udpkernel.go)
 }
 
 func (c *conn) report() config.ConnState {
@@ -524,6 +527,9 @@ func (l *Loop) closeConn(c *conn) {
 	}
 	c.tc = nil
 	l.ukRemove(c)
+	if c.sp != nil {
+		l.spliceEnd(c) // the sockets close without a word to the peers
+	}
 	for _, fd := range []int32{c.up, c.down} {
 		if fd >= 0 {
 			l.clearFD(int(fd))

@@ -429,6 +429,7 @@ func (g *Group) Stats() Stats {
 		s.RefusedACL += ls.RefusedACL
 		s.Pending += ls.Pending
 		s.Relayed += ls.Relayed
+		s.Spliced += ls.Spliced
 		s.KernelFlows += ls.KernelFlows
 	}
 	return s

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -11,6 +13,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/pen-lb/pen-appliance/pen/splice"
 )
 
 // The in-kernel relay (kernel_relay). Once a plain TCP connection has
@@ -291,12 +295,13 @@ const relayFlushWait = 10
 
 // maybeRelay hands c to the kernel when it may go there and is quiet now.
 func (l *Loop) maybeRelay(c *conn) {
-	if c.turns < relayAfter || c.state != stateConnected || c.q[sideDown] != nil || c.q[sideUp] != nil ||
-		c.fl&(fReadDown|fReadUp|fBuffered|fTLS|fUnixUp|fUDP|fIdler|fDummy|fHupDown|fHupUp|fNoRelay|fSpliceUp|fSpliceDown) != 0 ||
-		!c.peer.Addr().IsValid() {
+	if c.turns < relayAfter || c.fl&(fReadDown|fReadUp|fNoRelay|fSpliceUp|fSpliceDown) != 0 || !relayable(c) {
 		return
 	}
 	c.fl |= fNoRelay // tried once, whatever happens
+	if l.trySplice(c) {
+		return
+	}
 	k, err := getKernelRelay()
 	if err != nil {
 		if !l.relayWarned {
@@ -402,4 +407,116 @@ func (l *Loop) relayEnd(c *conn) {
 	relayKern.forget(c.kr)
 	c.kr = nil
 	l.relayed.Add(-1)
+}
+
+// relayable reports whether nothing in pen needs to see c's bytes and
+// nothing waits in pen to be written.
+func relayable(c *conn) bool {
+	return c.state == stateConnected && c.q[sideDown] == nil && c.q[sideUp] == nil &&
+		c.fl&(fBuffered|fTLS|fUnixUp|fUDP|fIdler|fDummy|fHupDown|fHupUp) == 0 && c.peer.Addr().IsValid()
+}
+
+// spliceBulkTries bounds the attempts to splice a connection that
+// carries bulk data (each costs some twenty system calls).
+const spliceBulkTries = 8
+
+// maybeSpliceBulk splices a connection that carries bulk data, which the
+// sockmap relay would carry slower than pen's splice(2) (relayAfter) but
+// splicing segments carries as fast as a direct connection. Unlike
+// maybeRelay it does not wait for a quiet moment: what reached pen's
+// sockets and was not yet read, pen sends on itself (Pair.Pump).
+func (l *Loop) maybeSpliceBulk(c *conn) {
+	if c.sp != nil || c.spTries >= spliceBulkTries || !relayable(c) {
+		return
+	}
+	c.spTries++
+	l.trySplice(c)
+}
+
+// The loop's side of splicing (package splice): where both peers are on
+// this host, the kernel rewrites each connection's segments into the
+// other's, and pen's sockets fall silent; elsewhere, and where a pair is
+// not eligible, the sockmap relay above takes it.
+
+// getSplicer is splice.Get; tests replace it to see the sockmap relay.
+var getSplicer = splice.Get
+
+// trySplice splices c; it reports whether it did.
+func (l *Loop) trySplice(c *conn) bool {
+	s, err := getSplicer()
+	if err != nil {
+		if !l.spliceWarned {
+			l.spliceWarned = true
+			l.log.Printf("kernel_relay: splicing segments is not available (%v); the sockmap relay carries connections", err)
+		}
+		return false
+	}
+	p, err := s.Splice(int(c.down), int(c.up), nil, nil)
+	if err != nil {
+		var ne *splice.ErrNotEligible
+		if !errors.As(err, &ne) {
+			l.logFull("kernel_relay: splicing connection %d: %v", c.slot, err)
+		}
+		return false
+	}
+	c.sp = p
+	for _, fd := range [2]int32{c.down, c.up} {
+		unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, int(fd), nil)
+	}
+	l.relayed.Add(1)
+	l.spliced.Add(1)
+	if p.Pending() {
+		l.injecting = append(l.injecting, c.slot)
+	}
+	return true
+}
+
+// runInjecting sends on what spliced connections still owe their peers
+// (Pair.Pump); the loop comes back every millisecond while any does.
+func (l *Loop) runInjecting() {
+	if len(l.injecting) == 0 {
+		return
+	}
+	now := time.Now()
+	keep := l.injecting[:0]
+	for _, slot := range l.injecting {
+		c := l.conns[slot]
+		if c == nil || c.sp == nil {
+			continue
+		}
+		if c.sp.Pump(now) {
+			keep = append(keep, slot)
+		}
+	}
+	l.injecting = keep
+}
+
+// spliceCount adds what moved since the last call to the counts; it
+// reports whether anything moved, and whether the connection is over.
+func (l *Loop) spliceCount(c *conn) (moved, done bool) {
+	st := c.sp.Poll(time.Now())
+	if st.FromClient > 0 {
+		c.sess.Sent(int(st.FromClient))
+		moved = true
+	}
+	if st.FromServer > 0 {
+		c.sess.Received(int(st.FromServer))
+		moved = true
+	}
+	return moved, st.Done
+}
+
+// spliceEnd counts the last bytes and takes the pair from the kernel.
+// When pen ends a connection the peers have not (idle timeout, the
+// close command, a shutdown), both get a FIN, as from closing pen's
+// sockets.
+func (l *Loop) spliceEnd(c *conn) {
+	l.spliceCount(c)
+	if !c.sp.Over() {
+		c.sp.Close()
+	}
+	c.sp.Release()
+	c.sp = nil
+	l.relayed.Add(-1)
+	l.spliced.Add(-1)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pen-lb/pen-appliance/internal/testenv"
+	"github.com/pen-lb/pen-appliance/pen/splice"
 )
 
 func needKernelRelay(t *testing.T) {
@@ -24,6 +25,31 @@ func needKernelRelay(t *testing.T) {
 	}
 	if _, err := getKernelRelay(); err != nil {
 		testenv.Skip(t, "BPF sockhash and sk_skb programs are not available: "+err.Error())
+	}
+}
+
+// relayModes runs f with the sockmap relay alone (splicing unavailable)
+// and with splicing, which takes connections whose peers are on this
+// host.
+func relayModes(t *testing.T, f func(t *testing.T, splicing bool)) {
+	t.Run("sockmap", func(t *testing.T) {
+		noSplicing(t)
+		f(t, false)
+	})
+	t.Run("splice", func(t *testing.T) {
+		if _, err := splice.Get(); err != nil {
+			testenv.Skip(t, "splicing is not available: "+err.Error())
+		}
+		f(t, true)
+	})
+}
+
+// handedOver reports whether n connections are with the kernel, spliced
+// when splicing.
+func handedOver(h *harness, splicing bool, n int) func() bool {
+	return func() bool {
+		st := h.loop.Stats()
+		return st.Relayed == n && (!splicing || st.Spliced == n)
 	}
 }
 
@@ -48,123 +74,137 @@ func lines(t *testing.T, c net.Conn, r *bufio.Reader, prefix string, n int) {
 // last bytes and its close reach the client.
 func TestKernelRelay(t *testing.T) {
 	needKernelRelay(t)
-	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
-	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
-	c := h.dial()
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	r := bufio.NewReader(c)
-	lines(t, c, r, "before", 3)
-	waitFor(t, func() bool { return h.loop.Stats().Relayed == 1 }, "the hand-over to the kernel")
-	lines(t, c, r, "relayed", 100)
+	relayModes(t, func(t *testing.T, splicing bool) {
+		be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+		h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+		c := h.dial()
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		r := bufio.NewReader(c)
+		lines(t, c, r, "before", 3)
+		waitFor(t, handedOver(h, splicing, 1), "the hand-over to the kernel")
+		lines(t, c, r, "relayed", 100)
 
-	const size = 50 << 20
-	src := make([]byte, size)
-	rand.NewChaCha8([32]byte{1}).Read(src)
-	want := sha256.Sum256(src)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Write(src)
-		if err == nil {
-			// Half-close: the echo server answers everything, then ends.
-			err = c.(*net.TCPConn).CloseWrite()
+		const size = 50 << 20
+		src := make([]byte, size)
+		rand.NewChaCha8([32]byte{1}).Read(src)
+		want := sha256.Sum256(src)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Write(src)
+			if err == nil {
+				// Half-close: the echo server answers everything, then ends.
+				err = c.(*net.TCPConn).CloseWrite()
+			}
+			errc <- err
+		}()
+		hash := sha256.New()
+		n, err := io.Copy(hash, r)
+		if err != nil || n != size {
+			t.Fatalf("read back %d bytes of %d: %v", n, size, err)
 		}
-		errc <- err
-	}()
-	hash := sha256.New()
-	n, err := io.Copy(hash, r)
-	if err != nil || n != size {
-		t.Fatalf("read back %d bytes of %d: %v", n, size, err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(hash.Sum(nil), want[:]) {
-		t.Fatal("the data came back changed")
-	}
-	waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the connection to close")
-	var asked int64
-	for i := range 3 {
-		asked += int64(len(fmt.Sprintf("before %d\n", i)))
-	}
-	for i := range 100 {
-		asked += int64(len(fmt.Sprintf("relayed %d\n", i)))
-	}
-	st := h.tb.ServerStates()[0]
-	if st.Sent != uint64(asked+size) || st.Received != uint64(asked+size) {
-		t.Errorf("servers counts %d bytes sent, %d received; want %d both", st.Sent, st.Received, asked+size)
-	}
-	if h.loop.Stats().Relayed != 0 {
-		t.Errorf("still %d relayed connections", h.loop.Stats().Relayed)
-	}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(hash.Sum(nil), want[:]) {
+			t.Fatal("the data came back changed")
+		}
+		waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the connection to close")
+		var asked int64
+		for i := range 3 {
+			asked += int64(len(fmt.Sprintf("before %d\n", i)))
+		}
+		for i := range 100 {
+			asked += int64(len(fmt.Sprintf("relayed %d\n", i)))
+		}
+		st := h.tb.ServerStates()[0]
+		if st.Sent != uint64(asked+size) || st.Received != uint64(asked+size) {
+			t.Errorf("servers counts %d bytes sent, %d received; want %d both", st.Sent, st.Received, asked+size)
+		}
+		if h.loop.Stats().Relayed != 0 {
+			t.Errorf("still %d relayed connections", h.loop.Stats().Relayed)
+		}
+	})
 }
 
 // The server closes first: its last answer and the close reach the client.
 func TestKernelRelayServerCloses(t *testing.T) {
 	needKernelRelay(t)
-	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+	relayModes(t, func(t *testing.T, splicing bool) {
+		be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+			r := bufio.NewReader(c)
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == "bye\n" {
+					io.WriteString(c, strings.Repeat("x", 1<<20)+"\n")
+					c.Close()
+					return
+				}
+				io.WriteString(c, l)
+			}
+		})
+		h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+		c := h.dial()
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
 		r := bufio.NewReader(c)
-		for {
-			l, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			if l == "bye\n" {
-				io.WriteString(c, strings.Repeat("x", 1<<20)+"\n")
-				c.Close()
-				return
-			}
-			io.WriteString(c, l)
+		lines(t, c, r, "q", 3)
+		waitFor(t, handedOver(h, splicing, 1), "the hand-over to the kernel")
+		io.WriteString(c, "bye\n")
+		last, err := r.ReadString('\n')
+		if err != nil || len(last) != 1<<20+1 {
+			t.Fatalf("last answer: %d bytes, %v", len(last), err)
 		}
+		if _, err := r.ReadByte(); err != io.EOF {
+			t.Errorf("after the server's close: %v, want EOF", err)
+		}
+		c.Close()
+		waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the connection to close")
 	})
-	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
-	c := h.dial()
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	r := bufio.NewReader(c)
-	lines(t, c, r, "q", 3)
-	waitFor(t, func() bool { return h.loop.Stats().Relayed == 1 }, "the hand-over to the kernel")
-	io.WriteString(c, "bye\n")
-	last, err := r.ReadString('\n')
-	if err != nil || len(last) != 1<<20+1 {
-		t.Fatalf("last answer: %d bytes, %v", len(last), err)
-	}
-	if _, err := r.ReadByte(); err != io.EOF {
-		t.Errorf("after the server's close: %v, want EOF", err)
-	}
-	c.Close()
-	waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the connection to close")
 }
 
 // The idle timeout closes a relayed connection that is quiet, and not one
 // whose bytes the kernel moves.
 func TestKernelRelayIdleTimeout(t *testing.T) {
 	needKernelRelay(t)
-	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
-	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true; s.IdleTimeout = 2 * time.Second },
-		fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
-	quiet, busy := h.dial(), h.dial()
-	defer quiet.Close()
-	defer busy.Close()
-	qr, br := bufio.NewReader(quiet), bufio.NewReader(busy)
-	quiet.SetDeadline(time.Now().Add(20 * time.Second))
-	busy.SetDeadline(time.Now().Add(20 * time.Second))
-	lines(t, quiet, qr, "q", 3)
-	lines(t, busy, br, "b", 3)
-	waitFor(t, func() bool { return h.loop.Stats().Relayed == 2 }, "the hand-over to the kernel")
-	end := time.Now().Add(5 * time.Second)
-	for time.Now().Before(end) {
-		lines(t, busy, br, "busy", 1)
-		time.Sleep(200 * time.Millisecond)
-	}
-	if _, err := qr.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Errorf("the quiet connection: %v, want it closed by the idle timeout", err)
-	}
-	lines(t, busy, br, "still", 1)
+	relayModes(t, func(t *testing.T, splicing bool) {
+		be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+		h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true; s.IdleTimeout = 2 * time.Second },
+			fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+		quiet, busy := h.dial(), h.dial()
+		defer quiet.Close()
+		defer busy.Close()
+		qr, br := bufio.NewReader(quiet), bufio.NewReader(busy)
+		quiet.SetDeadline(time.Now().Add(20 * time.Second))
+		busy.SetDeadline(time.Now().Add(20 * time.Second))
+		lines(t, quiet, qr, "q", 3)
+		lines(t, busy, br, "b", 3)
+		waitFor(t, handedOver(h, splicing, 2), "the hand-over to the kernel")
+		end := time.Now().Add(5 * time.Second)
+		for time.Now().Before(end) {
+			lines(t, busy, br, "busy", 1)
+			time.Sleep(200 * time.Millisecond)
+		}
+		if _, err := qr.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("the quiet connection: %v, want it closed by the idle timeout", err)
+		}
+		lines(t, busy, br, "still", 1)
+	})
+}
+
+// noSplicing makes splicing unavailable for the test.
+func noSplicing(t *testing.T) {
+	save := getSplicer
+	getSplicer = func() (*splice.Splicer, error) { return nil, errors.New("off for this test") }
+	t.Cleanup(func() { getSplicer = save })
 }
 
 // Without BPF, connections stay in the loop and one line says why.
 func TestKernelRelayFallBack(t *testing.T) {
+	noSplicing(t)
 	relayMu.Lock()
 	saveTried, saveKern, saveErr, saveLoad := relayTried, relayKern, relayErr, loadRelay
 	relayTried, relayKern, relayErr = false, nil, nil
@@ -198,67 +238,70 @@ func TestKernelRelayFallBack(t *testing.T) {
 // makes the connection eligible.
 func TestKernelRelayMidStream(t *testing.T) {
 	needKernelRelay(t)
-	const size = 64 << 20
-	src := make([]byte, size)
-	rand.NewChaCha8([32]byte{2}).Read(src)
-	want := sha256.Sum256(src)
-	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
-		go io.Copy(io.Discard, c)
-		const piece = 4 << 10
-		for off := 0; off < size; off += piece {
-			if _, err := c.Write(src[off : off+piece]); err != nil {
-				return
+	relayModes(t, func(t *testing.T, splicing bool) {
+		const size = 64 << 20
+		src := make([]byte, size)
+		rand.NewChaCha8([32]byte{2}).Read(src)
+		want := sha256.Sum256(src)
+		be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+			go io.Copy(io.Discard, c)
+			const piece = 4 << 10
+			for off := 0; off < size; off += piece {
+				if _, err := c.Write(src[off : off+piece]); err != nil {
+					return
+				}
+				if off < size/4 {
+					time.Sleep(20 * time.Microsecond) // a trickle until it is relayed
+				}
 			}
-			if off < size/4 {
-				time.Sleep(20 * time.Microsecond) // a trickle until it is relayed
+		})
+		h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+		c := h.dial()
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		io.WriteString(c, "first\n")
+		hash := sha256.New()
+		relayed, asked := false, false
+		buf := make([]byte, 64<<10)
+		var n, at int
+		for {
+			m, err := c.Read(buf)
+			hash.Write(buf[:m])
+			n += m
+			if !relayed && handedOver(h, splicing, 1)() {
+				relayed, at = true, n
 			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("after %d bytes: %v", n, err)
+			}
+			if !asked && n >= 1<<20 {
+				asked = true
+				io.WriteString(c, "second\n")
+			}
+		}
+		if n != size || !bytes.Equal(hash.Sum(nil), want[:]) {
+			t.Fatalf("%d bytes of %d arrived, equal: %v", n, size, bytes.Equal(hash.Sum(nil), want[:]))
+		}
+		if !relayed || at >= size {
+			t.Errorf("not handed to the kernel mid-stream (relayed %v after %d of %d bytes)", relayed, at, size)
+		}
+		t.Logf("handed over after %d of %d bytes", at, size)
+		c.Close()
+		waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the connection to close")
+		if st := h.tb.ServerStates()[0]; st.Received != size {
+			t.Errorf("servers counts %d bytes received, want %d", st.Received, size)
 		}
 	})
-	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
-	c := h.dial()
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	io.WriteString(c, "first\n")
-	hash := sha256.New()
-	relayed, asked := false, false
-	buf := make([]byte, 64<<10)
-	var n, at int
-	for {
-		m, err := c.Read(buf)
-		hash.Write(buf[:m])
-		n += m
-		if !relayed && h.loop.Stats().Relayed == 1 {
-			relayed, at = true, n
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("after %d bytes: %v", n, err)
-		}
-		if !asked && n >= 1<<20 {
-			asked = true
-			io.WriteString(c, "second\n")
-		}
-	}
-	if n != size || !bytes.Equal(hash.Sum(nil), want[:]) {
-		t.Fatalf("%d bytes of %d arrived, equal: %v", n, size, bytes.Equal(hash.Sum(nil), want[:]))
-	}
-	if !relayed || at >= size {
-		t.Errorf("not handed to the kernel mid-stream (relayed %v after %d of %d bytes)", relayed, at, size)
-	}
-	t.Logf("handed over after %d of %d bytes", at, size)
-	c.Close()
-	waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the connection to close")
-	if st := h.tb.ServerStates()[0]; st.Received != size {
-		t.Errorf("servers counts %d bytes received, want %d", st.Received, size)
-	}
 }
 
 // A download that pen moves by splice stays with pen, pauses included:
 // splice measured about twice the relay's rate for bulk data.
 func TestKernelRelayLeavesBulk(t *testing.T) {
 	needKernelRelay(t)
+	noSplicing(t)
 	const size = 128 << 20
 	chunk := make([]byte, 1<<20)
 	rand.NewChaCha8([32]byte{3}).Read(chunk)
@@ -293,5 +336,71 @@ func TestKernelRelayLeavesBulk(t *testing.T) {
 	}
 	if n != size {
 		t.Fatalf("%d bytes of %d arrived", n, size)
+	}
+}
+
+// A download is spliced as soon as it shows itself bulk, arrives whole
+// and in order, and servers counts every byte once; pen's CPU stays
+// far below what relaying it costs.
+func TestSpliceTakesBulk(t *testing.T) {
+	needKernelRelay(t)
+	if _, err := splice.Get(); err != nil {
+		testenv.Skip(t, "splicing is not available: "+err.Error())
+	}
+	const size = 256 << 20
+	chunk := make([]byte, 1<<20)
+	rand.NewChaCha8([32]byte{4}).Read(chunk)
+	hc := sha256.New()
+	for off := 0; off < size; off += len(chunk) {
+		hc.Write(chunk)
+	}
+	want := hc.Sum(nil)
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		r := bufio.NewReader(c)
+		if _, err := r.ReadString('\n'); err != nil {
+			return
+		}
+		for off := 0; off < size; off += len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+		c.Close()
+	})
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	c := h.dial()
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	io.WriteString(c, "GET\n")
+	hash := sha256.New()
+	buf := make([]byte, 256<<10)
+	var n, at int
+	spliced := false
+	for {
+		m, err := c.Read(buf)
+		hash.Write(buf[:m])
+		n += m
+		if !spliced && h.loop.Stats().Spliced == 1 {
+			spliced, at = true, n
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", n, err)
+		}
+	}
+	if n != size || !bytes.Equal(hash.Sum(nil), want) {
+		t.Fatalf("%d bytes of %d arrived, equal: %v", n, size, bytes.Equal(hash.Sum(nil), want))
+	}
+	if !spliced || at > size/4 {
+		t.Errorf("spliced %v after %d of %d bytes, want within the first quarter", spliced, at, size)
+	}
+	t.Logf("spliced after %d of %d bytes", at, size)
+	c.Close()
+	waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the connection to close")
+	st := h.tb.ServerStates()[0]
+	if st.Received != size || st.Sent != 4 {
+		t.Errorf("servers counts %d bytes received and %d sent, want %d and 4", st.Received, st.Sent, size)
 	}
 }

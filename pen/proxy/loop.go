@@ -90,6 +90,7 @@ type Stats struct {
 	RefusedACL      uint64 // denied by client_acl, no abuse server
 	Pending         int
 	Relayed         int // connections the kernel relays now (kernel_relay)
+	Spliced         int // of those, connections whose segments it splices (package splice)
 	KernelFlows     int // UDP flows the kernel carries now (udp_kernel)
 }
 
@@ -132,22 +133,24 @@ type Loop struct {
 	lfam     int           // lfd's address family
 	draining bool          // lfd closes once nothing is queued on it (Group.Configure with fewer loops)
 
-	conns       []*conn                  // the connections this loop serves, by slot; a slot's conn is reused
-	byFD        []int32                  // fd -> slot+1, for the socket command
-	pending     []int32                  // slots with a connect in progress
-	ready       []int32                  // slots with work left over
-	flushing    []int32                  // relayed slots whose shutdown waits for the kernel
-	relayWarned bool                     // the log said that the kernel relay is not available
-	now         int64                    // unix seconds at the top of this pass
-	nowMs       int64                    // the same in milliseconds
-	flows       map[netip.AddrPort]int32 // UDP client -> slot
-	udpDst      bool                     // the UDP listener needs the local address of each datagram
-	hand        int                      // UDP: second-chance sweep position
-	idlers      int                      // idler connections open
-	parked      int                      // waits through the Go runtime's poller (block)
-	epf         *os.File                 // a duplicate of ep in that poller while block uses it, or nil
-	epc         syscall.RawConn          // epf's raw connection, made once with epf
-	fds         fdState                  // descriptor budget and EMFILE back-off
+	conns        []*conn                  // the connections this loop serves, by slot; a slot's conn is reused
+	byFD         []int32                  // fd -> slot+1, for the socket command
+	pending      []int32                  // slots with a connect in progress
+	ready        []int32                  // slots with work left over
+	flushing     []int32                  // relayed slots whose shutdown waits for the kernel
+	spliceWarned bool                     // the log said splicing is not available
+	injecting    []int32                  // spliced slots that still owe their peers bytes (kernel.go)
+	relayWarned  bool                     // the log said that the kernel relay is not available
+	now          int64                    // unix seconds at the top of this pass
+	nowMs        int64                    // the same in milliseconds
+	flows        map[netip.AddrPort]int32 // UDP client -> slot
+	udpDst       bool                     // the UDP listener needs the local address of each datagram
+	hand         int                      // UDP: second-chance sweep position
+	idlers       int                      // idler connections open
+	parked       int                      // waits through the Go runtime's poller (block)
+	epf          *os.File                 // a duplicate of ep in that poller while block uses it, or nil
+	epc          syscall.RawConn          // epf's raw connection, made once with epf
+	fds          fdState                  // descriptor budget and EMFILE back-off
 
 	buf     []byte                 // scratch buffer every read goes through
 	outBuf  []byte                 // scratch buffer for rewritten client data
@@ -162,7 +165,7 @@ type Loop struct {
 
 	// Atomic: written by the loop, read by Stats from any goroutine.
 	accepted, refusedFull, refusedNone, refusedACL atomic.Uint64
-	active, pendingN, relayed, ukFlows             atomic.Int64
+	active, pendingN, relayed, spliced, ukFlows    atomic.Int64
 
 	// Safe for concurrent use on its own (TLS fronts log refusals).
 	refusedTLS refusedLog
@@ -439,6 +442,8 @@ func (l *Loop) serve() error {
 			wait = 0
 		} else if len(l.flushing) > 0 {
 			wait = 2 // the kernel relay writes what is left
+		} else if len(l.injecting) > 0 {
+			wait = 1 // spliced connections wait for their peers' windows
 		} else if paused, ms := l.paused(); paused {
 			wait = min(wait, ms) // watch the listener again in time
 		}
@@ -475,6 +480,7 @@ func (l *Loop) serve() error {
 		}
 		l.runReady()
 		l.runFlushing()
+		l.runInjecting()
 		if l.now != tick {
 			tick = l.now
 			l.timers()
@@ -557,6 +563,7 @@ func (l *Loop) Stats() Stats {
 		RefusedACL:      l.refusedACL.Load(),
 		Pending:         int(l.pendingN.Load()),
 		Relayed:         int(l.relayed.Load()),
+		Spliced:         int(l.spliced.Load()),
 		KernelFlows:     int(l.ukFlows.Load()),
 	}
 }

@@ -18,6 +18,9 @@ import (
 // work moves data both ways as far as the sockets allow, then closes the
 // connection if it is done.
 func (l *Loop) work(c *conn) {
+	if c.sp != nil {
+		return // the kernel carries it; an event from before the splice
+	}
 	if c.fl&fDummy != 0 {
 		l.dummy(c)
 		return
@@ -35,8 +38,12 @@ func (l *Loop) work(c *conn) {
 		c.fl |= fQueued
 		l.ready = append(l.ready, c.slot)
 	}
-	if l.set.Relay && c.kr == nil && !more {
-		l.maybeRelay(c)
+	if l.set.Relay && c.kr == nil {
+		if c.fl&(fSpliceUp|fSpliceDown) != 0 {
+			l.maybeSpliceBulk(c)
+		} else if !more {
+			l.maybeRelay(c)
+		}
 	}
 }
 
@@ -156,6 +163,12 @@ func (l *Loop) pump(c *conn, dir int, more *bool) bool {
 			m, ok = l.copyBuffered(c, dir, src, dst, rflag, wflag, eof)
 			if ok && m == bufSize && l.canSplice(c, dir) {
 				c.fl |= spl
+				if l.set.Relay && c.spTries == 0 {
+					// Bulk data: work splices the connection's segments
+					// now, while little waits in its sockets.
+					*more = true
+					return true
+				}
 			}
 		}
 		if !ok {

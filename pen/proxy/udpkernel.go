@@ -729,6 +729,13 @@ func (l *Loop) kernelCounts(c *conn) {
 	if c.kr != nil && l.relayCount(c) {
 		moved = true
 	}
+	if c.sp != nil {
+		done := false
+		if moved, done = l.spliceCount(c); done {
+			l.closeConn(c)
+			return
+		}
+	}
 	if moved {
 		c.t = l.now
 		if c.fl&fUDP != 0 {

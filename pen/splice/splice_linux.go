@@ -1,0 +1,661 @@
+//go:build linux
+
+package splice
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// flowKey is a flows key: addresses and ports as in the packet.
+type flowKey [12]byte
+
+// flowValue is a flows value; the offsets are prog_linux.go's v*.
+type flowValue struct {
+	Addrs    [8]byte
+	Ports    [4]byte
+	Flags    uint32
+	SeqAdd   uint32
+	AckAdd   uint32
+	TsvalAdd uint32
+	TsecrAdd uint32
+	TsBase   uint32
+	LShift   uint8
+	RShift   uint8
+	Win      uint16
+	Acked    uint32
+	Nxt      uint32
+	Fins     uint32
+	Rsts     uint32
+	FinEnd   uint32
+	Tsval    uint32
+	Peer     flowKey
+	_        uint32
+}
+
+// maxPairs bounds the pairs spliced at a time (each has four entries).
+const maxPairs = 1 << 15
+
+// tsMargin is added to the clock of pen's socket when a direction's
+// timestamps are first rewritten, so that they stay ahead of anything
+// that socket sent before it fell silent (PAWS drops a segment whose
+// TSval went back).
+const tsMargin = 1 << 20
+
+// Splicer is the program, its map, the raw socket pen injects through,
+// and the program's attachment to the loopback interface. One per
+// process, shared by every loop: map updates are system calls, safe
+// from any goroutine, and the raw socket is only written.
+type Splicer struct {
+	flows *ebpf.Map
+	prog  *ebpf.Program
+	link  link.Link
+	raw   int
+}
+
+var (
+	openMu   sync.Mutex
+	opened   *Splicer
+	openErr  error
+	openDone bool
+)
+
+// Get opens the process's splicer on first use.
+func Get() (*Splicer, error) {
+	openMu.Lock()
+	defer openMu.Unlock()
+	if !openDone {
+		openDone = true
+		opened, openErr = open()
+	}
+	return opened, openErr
+}
+
+func open() (*Splicer, error) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, err
+	}
+	s := &Splicer{raw: -1}
+	var err error
+	if s.flows, err = ebpf.NewMap(&ebpf.MapSpec{Name: "pen_splice", Type: ebpf.Hash,
+		KeySize: uint32(unsafe.Sizeof(flowKey{})), ValueSize: uint32(unsafe.Sizeof(flowValue{})),
+		MaxEntries: 4 * maxPairs, Flags: unix.BPF_F_NO_PREALLOC}); err != nil {
+		return nil, fmt.Errorf("hash map: %w", err)
+	}
+	if s.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pen_splice", Type: ebpf.SchedCLS,
+		License: "GPL", Instructions: program(s.flows.FD())}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("tc program: %w", err)
+	}
+	lo, err := loopbackIndex()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if s.link, err = link.AttachTCX(link.TCXOptions{Interface: lo, Program: s.prog, Attach: ebpf.AttachTCXIngress}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("attaching to the loopback interface: %w", err)
+	}
+	if s.raw, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("raw socket: %w", err)
+	}
+	if err = unix.SetsockoptInt(s.raw, unix.SOL_SOCKET, unix.SO_MARK, injectMark); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("SO_MARK: %w", err)
+	}
+	return s, nil
+}
+
+func loopbackIndex() (int, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return 0, err
+	}
+	for _, ifi := range ifs {
+		if ifi.Flags&net.FlagLoopback != 0 {
+			return ifi.Index, nil
+		}
+	}
+	return 0, errors.New("no loopback interface")
+}
+
+// Close detaches the program and frees the map.
+func (s *Splicer) Close() {
+	if s.link != nil {
+		s.link.Close()
+	}
+	if s.prog != nil {
+		s.prog.Close()
+	}
+	if s.flows != nil {
+		s.flows.Close()
+	}
+	if s.raw >= 0 {
+		unix.Close(s.raw)
+	}
+}
+
+func notEligible(format string, a ...any) error {
+	return &ErrNotEligible{Why: fmt.Sprintf(format, a...)}
+}
+
+// side is what Splice learns of one of pen's sockets.
+type side struct {
+	fd           int
+	local, peer  netip.AddrPort
+	info         *unix.TCPInfo
+	rcvNxt       uint32 // next sequence number from the peer
+	copied       uint32 // the first byte pen has not read
+	writeSeq     uint32 // after the last byte pen wrote
+	sndUna       uint32 // the first byte the peer has not acknowledged
+	sndNxt       uint32 // the socket sent up to here
+	ts           uint32 // the socket's timestamp clock
+	unacked      []byte // [sndUna, writeSeq): sent, not acknowledged
+	inject       []byte // what the peer has not acknowledged of what pen owes it
+	injectAt     uint32 // the peer's sequence number of inject[0]
+	sentTo       uint32 // sent (by the socket or pen) up to here
+	wnd          uint32 // the peer's window, bytes from injectAt
+	rto          time.Duration
+	lastProgress time.Time
+}
+
+// Pair is a spliced connection: the client's socket (down) and the
+// server's (up), whose segments the program now rewrites into each other.
+type Pair struct {
+	s    *Splicer
+	keys [4]flowKey // client->pen, server->pen, pen->client, pen->server
+	sd   [2]side    // [0] down (client), [1] up (server)
+	mss  [2]int
+	// Counted up to here: the server's sequence numbers of the client's
+	// bytes, the client's of the server's.
+	countedTo [2]uint32
+	done      time.Time // when both FINs were acknowledged, or a RST passed
+}
+
+func key(src, dst netip.AddrPort) flowKey {
+	var k flowKey
+	a, b := src.Addr().As4(), dst.Addr().As4()
+	copy(k[0:4], a[:])
+	copy(k[4:8], b[:])
+	binary.BigEndian.PutUint16(k[8:10], src.Port())
+	binary.BigEndian.PutUint16(k[10:12], dst.Port())
+	return k
+}
+
+func sockAddrs(fd int) (local, peer netip.AddrPort, err error) {
+	conv := func(sa unix.Sockaddr) (netip.AddrPort, bool) {
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)), true
+		case *unix.SockaddrInet6:
+			ad := netip.AddrFrom16(a.Addr).Unmap()
+			return netip.AddrPortFrom(ad, uint16(a.Port)), ad.Is4()
+		}
+		return netip.AddrPort{}, false
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return local, peer, err
+	}
+	pa, err := unix.Getpeername(fd)
+	if err != nil {
+		return local, peer, err
+	}
+	l, ok1 := conv(sa)
+	p, ok2 := conv(pa)
+	if !ok1 || !ok2 {
+		return local, peer, notEligible("not IPv4")
+	}
+	return l, p, nil
+}
+
+const (
+	tcpRepair      = 19
+	tcpRepairQueue = 20
+	tcpQueueSeq    = 21
+	tcpTimestamp   = 24
+	tcpRecvQueue   = 1
+	tcpSendQueue   = 2
+	repairOffNoWP  = -1
+)
+
+// snapshot reads the socket's sequence numbers, in repair mode.
+func (sd *side) snapshot() error {
+	fd := sd.fd
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, tcpRepair, 1); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return notEligible("TCP_REPAIR needs CAP_NET_ADMIN")
+		}
+		return fmt.Errorf("TCP_REPAIR: %w", err)
+	}
+	defer unix.SetsockoptInt(fd, unix.IPPROTO_TCP, tcpRepair, repairOffNoWP)
+	get := func(q int) (uint32, error) {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, tcpRepairQueue, q); err != nil {
+			return 0, err
+		}
+		v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, tcpQueueSeq)
+		return uint32(v), err
+	}
+	for try := 0; ; try++ {
+		r, err := get(tcpRecvQueue)
+		if err != nil {
+			return fmt.Errorf("TCP_QUEUE_SEQ: %w", err)
+		}
+		inq, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+		if err != nil {
+			return err
+		}
+		r2, err := get(tcpRecvQueue)
+		if err != nil {
+			return err
+		}
+		if r == r2 {
+			sd.rcvNxt, sd.copied = r, r-uint32(inq)
+			break
+		}
+		if try == 10 {
+			return notEligible("data keeps arriving")
+		}
+	}
+	w, err := get(tcpSendQueue)
+	if err != nil {
+		return fmt.Errorf("TCP_QUEUE_SEQ: %w", err)
+	}
+	sd.writeSeq = w
+	outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+	if err != nil {
+		return err
+	}
+	sd.sndUna = w - uint32(outq)
+	unsent, err := unix.IoctlGetInt(fd, unix.SIOCOUTQNSD)
+	if err != nil {
+		return err
+	}
+	sd.sndNxt = w - uint32(unsent)
+	if outq > 0 {
+		// The send queue, read in repair mode: pen resends it if the
+		// peer needs it, since the socket will not.
+		buf := make([]byte, outq)
+		n, _, err := unix.Recvfrom(fd, buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err != nil || n != outq {
+			return notEligible("cannot read the send queue (%d of %d bytes: %v)", n, outq, err)
+		}
+		sd.unacked = buf
+	}
+	ts, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, tcpTimestamp)
+	if err != nil {
+		return err
+	}
+	sd.ts = uint32(ts)
+	return nil
+}
+
+const (
+	optTS     = 1
+	optSACK   = 2
+	optWscale = 4
+	optECN    = 8
+)
+
+// Splice hands the pair of sockets down (client) and up (server) to the
+// program. toUp and toDown are bytes pen has read and not yet written
+// (from the client, and from the server); Splice takes them over. On a
+// non-nil error nothing has changed and pen keeps relaying, except when
+// the error is ErrPartial.
+func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
+	p := &Pair{s: s}
+	p.sd[0].fd, p.sd[1].fd = down, up
+	var opts [2]uint8
+	for i := range p.sd {
+		sd := &p.sd[i]
+		var err error
+		if sd.local, sd.peer, err = sockAddrs(sd.fd); err != nil {
+			return nil, err
+		}
+		if !isLocal(sd.peer.Addr()) || !isLocal(sd.local.Addr()) {
+			return nil, notEligible("%v is not on this host", sd.peer.Addr())
+		}
+		if sd.info, err = unix.GetsockoptTCPInfo(sd.fd, unix.IPPROTO_TCP, unix.TCP_INFO); err != nil {
+			return nil, err
+		}
+		if sd.info.State != unix.BPF_TCP_ESTABLISHED {
+			return nil, notEligible("not established")
+		}
+		opts[i] = sd.info.Options & (optTS | optSACK | optWscale | optECN)
+		p.mss[i] = int(sd.info.Snd_mss)
+	}
+	if opts[0] != opts[1] {
+		return nil, notEligible("the two connections negotiated different options (%#x, %#x)", opts[0], opts[1])
+	}
+	if opts[0]&optECN != 0 {
+		return nil, notEligible("ECN")
+	}
+	for i := range p.sd {
+		if err := p.sd[i].snapshot(); err != nil {
+			return nil, err
+		}
+	}
+	if len(toUp) > 1<<16 || len(toDown) > 1<<16 {
+		return nil, notEligible("too much data waiting")
+	}
+	c, sv := &p.sd[0], &p.sd[1]
+	// The first client byte the server has not been sent is copied -
+	// len(toUp); it goes to the server at sv.writeSeq. Likewise the other
+	// way.
+	upFirst := c.copied - uint32(len(toUp))
+	downFirst := sv.copied - uint32(len(toDown))
+	seqUp := sv.writeSeq - upFirst    // client sequence -> server sequence
+	seqDown := c.writeSeq - downFirst // server sequence -> client sequence
+	now := time.Now()
+	p.countedTo = [2]uint32{sv.writeSeq, c.writeSeq}
+	for i, extra := range [2][]byte{toDown, toUp} {
+		sd := &p.sd[i]
+		// What the socket has not sent yet, pen sends at once: the
+		// program drops the socket's segments from now on.
+		sd.inject, sd.injectAt, sd.sentTo = append(sd.unacked, extra...), sd.sndUna, sd.sndNxt
+		sd.wnd, sd.lastProgress = sd.info.Snd_wnd, now
+		// Resent when the peer has acknowledged nothing for four times
+		// the connection's smoothed round-trip time, 10 ms at least.
+		sd.rto = max(4*time.Duration(sd.info.Rtt)*time.Microsecond, 10*time.Millisecond)
+	}
+
+	kc := key(c.peer, c.local)   // client -> pen
+	ks := key(sv.peer, sv.local) // server -> pen
+	kpc := key(c.local, c.peer)  // pen -> client
+	kps := key(sv.local, sv.peer)
+	p.keys = [4]flowKey{kc, ks, kpc, kps}
+	flags := uint32(fWin)
+	if opts[0]&optTS != 0 {
+		flags |= fTS
+	}
+	mk := func(to flowKey, seqAdd, ackAdd uint32, base uint32, from, into *side, peer flowKey) flowValue {
+		v := flowValue{Flags: flags, SeqAdd: seqAdd, AckAdd: ackAdd, TsBase: base + tsMargin, Peer: peer}
+		copy(v.Addrs[:], to[0:8])
+		copy(v.Ports[:], to[8:12])
+		v.LShift, v.RShift = wscale(from.info)&0xf, wscale(into.info)>>4
+		return v
+	}
+	vals := [4]flowValue{
+		mk(kps, seqUp, -seqDown, sv.ts, c, sv, ks),
+		mk(kpc, seqDown, -seqUp, c.ts, sv, c, kc),
+		{Flags: fDrop},
+		{Flags: fDrop},
+	}
+	// Silence pen's sockets first, then splice both ways.
+	for _, i := range []int{2, 3, 0, 1} {
+		if err := s.flows.Update(p.keys[i], vals[i], ebpf.UpdateNoExist); err != nil {
+			for _, j := range []int{2, 3, 0, 1} {
+				if j == i {
+					break
+				}
+				s.flows.Delete(p.keys[j])
+			}
+			return nil, fmt.Errorf("splice map: %w", err)
+		}
+	}
+	for i := range p.sd {
+		unix.SetsockoptInt(p.sd[i].fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 0)
+	}
+	p.drain()
+	p.Pump(now)
+	return p, nil
+}
+
+// isLocal reports whether a is an address of this host (its segments
+// reach the loopback interface's ingress).
+func isLocal(a netip.Addr) bool {
+	if a.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ad := range addrs {
+		if n, ok := ad.(*net.IPNet); ok {
+			if b, ok := netip.AddrFromSlice(n.IP); ok && b.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// drain reads what reached pen's sockets before the program took their
+// segments; it goes to the other side after what pen held.
+func (p *Pair) drain() {
+	for i := range p.sd {
+		sd, other := &p.sd[i], &p.sd[1-i]
+		for {
+			inq, err := unix.IoctlGetInt(sd.fd, unix.SIOCINQ)
+			if err != nil || inq <= 0 {
+				break
+			}
+			// Read straight into the tail of what the other side is owed.
+			other.inject = slices.Grow(other.inject, inq)
+			tail := other.inject[len(other.inject) : len(other.inject)+inq]
+			n, _, err := unix.Recvfrom(sd.fd, tail, unix.MSG_DONTWAIT)
+			if n <= 0 || err != nil {
+				break
+			}
+			other.inject = other.inject[:len(other.inject)+n]
+		}
+	}
+}
+
+// Pending reports whether pen still owes a peer bytes (Pump then wants
+// calling again soon).
+func (p *Pair) Pending() bool {
+	return len(p.sd[0].inject) > 0 || len(p.sd[1].inject) > 0
+}
+
+// Pump sends, from pen's raw socket, what pen owes the peers as far as
+// their windows allow, and again what they have not acknowledged after
+// a while (side.rto). It reports whether anything is still owed.
+func (p *Pair) Pump(now time.Time) bool {
+	var v [2]flowValue
+	for i := range v {
+		if err := p.s.flows.Lookup(p.keys[i], &v[i]); err != nil {
+			return false
+		}
+	}
+	p.drain()
+	for i := range p.sd {
+		sd := &p.sd[i]
+		if len(sd.inject) == 0 {
+			continue
+		}
+		// What the peer acknowledged (v[i].Acked, in the peer's own view
+		// of the stream pen sends it) and its window.
+		if v[i].Acked != 0 {
+			if d := int32(v[i].Acked - sd.injectAt); d > 0 {
+				sd.inject = sd.inject[min(int(d), len(sd.inject)):]
+				sd.injectAt = v[i].Acked
+				if int32(sd.sentTo-sd.injectAt) < 0 {
+					sd.sentTo = sd.injectAt
+				}
+				sd.lastProgress = now
+			}
+			sd.wnd = uint32(v[i].Win) << (wscale(sd.info) & 0xf)
+		}
+		if len(sd.inject) == 0 {
+			sd.inject = nil
+			continue
+		}
+		if now.Sub(sd.lastProgress) >= sd.rto {
+			sd.sentTo = sd.injectAt // send it all again
+			sd.lastProgress = now
+		}
+		end := sd.injectAt + uint32(len(sd.inject))
+		if lim := sd.injectAt + max(sd.wnd, 1); int32(end-lim) > 0 {
+			end = lim // no further than the window
+		}
+		if int32(end-sd.sentTo) <= 0 {
+			continue
+		}
+		// Timestamps: the peer's last TSval echoed, and the clock of pen's
+		// socket when it fell silent (one tick later). The peer's
+		// ts_recent moves only with segments in order, and what pen owes
+		// comes before anything the program sends it, whose TSvals start
+		// tsMargin later (TsBase); so it passes PAWS, and what follows
+		// does too.
+		tsval := sd.ts + 1
+		var tsecr uint32
+		if v[i].Flags&fLearned != 0 {
+			tsecr = v[i].Tsval - v[i].TsvalAdd
+		}
+		ts := sd.info.Options&optTS != 0
+		mss := p.mss[i]
+		if ts {
+			mss -= 12
+		}
+		mss = max(mss, 500)
+		// The window the other peer offers, as the program rewrites it.
+		win := uint16(min(sd.info.Rcv_wnd>>(wscale(sd.info)>>4), 0xffff))
+		if o := &v[1-i]; o.Win != 0 {
+			win = uint16(min((uint32(o.Win)<<o.LShift)>>o.RShift, 0xffff))
+		}
+		dst := &unix.SockaddrInet4{Addr: sd.peer.Addr().As4()}
+		for seq := sd.sentTo; int32(end-seq) > 0; {
+			off := int(seq - sd.injectAt)
+			n := min(int(end-seq), mss)
+			seg := segment(sd.local, sd.peer, seq, sd.rcvNxt, max(win, 1), ts, tsval, tsecr, sd.inject[off:off+n])
+			if err := unix.Sendto(p.s.raw, seg, 0, dst); err != nil {
+				break
+			}
+			seq += uint32(n)
+			sd.sentTo = seq
+		}
+	}
+	return p.Pending()
+}
+
+// Status is what Poll reports.
+type Status struct {
+	FromClient, FromServer uint64 // bytes delivered since the last Poll
+	Done                   bool   // closed both ways, or reset, and settled
+}
+
+// settle is how long a closed pair keeps its entries, for a FIN or its
+// acknowledgment sent again.
+const settle = 3 * time.Second
+
+// Poll counts what the peers acknowledged (so that a byte sent again is
+// counted once), sends on what pen owes them, and says whether the
+// connection is over.
+func (p *Pair) Poll(now time.Time) Status {
+	var st Status
+	var v [2]flowValue
+	for i := range v {
+		if err := p.s.flows.Lookup(p.keys[i], &v[i]); err != nil {
+			st.Done = true
+			return st
+		}
+	}
+	p.Pump(now)
+	// v[1].Acked is the server's acknowledgment of the client's bytes,
+	// v[0].Acked the client's of the server's; a FIN takes a sequence
+	// number but is no byte.
+	for i, into := range [2]int{1, 0} {
+		ack := v[into].Acked
+		if ack == 0 {
+			continue
+		}
+		if v[i].Fins > 0 && int32(ack-(v[i].FinEnd-1)) > 0 {
+			ack = v[i].FinEnd - 1
+		}
+		if d := int32(ack - p.countedTo[i]); d > 0 {
+			if i == 0 {
+				st.FromClient = uint64(d)
+			} else {
+				st.FromServer = uint64(d)
+			}
+			p.countedTo[i] = ack
+		}
+	}
+	over := v[0].Rsts+v[1].Rsts > 0
+	if v[0].Fins > 0 && v[1].Fins > 0 &&
+		int32(v[1].Acked-v[0].FinEnd) >= 0 && // the server acknowledged the client's FIN
+		int32(v[0].Acked-v[1].FinEnd) >= 0 {
+		over = true
+	}
+	if over && p.done.IsZero() {
+		p.done = now
+	}
+	st.Done = !p.done.IsZero() && now.Sub(p.done) >= settle
+	return st
+}
+
+// Over reports whether the peers have closed the connection (both FINs
+// acknowledged) or one reset it.
+func (p *Pair) Over() bool { return !p.done.IsZero() }
+
+// Close ends the connection for both peers, as closing pen's sockets
+// would: each gets a FIN after the last byte it was sent. Release
+// follows; what the peers send after that is answered with a reset.
+func (p *Pair) Close() {
+	var v [2]flowValue
+	for i := range v {
+		if err := p.s.flows.Lookup(p.keys[i], &v[i]); err != nil {
+			return
+		}
+	}
+	for i := range p.sd {
+		sd, o := &p.sd[i], &v[1-i] // o: the segments toward peer i
+		seq := sd.injectAt + uint32(len(sd.inject))
+		if o.Nxt != 0 && int32(o.Nxt-seq) > 0 {
+			seq = o.Nxt
+		}
+		ack := sd.rcvNxt
+		if v[i].Nxt != 0 {
+			if a := v[i].Nxt - v[i].SeqAdd; int32(a-ack) > 0 {
+				ack = a
+			}
+		}
+		tsval := sd.ts + 1
+		if o.Flags&fLearned != 0 && int32(o.Tsval-tsval) > 0 {
+			tsval = o.Tsval // the peer has seen these already: not older
+		}
+		var tsecr uint32
+		if v[i].Flags&fLearned != 0 {
+			tsecr = v[i].Tsval - v[i].TsvalAdd
+		}
+		seg := segment(sd.local, sd.peer, seq, ack, 0xffff, sd.info.Options&optTS != 0, tsval, tsecr, nil)
+		seg[20+13] |= 0x01 // FIN
+		binary.BigEndian.PutUint16(seg[20+16:], 0)
+		a4, b4 := sd.local.Addr().As4(), sd.peer.Addr().As4()
+		binary.BigEndian.PutUint16(seg[20+16:], tcpChecksum(a4, b4, seg[20:]))
+		unix.Sendto(p.s.raw, seg, 0, &unix.SockaddrInet4{Addr: b4})
+	}
+}
+
+// Release removes the pair's entries and puts pen's sockets in repair
+// mode, so that closing them sends nothing. The caller closes them.
+func (p *Pair) Release() {
+	for i := range p.sd {
+		unix.SetsockoptInt(p.sd[i].fd, unix.IPPROTO_TCP, tcpRepair, 1)
+	}
+	for _, k := range p.keys {
+		p.s.flows.Delete(k)
+	}
+}
+
+// wscale is tcp_info's byte of window scales (the peer's in the low four
+// bits, the socket's own in the high four), which x/sys leaves as
+// padding.
+func wscale(ti *unix.TCPInfo) uint8 {
+	return (*[8]byte)(unsafe.Pointer(ti))[6]
+}

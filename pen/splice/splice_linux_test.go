@@ -1,0 +1,183 @@
+//go:build linux
+
+package splice
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("splicing needs root (CAP_NET_ADMIN, CAP_BPF); CI runs as root")
+		}
+		t.Skip("splicing needs root (CAP_NET_ADMIN, CAP_BPF)")
+	}
+}
+
+func fdOf(t *testing.T, c net.Conn) (*os.File, int) {
+	t.Helper()
+	f, err := c.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, int(f.Fd())
+}
+
+// pairThrough sets up client -> middle -> server over loopback and
+// returns the three ends: the client's conn, the middle's two conns
+// (accepted from the client, dialled to the server), the server's conn.
+func pairThrough(t *testing.T) (client, down, up, server net.Conn) {
+	t.Helper()
+	ls, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	lm, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lm.Close()
+	client, err = net.Dial("tcp4", lm.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if down, err = lm.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	if up, err = net.Dial("tcp4", ls.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	if server, err = ls.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); down.Close(); up.Close(); server.Close() })
+	return
+}
+
+func relayOnce(t *testing.T, from, to net.Conn, n int) {
+	t.Helper()
+	buf := make([]byte, n)
+	from.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(from, buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := to.Write(buf); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSpliceCarriesBothWays(t *testing.T) {
+	needRoot(t)
+	s, err := Get()
+	if err != nil {
+		t.Fatalf("splicer: %v", err)
+	}
+	client, down, up, server := pairThrough(t)
+	// One exchange through the middle, in user space.
+	client.Write([]byte("hello"))
+	relayOnce(t, down, up, 5)
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(server, b); err != nil || string(b) != "hello" {
+		t.Fatalf("server read %q, %v", b, err)
+	}
+	server.Write([]byte("world"))
+	relayOnce(t, up, down, 5)
+	if _, err := io.ReadFull(client, b); err != nil || string(b) != "world" {
+		t.Fatalf("client read %q, %v", b, err)
+	}
+	// The client sends more before the splice: the middle holds part of
+	// it (read, not written), the rest waits in its socket.
+	client.Write([]byte("pending-one|pending-two"))
+	held := make([]byte, 12)
+	down.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(down, held); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	fd, dfd := fdOf(t, down)
+	fu, ufd := fdOf(t, up)
+	defer fd.Close()
+	defer fu.Close()
+	p, err := s.Splice(dfd, ufd, held, nil)
+	if err != nil {
+		t.Fatalf("splice: %v", err)
+	}
+	want := "pending-one|pending-two"
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(server, got); err != nil || string(got) != want {
+		t.Fatalf("server read %q, %v; want %q", got, err, want)
+	}
+
+	// 20 MB each way at once, compared by hash.
+	const size = 20 << 20
+	data := make([]byte, size)
+	rand.Read(data)
+	sum := sha256.Sum256(data)
+	errs := make(chan error, 4)
+	send := func(c net.Conn) {
+		_, err := c.Write(data)
+		errs <- err
+	}
+	recv := func(c net.Conn, name string) {
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		h := sha256.New()
+		_, err := io.CopyN(h, c, size)
+		if err == nil && !bytes.Equal(h.Sum(nil), sum[:]) {
+			err = io.ErrUnexpectedEOF
+			t.Errorf("%s: the data differs", name)
+		}
+		errs <- err
+	}
+	go send(client)
+	go send(server)
+	go recv(server, "server")
+	go recv(client, "client")
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Half-close: the client is done, the server answers and closes.
+	client.(*net.TCPConn).CloseWrite()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := server.Read(b); err != io.EOF {
+		t.Fatalf("server read %d bytes, %v after the client's FIN", n, err)
+	}
+	server.Write([]byte("bye"))
+	server.Close()
+	rest, err := io.ReadAll(client)
+	if err != nil || string(rest) != "bye" {
+		t.Fatalf("client read %q, %v", rest, err)
+	}
+	// The pair counts what moved and ends.
+	var from [2]uint64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := p.Poll(time.Now())
+		from[0] += st.FromClient
+		from[1] += st.FromServer
+		if st.Done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pair did not end (moved %v)", from)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	p.Release()
+	if from[0] < size || from[1] < size {
+		t.Errorf("counted %d bytes from the client and %d from the server, want at least %d each", from[0], from[1], size)
+	}
+	t.Logf("counted %d from the client, %d from the server", from[0], from[1])
+}
