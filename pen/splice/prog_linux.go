@@ -372,10 +372,11 @@ func program(flows int) asm.Instructions {
 		sw32(asm.R2),
 		asm.Add.Reg32(asm.R2, asm.R9),
 		asm.LoadMem(asm.R3, asm.R8, vNxt, asm.Word),
+		asm.JEq.Imm(asm.R3, 0, "nxt"), // the first
 		asm.Mov.Reg32(asm.R4, asm.R2),
 		asm.Sub.Reg32(asm.R4, asm.R3),
 		asm.JSLE.Imm32(asm.R4, 0, "flags"),
-		asm.StoreMem(asm.R8, vNxt, asm.R2, asm.Word),
+		asm.StoreMem(asm.R8, vNxt, asm.R2, asm.Word).WithSymbol("nxt"),
 		asm.LoadMem(asm.R3, asm.RFP, tcp+13, asm.Byte).WithSymbol("flags"),
 		asm.JSet.Imm(asm.R3, 0x01, "fin"),
 		asm.JSet.Imm(asm.R3, 0x04, "rst"),

@@ -89,15 +89,8 @@ func open() (*Splicer, error) {
 	}
 	s := &Splicer{raw: -1}
 	var err error
-	if s.flows, err = ebpf.NewMap(&ebpf.MapSpec{Name: "pen_splice", Type: ebpf.Hash,
-		KeySize: uint32(unsafe.Sizeof(flowKey{})), ValueSize: uint32(unsafe.Sizeof(flowValue{})),
-		MaxEntries: 4 * maxPairs, Flags: unix.BPF_F_NO_PREALLOC}); err != nil {
-		return nil, fmt.Errorf("hash map: %w", err)
-	}
-	if s.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pen_splice", Type: ebpf.SchedCLS,
-		License: "GPL", Instructions: program(s.flows.FD())}); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("tc program: %w", err)
+	if s.flows, s.prog, err = loadProgram(); err != nil {
+		return nil, err
 	}
 	lo, err := loopbackIndex()
 	if err != nil {
@@ -117,6 +110,23 @@ func open() (*Splicer, error) {
 		return nil, fmt.Errorf("SO_MARK: %w", err)
 	}
 	return s, nil
+}
+
+// loadProgram makes the flows map and the program.
+func loadProgram() (*ebpf.Map, *ebpf.Program, error) {
+	flows, err := ebpf.NewMap(&ebpf.MapSpec{Name: "pen_splice", Type: ebpf.Hash,
+		KeySize: uint32(unsafe.Sizeof(flowKey{})), ValueSize: uint32(unsafe.Sizeof(flowValue{})),
+		MaxEntries: 4 * maxPairs, Flags: unix.BPF_F_NO_PREALLOC})
+	if err != nil {
+		return nil, nil, fmt.Errorf("hash map: %w", err)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pen_splice", Type: ebpf.SchedCLS,
+		License: "GPL", Instructions: program(flows.FD())})
+	if err != nil {
+		flows.Close()
+		return nil, nil, fmt.Errorf("tc program: %w", err)
+	}
+	return flows, prog, nil
 }
 
 func loopbackIndex() (int, error) {
@@ -614,10 +624,14 @@ func (p *Pair) Close() {
 		}
 	}
 	for i := range p.sd {
+		// After the last byte peer i was sent: by pen, by the program,
+		// or as far as it acknowledged.
 		sd, o := &p.sd[i], &v[1-i] // o: the segments toward peer i
 		seq := sd.injectAt + uint32(len(sd.inject))
-		if o.Nxt != 0 && int32(o.Nxt-seq) > 0 {
-			seq = o.Nxt
+		for _, s := range []uint32{o.Nxt, v[i].Acked} {
+			if s != 0 && int32(s-seq) > 0 {
+				seq = s
+			}
 		}
 		ack := sd.rcvNxt
 		if v[i].Nxt != 0 {
