@@ -7,7 +7,9 @@
 #              contenders: direct; pen with its default loops (one per
 #              core) and HAProxy with as many threads; pen with loops 1
 #              and HAProxy with one thread (pen-1loop, haproxy-1thread)
-#              and pen-relay: pen with kernel_relay (the sockmap relay)
+#              and pen-relay: pen with kernel_relay (on loopback, where
+#              both peers are on this host, it splices the connections'
+#              segments in the kernel: package splice)
 #   rss        resident memory per idle proxied connection (pen, HAProxy)
 #   bulk       one 1 GiB download through pen (and pen-relay) and
 #              HAProxy, against direct

@@ -48,6 +48,11 @@ type flowValue struct {
 // maxPairs bounds the pairs spliced at a time (each has four entries).
 const maxPairs = 1 << 15
 
+// maxHeld bounds what pen takes from one of its sockets into memory when
+// it splices a connection (the socket's receive queue, which pen then
+// sends on itself).
+const maxHeld = 16 << 20
+
 // tsMargin is added to the clock of pen's socket when a direction's
 // timestamps are first rewritten, so that they stay ahead of anything
 // that socket sent before it fell silent (PAWS drops a segment whose
@@ -354,6 +359,10 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 		return nil, notEligible("ECN")
 	}
 	for i := range p.sd {
+		// What pen would have to hold: what waits in the socket.
+		if inq, err := unix.IoctlGetInt(p.sd[i].fd, unix.SIOCINQ); err != nil || inq > maxHeld {
+			return nil, notEligible("%d bytes wait in a socket", inq)
+		}
 		if err := p.sd[i].snapshot(); err != nil {
 			return nil, err
 		}
@@ -424,24 +433,35 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 	return p, nil
 }
 
+// localAddrs caches the host's addresses for a few seconds (isLocal).
+var localAddrs struct {
+	sync.Mutex
+	at  time.Time
+	set map[netip.Addr]bool
+}
+
 // isLocal reports whether a is an address of this host (its segments
 // reach the loopback interface's ingress).
 func isLocal(a netip.Addr) bool {
 	if a.IsLoopback() {
 		return true
 	}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
-	}
-	for _, ad := range addrs {
-		if n, ok := ad.(*net.IPNet); ok {
-			if b, ok := netip.AddrFromSlice(n.IP); ok && b.Unmap() == a {
-				return true
+	localAddrs.Lock()
+	defer localAddrs.Unlock()
+	if now := time.Now(); localAddrs.set == nil || now.Sub(localAddrs.at) > 5*time.Second {
+		set := map[netip.Addr]bool{}
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, ad := range addrs {
+				if n, ok := ad.(*net.IPNet); ok {
+					if b, ok := netip.AddrFromSlice(n.IP); ok {
+						set[b.Unmap()] = true
+					}
+				}
 			}
 		}
+		localAddrs.at, localAddrs.set = now, set
 	}
-	return false
+	return localAddrs.set[a]
 }
 
 // drain reads what reached pen's sockets before the program took their

@@ -186,6 +186,7 @@ var Targets = []Target{
 	{Test: "keepalive", Key: "keepalive-relay", Name: "pen-relay/haproxy >= 1.30", Eval: ratioAtLeast("pen-relay", "haproxy", 1.3)},
 	{Test: "rss", Name: "pen <= 4096 B/conn", Eval: medianAtMost("pen", 4096)},
 	{Test: "bulk", Name: "pen/direct >= 0.90", Eval: ratioAtLeast("pen", "direct", 0.9)},
+	{Test: "bulk", Key: "bulk-relay", Name: "pen-relay/direct >= 0.90", Eval: ratioAtLeast("pen-relay", "direct", 0.9)},
 	{Test: "dns", Name: "pen/direct >= 0.85", Eval: ratioAtLeast("pen", "direct", 0.85)},
 	{Test: "dns6", Name: "pen/direct >= 0.85", Eval: ratioAtLeast("pen", "direct", 0.85)},
 	{Test: "tls-keepalive", Name: "pen/haproxy >= 1.00", Eval: ratioAtLeast("pen", "haproxy", 1.0)},
