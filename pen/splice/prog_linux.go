@@ -53,6 +53,7 @@ const (
 	vFinEnd   = 56 // rewritten sequence number after the FIN
 	vTsval    = 60 // last TSval, rewritten
 	vPeer     = 64 // the other direction's key
+	vIfindex  = 76 // 0: on up the stack; else out of this interface
 )
 
 const (
@@ -380,17 +381,25 @@ func program(flows int) asm.Instructions {
 		asm.LoadMem(asm.R3, asm.RFP, tcp+13, asm.Byte).WithSymbol("flags"),
 		asm.JSet.Imm(asm.R3, 0x01, "fin"),
 		asm.JSet.Imm(asm.R3, 0x04, "rst"),
-		asm.Mov.Imm(asm.R0, tcxPass),
-		asm.Return(),
+		asm.Ja.Label("out"),
 		asm.Add.Imm32(asm.R2, 1).WithSymbol("fin"),
 		asm.StoreMem(asm.R8, vFinEnd, asm.R2, asm.Word),
 		asm.Mov.Imm(asm.R2, 1),
 		asm.AddAtomic.Mem(asm.R8, asm.R2, asm.Word, vFins),
-		asm.Mov.Imm(asm.R0, tcxPass),
-		asm.Return(),
+		asm.Ja.Label("out"),
 		asm.Mov.Imm(asm.R2, 1).WithSymbol("rst"),
 		asm.AddAtomic.Mem(asm.R8, asm.R2, asm.Word, vRsts),
-		asm.Mov.Imm(asm.R0, tcxPass),
+		// On up the stack to a peer on this host, or out of the
+		// interface toward the peer (the kernel finds the next hop's
+		// address).
+		asm.LoadMem(asm.R1, asm.R8, vIfindex, asm.Word).WithSymbol("out"),
+		asm.JEq.Imm(asm.R1, 0, "up"),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnRedirectNeigh.Call(),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, tcxPass).WithSymbol("up"),
 		asm.Return(),
 		// One of pen's own sockets: what pen injects passes.
 		asm.LoadMem(asm.R2, asm.R6, 8, asm.Word).WithSymbol("own"), // skb->mark
@@ -401,6 +410,26 @@ func program(flows int) asm.Instructions {
 		asm.Return(),
 	)
 	return insns
+}
+
+// ownProgram builds the egress program for the own map fd: it drops
+// what one of pen's spliced sockets sends (its socket cookie is a key of
+// own), so that the peers hear nothing from them.
+func ownProgram(own int) asm.Instructions {
+	return asm.Instructions{
+		asm.FnGetSocketCookie.Call(), // R1 is the skb
+		asm.JEq.Imm(asm.R0, 0, "pass"),
+		asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
+		asm.LoadMapPtr(asm.R1, own),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "pass"),
+		asm.Mov.Imm(asm.R0, tcxDrop),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, tcxNext).WithSymbol("pass"),
+		asm.Return(),
+	}
 }
 
 // labelled gives the first instruction of insns the symbol name.

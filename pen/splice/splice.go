@@ -8,9 +8,8 @@
 // closing them sends nothing; pen sends on itself, from a raw socket,
 // whatever it had read or sent and the peers had not yet acknowledged.
 //
-// It serves kernel_relay where both peers are on this host (their
-// segments pass the loopback interface); docs/PERFORMANCE.md says what it
-// measures and why not elsewhere yet.
+// It serves kernel_relay over IPv4 where both peers are on this host or
+// both elsewhere; docs/SPLICE.md says when, how, and what it measures.
 package splice
 
 // ErrNotEligible says why a pair stays with pen; nothing has changed.

@@ -42,7 +42,7 @@ type flowValue struct {
 	FinEnd   uint32
 	Tsval    uint32
 	Peer     flowKey
-	_        uint32
+	Ifindex  uint32
 }
 
 // maxPairs bounds the pairs spliced at a time (each has four entries).
@@ -68,6 +68,16 @@ type Splicer struct {
 	prog  *ebpf.Program
 	link  link.Link
 	raw   int
+
+	// For peers on other hosts: the sockets whose segments the egress
+	// program drops, and the interfaces the programs are attached to.
+	own     *ebpf.Map
+	ownProg *ebpf.Program
+	mu      sync.Mutex // guards what follows
+	links   map[int][2]link.Link
+	linkErr map[int]error
+	addrs   map[netip.Addr]int // the host's addresses and their interfaces
+	addrsAt time.Time
 }
 
 var (
@@ -114,7 +124,76 @@ func open() (*Splicer, error) {
 		s.Close()
 		return nil, fmt.Errorf("SO_MARK: %w", err)
 	}
+	if s.own, err = ebpf.NewMap(&ebpf.MapSpec{Name: "pen_splice_own", Type: ebpf.Hash, KeySize: 8, ValueSize: 1,
+		MaxEntries: 2 * maxPairs, Flags: unix.BPF_F_NO_PREALLOC}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("hash map: %w", err)
+	}
+	if s.ownProg, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pen_splice_own", Type: ebpf.SchedCLS,
+		License: "GPL", Instructions: ownProgram(s.own.FD())}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("tc program: %w", err)
+	}
+	s.links, s.linkErr = map[int][2]link.Link{}, map[int]error{}
 	return s, nil
+}
+
+// attach puts the program on ifindex's ingress and the egress program
+// on its egress, once.
+func (s *Splicer) attach(ifindex int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.links[ifindex]; ok {
+		return nil
+	}
+	if err, ok := s.linkErr[ifindex]; ok {
+		return err
+	}
+	in, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: s.prog, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		s.linkErr[ifindex] = err
+		return err
+	}
+	out, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: s.ownProg, Attach: ebpf.AttachTCXEgress})
+	if err != nil {
+		in.Close()
+		s.linkErr[ifindex] = err
+		return err
+	}
+	s.links[ifindex] = [2]link.Link{in, out}
+	return nil
+}
+
+// where reports whether a is an address of this host (its segments
+// reach the loopback interface's ingress) and the interface that holds
+// it (0 for loopback addresses).
+func (s *Splicer) where(a netip.Addr) (local bool, ifindex int) {
+	if a.IsLoopback() {
+		return true, 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now := time.Now(); s.addrs == nil || now.Sub(s.addrsAt) > 5*time.Second {
+		set := map[netip.Addr]int{}
+		if ifs, err := net.Interfaces(); err == nil {
+			for _, ifi := range ifs {
+				addrs, err := ifi.Addrs()
+				if err != nil {
+					continue
+				}
+				for _, ad := range addrs {
+					if n, ok := ad.(*net.IPNet); ok {
+						if b, ok := netip.AddrFromSlice(n.IP); ok {
+							set[b.Unmap()] = ifi.Index
+						}
+					}
+				}
+			}
+		}
+		s.addrs, s.addrsAt = set, now
+	}
+	ifindex, local = s.addrs[a]
+	return local, ifindex
 }
 
 // loadProgram makes the flows map and the program.
@@ -151,6 +230,16 @@ func loopbackIndex() (int, error) {
 func (s *Splicer) Close() {
 	if s.link != nil {
 		s.link.Close()
+	}
+	for _, ls := range s.links {
+		ls[0].Close()
+		ls[1].Close()
+	}
+	if s.ownProg != nil {
+		s.ownProg.Close()
+	}
+	if s.own != nil {
+		s.own.Close()
 	}
 	if s.prog != nil {
 		s.prog.Close()
@@ -193,7 +282,9 @@ type Pair struct {
 	s    *Splicer
 	keys [4]flowKey // client->pen, server->pen, pen->client, pen->server
 	sd   [2]side    // [0] down (client), [1] up (server)
-	mss  [2]int
+	// The sockets' cookies in own (peers elsewhere), else 0.
+	cookies [2]uint64
+	mss     [2]int
 	// Counted up to here: the server's sequence numbers of the client's
 	// bytes, the client's of the server's.
 	countedTo [2]uint32
@@ -340,9 +431,6 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 		if sd.local, sd.peer, err = sockAddrs(sd.fd); err != nil {
 			return nil, err
 		}
-		if !isLocal(sd.peer.Addr()) || !isLocal(sd.local.Addr()) {
-			return nil, notEligible("%v is not on this host", sd.peer.Addr())
-		}
 		if sd.info, err = unix.GetsockoptTCPInfo(sd.fd, unix.IPPROTO_TCP, unix.TCP_INFO); err != nil {
 			return nil, err
 		}
@@ -351,6 +439,33 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 		}
 		opts[i] = sd.info.Options & (optTS | optSACK | optWscale | optECN)
 		p.mss[i] = int(sd.info.Snd_mss)
+	}
+	// Both peers on this host (their segments pass the loopback
+	// interface, and go on up the stack), or both elsewhere (they arrive
+	// on the interfaces holding pen's addresses and go out of them).
+	var ifindex [2]int // where each side's segments arrive, and the other's leave
+	cLocal, _ := s.where(p.sd[0].peer.Addr())
+	sLocal, _ := s.where(p.sd[1].peer.Addr())
+	switch {
+	case cLocal && sLocal:
+	case !cLocal && !sLocal:
+		for i := range p.sd {
+			local, idx := s.where(p.sd[i].local.Addr())
+			if !local || idx == 0 {
+				return nil, notEligible("no interface holds %v", p.sd[i].local.Addr())
+			}
+			ifindex[i] = idx
+		}
+		if p.sd[0].info.Pmtu != p.sd[1].info.Pmtu {
+			return nil, notEligible("the paths' MTUs differ (%d, %d)", p.sd[0].info.Pmtu, p.sd[1].info.Pmtu)
+		}
+		for _, idx := range ifindex {
+			if err := s.attach(idx); err != nil {
+				return nil, notEligible("cannot attach to interface %d: %v", idx, err)
+			}
+		}
+	default:
+		return nil, notEligible("one peer is on this host and the other is not")
 	}
 	if opts[0] != opts[1] {
 		return nil, notEligible("the two connections negotiated different options (%#x, %#x)", opts[0], opts[1])
@@ -413,6 +528,22 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 		{Flags: fDrop},
 		{Flags: fDrop},
 	}
+	vals[0].Ifindex, vals[1].Ifindex = uint32(ifindex[1]), uint32(ifindex[0])
+	if ifindex[0] != 0 {
+		// Elsewhere, what pen's sockets send leaves by the interfaces'
+		// egress: the egress program drops it by the sockets' cookies.
+		for i := range p.sd {
+			ck, err := unix.GetsockoptUint64(p.sd[i].fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+			if err == nil {
+				err = s.own.Update(ck, uint8(1), ebpf.UpdateAny)
+			}
+			if err != nil {
+				p.dropOwn()
+				return nil, fmt.Errorf("socket cookie: %w", err)
+			}
+			p.cookies[i] = ck
+		}
+	}
 	// Silence pen's sockets first, then splice both ways.
 	for _, i := range []int{2, 3, 0, 1} {
 		if err := s.flows.Update(p.keys[i], vals[i], ebpf.UpdateNoExist); err != nil {
@@ -422,6 +553,7 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 				}
 				s.flows.Delete(p.keys[j])
 			}
+			p.dropOwn()
 			return nil, fmt.Errorf("splice map: %w", err)
 		}
 	}
@@ -431,37 +563,6 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 	p.drain()
 	p.Pump(now)
 	return p, nil
-}
-
-// localAddrs caches the host's addresses for a few seconds (isLocal).
-var localAddrs struct {
-	sync.Mutex
-	at  time.Time
-	set map[netip.Addr]bool
-}
-
-// isLocal reports whether a is an address of this host (its segments
-// reach the loopback interface's ingress).
-func isLocal(a netip.Addr) bool {
-	if a.IsLoopback() {
-		return true
-	}
-	localAddrs.Lock()
-	defer localAddrs.Unlock()
-	if now := time.Now(); localAddrs.set == nil || now.Sub(localAddrs.at) > 5*time.Second {
-		set := map[netip.Addr]bool{}
-		if addrs, err := net.InterfaceAddrs(); err == nil {
-			for _, ad := range addrs {
-				if n, ok := ad.(*net.IPNet); ok {
-					if b, ok := netip.AddrFromSlice(n.IP); ok {
-						set[b.Unmap()] = true
-					}
-				}
-			}
-		}
-		localAddrs.at, localAddrs.set = now, set
-	}
-	return localAddrs.set[a]
 }
 
 // drain reads what reached pen's sockets before the program took their
@@ -684,6 +785,16 @@ func (p *Pair) Release() {
 	}
 	for _, k := range p.keys {
 		p.s.flows.Delete(k)
+	}
+	p.dropOwn()
+}
+
+func (p *Pair) dropOwn() {
+	for i, ck := range p.cookies {
+		if ck != 0 {
+			p.s.own.Delete(ck)
+			p.cookies[i] = 0
+		}
 	}
 }
 

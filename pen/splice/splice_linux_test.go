@@ -11,6 +11,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func needRoot(t testing.TB) {
@@ -83,6 +85,14 @@ func TestSpliceCarriesBothWays(t *testing.T) {
 		t.Fatalf("splicer: %v", err)
 	}
 	client, down, up, server := pairThrough(t)
+	carryBothWays(t, s, client, down, up, server, func(f func() error) error { return f() })
+}
+
+// carryBothWays splices down and up mid-conversation, with bytes held
+// by the middle and bytes waiting in its socket, then carries 20 MB each
+// way at once, a half-close each way, and checks what the pair counted.
+// in runs f where the middle's sockets are (its network namespace).
+func carryBothWays(t *testing.T, s *Splicer, client, down, up, server net.Conn, in func(func() error) error) {
 	// One exchange through the middle, in user space.
 	client.Write([]byte("hello"))
 	relayOnce(t, down, up, 5)
@@ -109,9 +119,24 @@ func TestSpliceCarriesBothWays(t *testing.T) {
 	fu, ufd := fdOf(t, up)
 	defer fd.Close()
 	defer fu.Close()
-	p, err := s.Splice(dfd, ufd, held, nil)
-	if err != nil {
+	var p *Pair
+	if err := in(func() (err error) { p, err = s.Splice(dfd, ufd, held, nil); return }); err != nil {
 		t.Fatalf("splice: %v", err)
+	}
+	// Whatever pen's sockets send from now on must not reach the peers:
+	// these bytes would sit in the middle of the streams.
+	for _, fd := range []int{dfd, ufd} {
+		if _, err := unix.Write(fd, []byte("LEAK")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := [2]uint64{}
+	for i, fd := range []int{dfd, ufd} {
+		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[i] = ti.Bytes_received
 	}
 	want := "pending-one|pending-two"
 	got := make([]byte, len(want))
@@ -175,9 +200,21 @@ func TestSpliceCarriesBothWays(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	p.Release()
-	if from[0] < size || from[1] < size {
-		t.Errorf("counted %d bytes from the client and %d from the server, want at least %d each", from[0], from[1], size)
+	// Nothing reached the middle's sockets once they were spliced.
+	for i, fd := range []int{dfd, ufd} {
+		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ti.Bytes_received != before[i] {
+			t.Errorf("socket %d received %d bytes after the splice", i, ti.Bytes_received-before[i])
+		}
 	}
-	t.Logf("counted %d from the client, %d from the server", from[0], from[1])
+	p.Release()
+	// Counted: what reached a peer beyond what the middle had written
+	// to it: from the client the 23 bytes the middle held or that waited
+	// in its socket, then size; from the server size, then 3.
+	if from[0] != size+23 || from[1] != size+3 {
+		t.Errorf("counted %d bytes from the client and %d from the server, want %d and %d", from[0], from[1], size+23, size+3)
+	}
 }
