@@ -456,9 +456,7 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 			}
 			ifindex[i] = idx
 		}
-		if p.sd[0].info.Pmtu != p.sd[1].info.Pmtu {
-			return nil, notEligible("the paths' MTUs differ (%d, %d)", p.sd[0].info.Pmtu, p.sd[1].info.Pmtu)
-		}
+
 		for _, idx := range ifindex {
 			if err := s.attach(idx); err != nil {
 				return nil, notEligible("cannot attach to interface %d: %v", idx, err)
@@ -472,6 +470,11 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 	}
 	if opts[0]&optECN != 0 {
 		return nil, notEligible("ECN")
+	}
+	// Each peer sends segments as large as pen told it it may: the path
+	// to the other must carry them.
+	if a, b := p.sd[0].info, p.sd[1].info; a.Advmss != b.Advmss || a.Pmtu != b.Pmtu {
+		return nil, notEligible("the two paths differ (MSS %d and %d, MTU %d and %d)", a.Advmss, b.Advmss, a.Pmtu, b.Pmtu)
 	}
 	for i := range p.sd {
 		// What pen would have to hold: what waits in the socket.
