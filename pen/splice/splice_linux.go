@@ -261,18 +261,18 @@ type side struct {
 	fd           int
 	local, peer  netip.AddrPort
 	info         *unix.TCPInfo
-	rcvNxt       uint32 // next sequence number from the peer
-	copied       uint32 // the first byte pen has not read
-	writeSeq     uint32 // after the last byte pen wrote
-	sndUna       uint32 // the first byte the peer has not acknowledged
-	sndNxt       uint32 // the socket sent up to here
-	ts           uint32 // the socket's timestamp clock
-	unacked      []byte // [sndUna, writeSeq): sent, not acknowledged
-	inject       []byte // what the peer has not acknowledged of what pen owes it
-	injectAt     uint32 // the peer's sequence number of inject[0]
-	sentTo       uint32 // sent (by the socket or pen) up to here
-	wnd          uint32 // the peer's window, bytes from injectAt
-	rto          time.Duration
+	rcvNxt       uint32        // next sequence number from the peer
+	copied       uint32        // the first byte pen has not read
+	writeSeq     uint32        // after the last byte pen wrote
+	sndUna       uint32        // the first byte the peer has not acknowledged
+	sndNxt       uint32        // the socket sent up to here
+	ts           uint32        // the socket's timestamp clock
+	unacked      []byte        // [sndUna, writeSeq): sent, not acknowledged
+	inject       []byte        // what the peer has not acknowledged of what pen owes it
+	injectAt     uint32        // the peer's sequence number of inject[0]
+	sentTo       uint32        // sent (by the socket or pen) up to here
+	wnd          uint32        // the peer's window, bytes from injectAt
+	rto, rto0    time.Duration // wait before sending again; doubles while unanswered
 	lastProgress time.Time
 }
 
@@ -314,11 +314,11 @@ func sockAddrs(fd int) (local, peer netip.AddrPort, err error) {
 	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
-		return local, peer, err
+		return local, peer, notEligible("getsockname: %v", err)
 	}
 	pa, err := unix.Getpeername(fd)
 	if err != nil {
-		return local, peer, err
+		return local, peer, notEligible("getpeername: %v", err) // the peer has gone
 	}
 	l, ok1 := conv(sa)
 	p, ok2 := conv(pa)
@@ -418,9 +418,9 @@ const (
 
 // Splice hands the pair of sockets down (client) and up (server) to the
 // program. toUp and toDown are bytes pen has read and not yet written
-// (from the client, and from the server); Splice takes them over. On a
-// non-nil error nothing has changed and pen keeps relaying, except when
-// the error is ErrPartial.
+// (from the client, and from the server); Splice takes them over. On an
+// error nothing has changed and pen keeps relaying; *ErrNotEligible says
+// why the pair cannot be spliced (now).
 func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 	p := &Pair{s: s}
 	p.sd[0].fd, p.sd[1].fd = down, up
@@ -456,12 +456,6 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 			}
 			ifindex[i] = idx
 		}
-
-		for _, idx := range ifindex {
-			if err := s.attach(idx); err != nil {
-				return nil, notEligible("cannot attach to interface %d: %v", idx, err)
-			}
-		}
 	default:
 		return nil, notEligible("one peer is on this host and the other is not")
 	}
@@ -475,6 +469,14 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 	// to the other must carry them.
 	if a, b := p.sd[0].info, p.sd[1].info; a.Advmss != b.Advmss || a.Pmtu != b.Pmtu {
 		return nil, notEligible("the two paths differ (MSS %d and %d, MTU %d and %d)", a.Advmss, b.Advmss, a.Pmtu, b.Pmtu)
+	}
+	for _, idx := range ifindex {
+		if idx == 0 {
+			continue
+		}
+		if err := s.attach(idx); err != nil {
+			return nil, notEligible("cannot attach to interface %d: %v", idx, err)
+		}
 	}
 	for i := range p.sd {
 		// What pen would have to hold: what waits in the socket.
@@ -505,8 +507,10 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 		sd.inject, sd.injectAt, sd.sentTo = append(sd.unacked, extra...), sd.sndUna, sd.sndNxt
 		sd.wnd, sd.lastProgress = sd.info.Snd_wnd, now
 		// Resent when the peer has acknowledged nothing for four times
-		// the connection's smoothed round-trip time, 10 ms at least.
-		sd.rto = max(4*time.Duration(sd.info.Rtt)*time.Microsecond, 10*time.Millisecond)
+		// the connection's smoothed round-trip time (10 ms at least),
+		// then after twice as long each time, up to a minute.
+		sd.rto0 = max(4*time.Duration(sd.info.Rtt)*time.Microsecond, 10*time.Millisecond)
+		sd.rto = sd.rto0
 	}
 
 	kc := key(c.peer, c.local)   // client -> pen
@@ -590,10 +594,17 @@ func (p *Pair) drain() {
 	}
 }
 
-// Pending reports whether pen still owes a peer bytes (Pump then wants
-// calling again soon).
+// Pending reports whether pen owes a peer bytes and expects it to
+// acknowledge them soon: Pump then wants calling again within
+// milliseconds. Once a peer has left what pen sent unacknowledged for
+// a second or more, Poll's calls, once a second, are enough.
 func (p *Pair) Pending() bool {
-	return len(p.sd[0].inject) > 0 || len(p.sd[1].inject) > 0
+	for i := range p.sd {
+		if len(p.sd[i].inject) > 0 && p.sd[i].rto < time.Second {
+			return true
+		}
+	}
+	return false
 }
 
 // Pump sends, from pen's raw socket, what pen owes the peers as far as
@@ -621,7 +632,7 @@ func (p *Pair) Pump(now time.Time) bool {
 				if int32(sd.sentTo-sd.injectAt) < 0 {
 					sd.sentTo = sd.injectAt
 				}
-				sd.lastProgress = now
+				sd.lastProgress, sd.rto = now, sd.rto0
 			}
 			sd.wnd = uint32(v[i].Win) << (wscale(sd.info) & 0xf)
 		}
@@ -630,8 +641,8 @@ func (p *Pair) Pump(now time.Time) bool {
 			continue
 		}
 		if now.Sub(sd.lastProgress) >= sd.rto {
-			sd.sentTo = sd.injectAt // send it all again
-			sd.lastProgress = now
+			sd.sentTo = sd.injectAt // send it all again, and wait twice as long
+			sd.lastProgress, sd.rto = now, min(2*sd.rto, time.Minute)
 		}
 		end := sd.injectAt + uint32(len(sd.inject))
 		if lim := sd.injectAt + max(sd.wnd, 1); int32(end-lim) > 0 {
