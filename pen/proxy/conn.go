@@ -528,7 +528,7 @@ func (l *Loop) closeConn(c *conn) {
 	c.tc = nil
 	l.ukRemove(c)
 	if c.sp != nil {
-		l.spliceEnd(c) // the sockets close without a word to the peers
+		l.spliceEnd(c) // the peers get a FIN unless they ended it; the sockets close silently
 	}
 	for _, fd := range []int32{c.up, c.down} {
 		if fd >= 0 {

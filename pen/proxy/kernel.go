@@ -433,10 +433,11 @@ func (l *Loop) maybeSpliceBulk(c *conn) {
 	l.trySplice(c)
 }
 
-// The loop's side of splicing (package splice): where both peers are on
-// this host, the kernel rewrites each connection's segments into the
-// other's, and pen's sockets fall silent; elsewhere, and where a pair is
-// not eligible, the sockmap relay above takes it.
+// The loop's side of splicing (package splice, docs/SPLICE.md): over
+// IPv4, where both peers are on this host or both elsewhere, the kernel
+// rewrites each connection's segments into the other's and pen's sockets
+// fall silent; where a pair is not eligible, the sockmap relay above
+// takes it.
 
 // getSplicer is splice.Get; tests replace it to see the sockmap relay.
 var getSplicer = splice.Get
