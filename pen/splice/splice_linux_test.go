@@ -92,7 +92,7 @@ func TestSpliceCarriesBothWays(t *testing.T) {
 // by the middle and bytes waiting in its socket, then carries 20 MB each
 // way at once, a half-close each way, and checks what the pair counted.
 // in runs f where the middle's sockets are (its network namespace).
-func carryBothWays(t *testing.T, s *Splicer, client, down, up, server net.Conn, in func(func() error) error) {
+func carryBothWays(t *testing.T, s *Splicer, client, down, up, server net.Conn, in func(func() error) error, afterSplice ...func()) {
 	// One exchange through the middle, in user space.
 	client.Write([]byte("hello"))
 	relayOnce(t, down, up, 5)
@@ -122,6 +122,9 @@ func carryBothWays(t *testing.T, s *Splicer, client, down, up, server net.Conn, 
 	var p *Pair
 	if err := in(func() (err error) { p, err = s.Splice(dfd, ufd, held, nil); return }); err != nil {
 		t.Fatalf("splice: %v", err)
+	}
+	for _, f := range afterSplice {
+		f()
 	}
 	// Whatever pen's sockets send from now on must not reach the peers:
 	// these bytes would sit in the middle of the streams.
