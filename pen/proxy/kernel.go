@@ -434,7 +434,7 @@ func (l *Loop) maybeSpliceBulk(c *conn) {
 }
 
 // The loop's side of splicing (package splice, docs/SPLICE.md): over
-// IPv4, where both peers are on this host or both elsewhere, the kernel
+// IPv4 and IPv6, where both peers are on this host or both elsewhere, the kernel
 // rewrites each connection's segments into the other's and pen's sockets
 // fall silent; where a pair is not eligible, the sockmap relay above
 // takes it.

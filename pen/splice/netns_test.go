@@ -4,6 +4,7 @@ package splice
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,7 +23,27 @@ import (
 // interface toward the server (bpf_redirect_neigh), and back; pen's
 // sockets, silenced by the egress program, receive nothing.
 func TestSpliceAcrossHosts(t *testing.T) {
-	acrossHosts(t, false)
+	t.Run("ipv4", func(t *testing.T) { acrossHosts(t, false, v4Hosts) })
+	t.Run("ipv6", func(t *testing.T) { acrossHosts(t, false, v6Hosts) })
+}
+
+// hostAddrs are the addresses of acrossHosts' topology: the client's,
+// pen's toward it, pen's toward the server, the server's (with prefix
+// lengths), and the ports pen and the server listen on.
+type hostAddrs struct {
+	client, penC, penS, server string
+	network                    string
+}
+
+var (
+	v4Hosts = hostAddrs{"198.18.10.1/24", "198.18.10.2/24", "198.18.20.2/24", "198.18.20.3/24", "tcp4"}
+	v6Hosts = hostAddrs{"2001:db8:10::1/64", "2001:db8:10::2/64", "2001:db8:20::2/64", "2001:db8:20::3/64", "tcp6"}
+)
+
+// at is the address of a (without its prefix length) with port.
+func at(a string, port uint16) string {
+	p := netip.MustParsePrefix(a)
+	return netip.AddrPortFrom(p.Addr(), port).String()
 }
 
 // The same with one segment in fifty lost, at random, on the client's
@@ -30,14 +51,14 @@ func TestSpliceAcrossHosts(t *testing.T) {
 // recover with SACK and retransmissions that pass through the program,
 // and pen sends again what it owed.
 func TestSpliceAcrossLossyHosts(t *testing.T) {
-	acrossHosts(t, true)
+	acrossHosts(t, true, v4Hosts)
 }
 
-func acrossHosts(t *testing.T, lossy bool) {
+func acrossHosts(t *testing.T, lossy bool, ad hostAddrs) {
 	n := netnstest.New(t)
 	client, pen, server := n.Host("client"), n.Host("pen"), n.Host("server")
-	n.Link(client, "eth0", []string{"198.18.10.1/24"}, pen, "c0", []string{"198.18.10.2/24"})
-	n.Link(pen, "s0", []string{"198.18.20.2/24"}, server, "eth0", []string{"198.18.20.3/24"})
+	n.Link(client, "eth0", []string{ad.client}, pen, "c0", []string{ad.penC})
+	n.Link(pen, "s0", []string{ad.penS}, server, "eth0", []string{ad.server})
 	in := pen.Do
 
 	var s *Splicer
@@ -46,15 +67,15 @@ func acrossHosts(t *testing.T, lossy bool) {
 		t.Fatalf("splicer: %v", err)
 	}
 	t.Cleanup(s.Close)
-	if err := server.Do(func() (err error) { ls, err = net.Listen("tcp4", "198.18.20.3:8080"); return }); err != nil {
+	if err := server.Do(func() (err error) { ls, err = net.Listen(ad.network, at(ad.server, 8080)); return }); err != nil {
 		t.Fatal(err)
 	}
 	defer ls.Close()
-	if err := in(func() (err error) { lm, err = net.Listen("tcp4", "198.18.10.2:80"); return }); err != nil {
+	if err := in(func() (err error) { lm, err = net.Listen(ad.network, at(ad.penC, 80)); return }); err != nil {
 		t.Fatal(err)
 	}
 	defer lm.Close()
-	c, err := client.Dial("tcp4", "198.18.10.2:80")
+	c, err := client.Dial(ad.network, at(ad.penC, 80))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +84,7 @@ func acrossHosts(t *testing.T, lossy bool) {
 		t.Fatal(err)
 	}
 	var up net.Conn
-	if err := in(func() (err error) { up, err = net.Dial("tcp4", "198.18.20.3:8080"); return }); err != nil {
+	if err := in(func() (err error) { up, err = net.Dial(ad.network, at(ad.server, 8080)); return }); err != nil {
 		t.Fatal(err)
 	}
 	sv, err := ls.Accept()

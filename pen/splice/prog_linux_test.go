@@ -23,41 +23,71 @@ var (
 )
 
 type progFixture struct {
-	flows *ebpf.Map
-	prog  *ebpf.Program
+	flows, flows6 *ebpf.Map
+	prog          *ebpf.Program
 }
 
 func newProg(t testing.TB) *progFixture {
 	t.Helper()
 	needRoot(t)
-	flows, prog, err := loadProgram()
+	flows, flows6, prog, err := loadProgram()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { prog.Close(); flows.Close() })
-	return &progFixture{flows, prog}
+	t.Cleanup(func() { prog.Close(); flows.Close(); flows6.Close() })
+	return &progFixture{flows, flows6, prog}
 }
 
-// frame is an Ethernet frame holding seg (segment's IPv4 packet).
+// frame is an Ethernet frame holding the IP packet ip.
 func frame(ip []byte) []byte {
 	f := make([]byte, 14+len(ip))
 	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	if ip[0]>>4 == 6 {
+		binary.BigEndian.PutUint16(f[12:], 0x86dd)
+	}
 	copy(f[14:], ip)
 	return f
 }
 
-// tcpOpts builds an IPv4 packet with the given TCP options, flags and
-// payload, checksums right.
+// ipLen is the IP header's length of the packet ip (IPv4 without
+// options, or IPv6).
+func ipLen(ip []byte) int {
+	if ip[0]>>4 == 6 {
+		return 40
+	}
+	return 20
+}
+
+// addrs are the IP packet's source and destination addresses.
+func addrs(ip []byte) (src, dst []byte) {
+	if ipLen(ip) == 40 {
+		return ip[8:24], ip[24:40]
+	}
+	return ip[12:16], ip[16:20]
+}
+
+// tcpOpts builds an IP packet (IPv4 or IPv6, as the addresses are) with
+// the given TCP options, flags and payload, checksums right.
 func tcpOpts(src, dst netip.AddrPort, seq, ack uint32, flags byte, win uint16, opts, payload []byte) []byte {
 	th := 20 + len(opts)
-	b := make([]byte, 20+th+len(payload))
-	b[0], b[8], b[9] = 0x45, 64, 6
-	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-	s4, d4 := src.Addr().As4(), dst.Addr().As4()
-	copy(b[12:], s4[:])
-	copy(b[16:], d4[:])
-	binary.BigEndian.PutUint16(b[10:], ipChecksum(b[:20]))
-	t := b[20:]
+	ih := 20
+	if src.Addr().Is6() {
+		ih = 40
+	}
+	b := make([]byte, ih+th+len(payload))
+	if ih == 20 {
+		b[0], b[8], b[9] = 0x45, 64, 6
+		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+		copy(b[12:], src.Addr().AsSlice())
+		copy(b[16:], dst.Addr().AsSlice())
+		binary.BigEndian.PutUint16(b[10:], ipChecksum(b[:20]))
+	} else {
+		b[0], b[6], b[7] = 0x60, 6, 64
+		binary.BigEndian.PutUint16(b[4:], uint16(th+len(payload)))
+		copy(b[8:], src.Addr().AsSlice())
+		copy(b[24:], dst.Addr().AsSlice())
+	}
+	t := b[ih:]
 	binary.BigEndian.PutUint16(t[0:], src.Port())
 	binary.BigEndian.PutUint16(t[2:], dst.Port())
 	binary.BigEndian.PutUint32(t[4:], seq)
@@ -67,7 +97,7 @@ func tcpOpts(src, dst netip.AddrPort, seq, ack uint32, flags byte, win uint16, o
 	binary.BigEndian.PutUint16(t[14:], win)
 	copy(t[20:], opts)
 	copy(t[th:], payload)
-	binary.BigEndian.PutUint16(t[16:], tcpChecksum(s4, d4, t))
+	binary.BigEndian.PutUint16(t[16:], tcpChecksum(src.Addr().AsSlice(), dst.Addr().AsSlice(), t))
 	return b
 }
 
@@ -86,13 +116,11 @@ func ipChecksum(h []byte) uint16 {
 // checksums are right.
 func checkSums(t testing.TB, ip []byte) {
 	t.Helper()
-	if ipChecksum(ip[:20]) != 0 {
+	if ipLen(ip) == 20 && ipChecksum(ip[:20]) != 0 {
 		t.Errorf("IPv4 header checksum wrong: %x", ip[:20])
 	}
-	var s4, d4 [4]byte
-	copy(s4[:], ip[12:16])
-	copy(d4[:], ip[16:20])
-	if tcpChecksum(s4, d4, ip[20:]) != 0 {
+	s, d := addrs(ip)
+	if tcpChecksum(s, d, ip[ipLen(ip):]) != 0 {
 		t.Errorf("TCP checksum wrong")
 	}
 }
@@ -113,19 +141,50 @@ func sackOpt(edges ...uint32) []byte {
 }
 
 // install puts the two directions client->pen (rewritten to pen->server)
-// and server->pen into flows.
-func (f *progFixture) install(t testing.TB, up, down flowValue) {
+// and server->pen into flows (or flows6, as the addresses are).
+func (f *progFixture) install(t testing.TB, up, down flowCommon) {
 	t.Helper()
-	kc, ks := key(tClient, tPen), key(tServer, tPenUp)
-	kps, kpc := key(tPenUp, tServer), key(tPen, tClient)
-	copy(up.Addrs[:], kps[0:8])
-	copy(up.Ports[:], kps[8:12])
-	up.Peer = ks
-	copy(down.Addrs[:], kpc[0:8])
-	copy(down.Ports[:], kpc[8:12])
-	down.Peer = kc
-	for k, v := range map[flowKey]flowValue{kc: up, ks: down, kpc: {Flags: fDrop}, kps: {Flags: fDrop}} {
-		if err := f.flows.Put(k, v); err != nil {
+	f.installAt(t, [4]netip.AddrPort{tClient, tPen, tPenUp, tServer}, up, down)
+}
+
+// installAt is install for the addresses client, pen, pen's address
+// toward the server, server.
+func (f *progFixture) installAt(t testing.TB, a [4]netip.AddrPort, up, down flowCommon) {
+	t.Helper()
+	kc, ks := key(a[0], a[1]), key(a[3], a[2])
+	kps, kpc := key(a[2], a[3]), key(a[1], a[0])
+	n := len(kc) - 4
+	copy(up.Ports[:], kps[n:])
+	copy(down.Ports[:], kpc[n:])
+	own := flowCommon{Flags: fDrop}
+	vals := []any{}
+	if n == 8 {
+		for _, v := range []struct {
+			c        flowCommon
+			to, peer []byte
+		}{{up, kps, ks}, {down, kpc, kc}, {own, nil, nil}, {own, nil, nil}} {
+			fv := flowValue{flowCommon: v.c}
+			copy(fv.Addrs[:], v.to)
+			copy(fv.Peer[:], v.peer)
+			vals = append(vals, fv)
+		}
+	} else {
+		for _, v := range []struct {
+			c        flowCommon
+			to, peer []byte
+		}{{up, kps, ks}, {down, kpc, kc}, {own, nil, nil}, {own, nil, nil}} {
+			fv := flowValue6{flowCommon: v.c}
+			copy(fv.Addrs[:], v.to)
+			copy(fv.Peer[:], v.peer)
+			vals = append(vals, fv)
+		}
+	}
+	m := f.flows
+	if n != 8 {
+		m = f.flows6
+	}
+	for i, k := range [][]byte{kc, ks, kpc, kps} {
+		if err := m.Put(k, vals[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -144,21 +203,28 @@ func (f *progFixture) run(t testing.TB, ip []byte, mark uint32) (uint32, []byte)
 	return ret, out[14:len(in)]
 }
 
-func (f *progFixture) value(t testing.TB, src, dst netip.AddrPort) flowValue {
+func (f *progFixture) value(t testing.TB, src, dst netip.AddrPort) flowCommon {
 	t.Helper()
+	if src.Addr().Is6() {
+		var v flowValue6
+		if err := f.flows6.Lookup(key(src, dst), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v.flowCommon
+	}
 	var v flowValue
 	if err := f.flows.Lookup(key(src, dst), &v); err != nil {
 		t.Fatal(err)
 	}
-	return v
+	return v.flowCommon
 }
 
 func TestProgramRewrites(t *testing.T) {
 	f := newProg(t)
 	var seqAdd, ackAdd, base, start uint32 = 1000, 0xfffff000, 777777, 0xfffffff0
 	f.install(t,
-		flowValue{Flags: fTS | fWin, SeqAdd: seqAdd, AckAdd: ackAdd, TsBase: base, LShift: 7, RShift: 9},
-		flowValue{Flags: fTS | fWin, SeqAdd: 0 - ackAdd, AckAdd: 0 - seqAdd, TsBase: 5000})
+		flowCommon{Flags: fTS | fWin, SeqAdd: seqAdd, AckAdd: ackAdd, TsBase: base, LShift: 7, RShift: 9},
+		flowCommon{Flags: fTS | fWin, SeqAdd: 0 - ackAdd, AckAdd: 0 - seqAdd, TsBase: 5000})
 	payload := bytes.Repeat([]byte("data"), 25)
 	opts := append(tsOpt(100, 200), sackOpt(5000, 6000, 7000, 8000)...)
 	ret, out := f.run(t, tcpOpts(tClient, tPen, start, 3000, 0x18, 1000, opts, payload), 0)
@@ -235,7 +301,7 @@ func TestProgramRewrites(t *testing.T) {
 
 func TestProgramDropsPensOwn(t *testing.T) {
 	f := newProg(t)
-	f.install(t, flowValue{}, flowValue{})
+	f.install(t, flowCommon{}, flowCommon{})
 	seg := tcpOpts(tPen, tClient, 1, 2, 0x10, 100, nil, nil)
 	if ret, _ := f.run(t, seg, 0); ret != tcxDrop {
 		t.Errorf("pen's own segment: %d, want drop", int32(ret))
@@ -257,27 +323,35 @@ func TestProgramDropsPensOwn(t *testing.T) {
 // the program passes it on unchanged in length and payload, with
 // checksums right, or leaves it alone.
 func FuzzProgram(f *testing.F) {
-	f.Add(byte(0x18), uint16(1000), append(tsOpt(1, 2), sackOpt(10, 20)...), []byte("hello"))
-	f.Add(byte(0x10), uint16(0), sackOpt(1, 2, 3, 4, 5, 6, 7, 8), []byte{})
-	f.Add(byte(0x11), uint16(65535), []byte{2, 4, 5, 0xb4, 1, 3, 3, 7}, []byte("x"))
-	f.Add(byte(0x14), uint16(1), []byte{1, 1, 8, 10, 0, 0, 0, 1}, []byte{})
+	f.Add(false, byte(0x18), uint16(1000), append(tsOpt(1, 2), sackOpt(10, 20)...), []byte("hello"))
+	f.Add(false, byte(0x10), uint16(0), sackOpt(1, 2, 3, 4, 5, 6, 7, 8), []byte{})
+	f.Add(false, byte(0x11), uint16(65535), []byte{2, 4, 5, 0xb4, 1, 3, 3, 7}, []byte("x"))
+	f.Add(false, byte(0x14), uint16(1), []byte{1, 1, 8, 10, 0, 0, 0, 1}, []byte{})
+	f.Add(true, byte(0x18), uint16(1000), append(tsOpt(1, 2), sackOpt(10, 20)...), []byte("hello"))
+	f.Add(true, byte(0x11), uint16(7), sackOpt(1, 2), []byte{})
 	p := newProg(f) // one program for every input: loading one takes milliseconds
-	f.Fuzz(func(t *testing.T, flags byte, win uint16, opts, payload []byte) {
+	f.Fuzz(func(t *testing.T, v6 bool, flags byte, win uint16, opts, payload []byte) {
 		if len(opts) > 40 || len(payload) > 1400 {
 			return
 		}
 		for len(opts)%4 != 0 {
 			opts = append(opts, 0)
 		}
-		p.install(t,
-			flowValue{Flags: fTS | fWin, SeqAdd: 12345, AckAdd: 54321, TsBase: 99, LShift: 14, RShift: 0},
-			flowValue{Flags: fTS | fWin, SeqAdd: 1 << 31, AckAdd: 3, TsBase: 7})
-		in := tcpOpts(tClient, tPen, 1, 2, flags, win, opts, payload)
+		a := [4]netip.AddrPort{tClient, tPen, tPenUp, tServer}
+		if v6 {
+			for i, s := range []string{"[2001:db8::1]:1", "[2001:db8::2]:2", "[2001:db8::3]:3", "[2001:db8::4]:4"} {
+				a[i] = netip.MustParseAddrPort(s)
+			}
+		}
+		p.installAt(t, a,
+			flowCommon{Flags: fTS | fWin, SeqAdd: 12345, AckAdd: 54321, TsBase: 99, LShift: 14, RShift: 0},
+			flowCommon{Flags: fTS | fWin, SeqAdd: 1 << 31, AckAdd: 3, TsBase: 7})
+		in := tcpOpts(a[0], a[1], 1, 2, flags, win, opts, payload)
 		ret, out := p.run(t, in, 0)
 		switch int32(ret) {
 		case tcxPass:
 			checkSums(t, out)
-			if !bytes.Equal(out[20+20+len(opts):], payload) {
+			if !bytes.Equal(out[ipLen(out)+20+len(opts):], payload) {
 				t.Error("the payload changed")
 			}
 		case tcxNext:
@@ -288,4 +362,58 @@ func FuzzProgram(f *testing.F) {
 			t.Errorf("returned %d", int32(ret))
 		}
 	})
+}
+
+// The same over IPv6: no header checksum, 32 bytes of addresses in the
+// pseudo-header.
+func TestProgramRewrites6(t *testing.T) {
+	f := newProg(t)
+	a := [4]netip.AddrPort{
+		netip.MustParseAddrPort("[2001:db8:1::1]:40000"), netip.MustParseAddrPort("[2001:db8:1::2]:80"),
+		netip.MustParseAddrPort("[2001:db8:2::2]:50000"), netip.MustParseAddrPort("[2001:db8:2::3]:8080"),
+	}
+	var seqAdd, ackAdd, base uint32 = 77, 0x80000000, 1 << 30
+	f.installAt(t, a,
+		flowCommon{Flags: fTS | fWin, SeqAdd: seqAdd, AckAdd: ackAdd, TsBase: base, LShift: 2, RShift: 4},
+		flowCommon{Flags: fTS | fWin, SeqAdd: 0 - ackAdd, AckAdd: 0 - seqAdd, TsBase: 9})
+	payload := bytes.Repeat([]byte("six!"), 300)
+	opts := append(tsOpt(100, 200), sackOpt(5000, 6000)...)
+	ret, out := f.run(t, tcpOpts(a[0], a[1], 1000, 3000, 0x18, 4000, opts, payload), 0)
+	if ret != tcxPass {
+		t.Fatalf("returned %d, want %d (pass)", int32(ret), tcxPass)
+	}
+	checkSums(t, out)
+	if s, d := netip.AddrFrom16([16]byte(out[8:24])), netip.AddrFrom16([16]byte(out[24:40])); s != a[2].Addr() || d != a[3].Addr() {
+		t.Errorf("addresses %v -> %v, want %v -> %v", s, d, a[2].Addr(), a[3].Addr())
+	}
+	tc := out[40:]
+	be := binary.BigEndian.Uint32
+	if sp, dp := binary.BigEndian.Uint16(tc[0:]), binary.BigEndian.Uint16(tc[2:]); sp != a[2].Port() || dp != a[3].Port() {
+		t.Errorf("ports %d->%d", sp, dp)
+	}
+	if seq, ack := be(tc[4:]), be(tc[8:]); seq != 1000+seqAdd || ack != 3000+ackAdd {
+		t.Errorf("seq %d ack %#x", seq, ack)
+	}
+	if got := binary.BigEndian.Uint16(tc[14:]); got != 4000<<2>>4 {
+		t.Errorf("window %d, want %d", got, 4000<<2>>4)
+	}
+	if tsval := be(tc[24:]); tsval != base {
+		t.Errorf("TSval %d, want %d", tsval, base)
+	}
+	if l, r := be(tc[36:]), be(tc[40:]); l != 5000+ackAdd || r != 6000+ackAdd {
+		t.Errorf("SACK block %#x-%#x", l, r)
+	}
+	if !bytes.Equal(tc[44:], payload) {
+		t.Error("the payload changed")
+	}
+	if v := f.value(t, a[0], a[1]); v.Acked != 3000 || v.Nxt != 1000+seqAdd+uint32(len(payload)) {
+		t.Errorf("entry: acked %d nxt %d", v.Acked, v.Nxt)
+	}
+	if w := f.value(t, a[3], a[2]); w.Flags&fEcr == 0 {
+		t.Errorf("the other direction did not learn the echo offset")
+	}
+	// Pen's own socket toward the server: dropped.
+	if ret, _ := f.run(t, tcpOpts(a[2], a[3], 1, 2, 0x10, 100, nil, nil), 0); ret != tcxDrop {
+		t.Errorf("pen's own segment: %d, want drop", int32(ret))
+	}
 }

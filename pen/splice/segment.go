@@ -5,47 +5,68 @@ import (
 	"net/netip"
 )
 
-// segment builds an IPv4 packet holding a TCP segment with ACK and PSH
-// set, from src to dst, carrying payload (pen's raw socket sends it with
-// the IP header included; the kernel fills in the header's checksum).
-// With ts, it carries a timestamps option (NOP NOP TS), as the
-// connection negotiated.
-func segment(src, dst netip.AddrPort, seq, ack uint32, win uint16, ts bool, tsval, tsecr uint32, payload []byte) []byte {
+// TCP flags pen's segments carry.
+const (
+	flagFIN = 0x01
+	flagPSH = 0x08
+	flagACK = 0x10
+)
+
+// segment builds an IP packet (IPv4 or IPv6, as src and dst are) holding
+// a TCP segment from src to dst with the given flags, carrying payload;
+// pen's raw sockets send it with the IP header included (the kernel fills
+// in an IPv4 header's checksum). With ts, it carries a timestamps option
+// (NOP NOP TS), as the connection negotiated.
+func segment(src, dst netip.AddrPort, seq, ack uint32, flags byte, win uint16, ts bool, tsval, tsecr uint32, payload []byte) []byte {
 	th := 20
 	if ts {
 		th += 12
 	}
-	b := make([]byte, 20+th+len(payload))
-	ip := b[:20]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(b)))
-	binary.BigEndian.PutUint16(ip[6:], 0x4000) // DF
-	ip[8] = 64
-	ip[9] = 6
-	s4, d4 := src.Addr().As4(), dst.Addr().As4()
-	copy(ip[12:16], s4[:])
-	copy(ip[16:20], d4[:])
-	t := b[20 : 20+th]
+	ih := 20
+	if src.Addr().Is6() {
+		ih = 40
+	}
+	b := make([]byte, ih+th+len(payload))
+	ip := b[:ih]
+	s, d := src.Addr().AsSlice(), dst.Addr().AsSlice()
+	if ih == 20 {
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], uint16(len(b)))
+		binary.BigEndian.PutUint16(ip[6:], 0x4000) // DF
+		ip[8] = 64
+		ip[9] = 6
+		copy(ip[12:16], s)
+		copy(ip[16:20], d)
+	} else {
+		ip[0] = 0x60
+		binary.BigEndian.PutUint16(ip[4:], uint16(th+len(payload)))
+		ip[6] = 6
+		ip[7] = 64
+		copy(ip[8:24], s)
+		copy(ip[24:40], d)
+	}
+	t := b[ih : ih+th]
 	binary.BigEndian.PutUint16(t[0:], src.Port())
 	binary.BigEndian.PutUint16(t[2:], dst.Port())
 	binary.BigEndian.PutUint32(t[4:], seq)
 	binary.BigEndian.PutUint32(t[8:], ack)
 	t[12] = byte(th/4) << 4
-	t[13] = 0x18 // ACK, PSH
+	t[13] = flags
 	binary.BigEndian.PutUint16(t[14:], win)
 	if ts {
 		copy(t[20:], []byte{1, 1, 8, 10})
 		binary.BigEndian.PutUint32(t[24:], tsval)
 		binary.BigEndian.PutUint32(t[28:], tsecr)
 	}
-	copy(b[20+th:], payload)
-	binary.BigEndian.PutUint16(t[16:], tcpChecksum(s4, d4, b[20:]))
+	copy(b[ih+th:], payload)
+	binary.BigEndian.PutUint16(t[16:], tcpChecksum(s, d, b[ih:]))
 	return b
 }
 
 // tcpChecksum is the Internet checksum of the TCP segment seg with its
-// pseudo-header (the segment's checksum field zero).
-func tcpChecksum(src, dst [4]byte, seg []byte) uint16 {
+// pseudo-header (IPv4 or IPv6, by the addresses' length; the segment's
+// checksum field zero).
+func tcpChecksum(src, dst []byte, seg []byte) uint16 {
 	var sum uint32
 	add := func(b []byte) {
 		for len(b) >= 2 {
@@ -56,9 +77,9 @@ func tcpChecksum(src, dst [4]byte, seg []byte) uint16 {
 			sum += uint32(b[0]) << 8
 		}
 	}
-	add(src[:])
-	add(dst[:])
-	sum += 6 + uint32(len(seg))
+	add(src)
+	add(dst)
+	sum += 6 + uint32(len(seg))>>16 + uint32(len(seg))&0xffff
 	add(seg)
 	for sum > 0xffff {
 		sum = sum&0xffff + sum>>16

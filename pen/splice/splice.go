@@ -8,7 +8,7 @@
 // closing them sends nothing; pen sends on itself, from a raw socket,
 // whatever it had read or sent and the peers had not yet acknowledged.
 //
-// It serves kernel_relay over IPv4 where both peers are on this host or
+// It serves kernel_relay over IPv4 and IPv6 where both peers are on this host or
 // both elsewhere; docs/SPLICE.md says when, how, and what it measures.
 package splice
 

@@ -19,12 +19,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// flowKey is a flows key: addresses and ports as in the packet.
-type flowKey [12]byte
+// flowKey and flowKey6 are keys of flows and flows6: addresses and
+// ports as in the packet.
+type (
+	flowKey  [12]byte
+	flowKey6 [36]byte
+)
 
-// flowValue is a flows value; the offsets are prog_linux.go's v*.
-type flowValue struct {
-	Addrs    [8]byte
+// flowCommon is the part of a flow value both families share; the
+// offsets are prog_linux.go's v*.
+type flowCommon struct {
 	Ports    [4]byte
 	Flags    uint32
 	SeqAdd   uint32
@@ -41,9 +45,22 @@ type flowValue struct {
 	Rsts     uint32
 	FinEnd   uint32
 	Tsval    uint32
-	Peer     flowKey
 	Ifindex  uint32
 }
+
+// flowValue and flowValue6 are values of flows and flows6.
+type (
+	flowValue struct {
+		flowCommon
+		Addrs [8]byte
+		Peer  flowKey
+	}
+	flowValue6 struct {
+		flowCommon
+		Addrs [32]byte
+		Peer  flowKey6
+	}
+)
 
 // maxPairs bounds the pairs spliced at a time (each has four entries).
 const maxPairs = 1 << 15
@@ -64,10 +81,10 @@ const tsMargin = 1 << 20
 // process, shared by every loop: map updates are system calls, safe
 // from any goroutine, and the raw socket is only written.
 type Splicer struct {
-	flows *ebpf.Map
-	prog  *ebpf.Program
-	link  link.Link
-	raw   int
+	flows, flows6 *ebpf.Map
+	prog          *ebpf.Program
+	link          link.Link
+	raw, raw6     int // -1: none
 
 	// For peers on other hosts: the sockets whose segments the egress
 	// program drops, and the interfaces the programs are attached to.
@@ -102,9 +119,9 @@ func open() (*Splicer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, err
 	}
-	s := &Splicer{raw: -1}
+	s := &Splicer{raw: -1, raw6: -1}
 	var err error
-	if s.flows, s.prog, err = loadProgram(); err != nil {
+	if s.flows, s.flows6, s.prog, err = loadProgram(); err != nil {
 		return nil, err
 	}
 	lo, err := loopbackIndex()
@@ -123,6 +140,15 @@ func open() (*Splicer, error) {
 	if err = unix.SetsockoptInt(s.raw, unix.SOL_SOCKET, unix.SO_MARK, injectMark); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("SO_MARK: %w", err)
+	}
+	// IPv6 pairs need a raw IPv6 socket (IPPROTO_RAW: pen writes the
+	// header); without one (IPv6 disabled) they stay with the relay.
+	if fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err == nil {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, injectMark) == nil {
+			s.raw6 = fd
+		} else {
+			unix.Close(fd)
+		}
 	}
 	if s.own, err = ebpf.NewMap(&ebpf.MapSpec{Name: "pen_splice_own", Type: ebpf.Hash, KeySize: 8, ValueSize: 1,
 		MaxEntries: 2 * maxPairs, Flags: unix.BPF_F_NO_PREALLOC}); err != nil {
@@ -196,21 +222,27 @@ func (s *Splicer) where(a netip.Addr) (local bool, ifindex int) {
 	return local, ifindex
 }
 
-// loadProgram makes the flows map and the program.
-func loadProgram() (*ebpf.Map, *ebpf.Program, error) {
-	flows, err := ebpf.NewMap(&ebpf.MapSpec{Name: "pen_splice", Type: ebpf.Hash,
-		KeySize: uint32(unsafe.Sizeof(flowKey{})), ValueSize: uint32(unsafe.Sizeof(flowValue{})),
-		MaxEntries: 4 * maxPairs, Flags: unix.BPF_F_NO_PREALLOC})
-	if err != nil {
-		return nil, nil, fmt.Errorf("hash map: %w", err)
+// loadProgram makes the flows maps and the program.
+func loadProgram() (flows, flows6 *ebpf.Map, prog *ebpf.Program, err error) {
+	newMap := func(name string, key, value uintptr) (*ebpf.Map, error) {
+		return ebpf.NewMap(&ebpf.MapSpec{Name: name, Type: ebpf.Hash, KeySize: uint32(key), ValueSize: uint32(value),
+			MaxEntries: 4 * maxPairs, Flags: unix.BPF_F_NO_PREALLOC})
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pen_splice", Type: ebpf.SchedCLS,
-		License: "GPL", Instructions: program(flows.FD())})
+	if flows, err = newMap("pen_splice", unsafe.Sizeof(flowKey{}), unsafe.Sizeof(flowValue{})); err != nil {
+		return nil, nil, nil, fmt.Errorf("hash map: %w", err)
+	}
+	if flows6, err = newMap("pen_splice6", unsafe.Sizeof(flowKey6{}), unsafe.Sizeof(flowValue6{})); err != nil {
+		flows.Close()
+		return nil, nil, nil, fmt.Errorf("hash map: %w", err)
+	}
+	prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pen_splice", Type: ebpf.SchedCLS,
+		License: "GPL", Instructions: program(flows.FD(), flows6.FD())})
 	if err != nil {
 		flows.Close()
-		return nil, nil, fmt.Errorf("tc program: %w", err)
+		flows6.Close()
+		return nil, nil, nil, fmt.Errorf("tc program: %w", err)
 	}
-	return flows, prog, nil
+	return flows, flows6, prog, nil
 }
 
 func loopbackIndex() (int, error) {
@@ -244,11 +276,15 @@ func (s *Splicer) Close() {
 	if s.prog != nil {
 		s.prog.Close()
 	}
-	if s.flows != nil {
-		s.flows.Close()
+	for _, m := range []*ebpf.Map{s.flows, s.flows6} {
+		if m != nil {
+			m.Close()
+		}
 	}
-	if s.raw >= 0 {
-		unix.Close(s.raw)
+	for _, fd := range []int{s.raw, s.raw6} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
 	}
 }
 
@@ -279,9 +315,11 @@ type side struct {
 // Pair is a spliced connection: the client's socket (down) and the
 // server's (up), whose segments the program now rewrites into each other.
 type Pair struct {
-	s    *Splicer
-	keys [4]flowKey // client->pen, server->pen, pen->client, pen->server
-	sd   [2]side    // [0] down (client), [1] up (server)
+	s     *Splicer
+	keys  [4][]byte // client->pen, server->pen, pen->client, pen->server
+	flows *ebpf.Map // s.flows or s.flows6
+	raw   int       // s.raw or s.raw6
+	sd    [2]side   // [0] down (client), [1] up (server)
 	// The sockets' cookies in own (peers elsewhere), else 0.
 	cookies [2]uint64
 	mss     [2]int
@@ -291,14 +329,23 @@ type Pair struct {
 	done      time.Time // when both FINs were acknowledged, or a RST passed
 }
 
-func key(src, dst netip.AddrPort) flowKey {
-	var k flowKey
-	a, b := src.Addr().As4(), dst.Addr().As4()
-	copy(k[0:4], a[:])
-	copy(k[4:8], b[:])
-	binary.BigEndian.PutUint16(k[8:10], src.Port())
-	binary.BigEndian.PutUint16(k[10:12], dst.Port())
-	return k
+// key is the flows or flows6 key of a segment from src to dst.
+func key(src, dst netip.AddrPort) []byte {
+	k := append(src.Addr().AsSlice(), dst.Addr().AsSlice()...)
+	k = binary.BigEndian.AppendUint16(k, src.Port())
+	return binary.BigEndian.AppendUint16(k, dst.Port())
+}
+
+// lookup reads the entry of keys[i].
+func (p *Pair) lookup(i int) (flowCommon, error) {
+	if p.flows == p.s.flows6 {
+		var v flowValue6
+		err := p.flows.Lookup(p.keys[i], &v)
+		return v.flowCommon, err
+	}
+	var v flowValue
+	err := p.flows.Lookup(p.keys[i], &v)
+	return v.flowCommon, err
 }
 
 func sockAddrs(fd int) (local, peer netip.AddrPort, err error) {
@@ -308,7 +355,7 @@ func sockAddrs(fd int) (local, peer netip.AddrPort, err error) {
 			return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)), true
 		case *unix.SockaddrInet6:
 			ad := netip.AddrFrom16(a.Addr).Unmap()
-			return netip.AddrPortFrom(ad, uint16(a.Port)), ad.Is4()
+			return netip.AddrPortFrom(ad, uint16(a.Port)), ad.Is4() || a.ZoneId == 0 && !ad.IsLinkLocalUnicast()
 		}
 		return netip.AddrPort{}, false
 	}
@@ -323,7 +370,7 @@ func sockAddrs(fd int) (local, peer netip.AddrPort, err error) {
 	l, ok1 := conv(sa)
 	p, ok2 := conv(pa)
 	if !ok1 || !ok2 {
-		return local, peer, notEligible("not IPv4")
+		return local, peer, notEligible("not an IP socket, or a link-local address")
 	}
 	return l, p, nil
 }
@@ -440,6 +487,20 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 		opts[i] = sd.info.Options & (optTS | optSACK | optWscale | optECN)
 		p.mss[i] = int(sd.info.Snd_mss)
 	}
+	// One family throughout.
+	v6 := p.sd[0].peer.Addr().Is6()
+	for i := range p.sd {
+		if p.sd[i].peer.Addr().Is6() != v6 || p.sd[i].local.Addr().Is6() != v6 {
+			return nil, notEligible("between IPv4 and IPv6")
+		}
+	}
+	p.flows, p.raw = s.flows, s.raw
+	if v6 {
+		if s.raw6 < 0 {
+			return nil, notEligible("no raw IPv6 socket")
+		}
+		p.flows, p.raw = s.flows6, s.raw6
+	}
 	// Both peers on this host (their segments pass the loopback
 	// interface, and go on up the stack), or both elsewhere (they arrive
 	// on the interfaces holding pen's addresses and go out of them).
@@ -517,25 +578,44 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 	ks := key(sv.peer, sv.local) // server -> pen
 	kpc := key(c.local, c.peer)  // pen -> client
 	kps := key(sv.local, sv.peer)
-	p.keys = [4]flowKey{kc, ks, kpc, kps}
+	p.keys = [4][]byte{kc, ks, kpc, kps}
 	flags := uint32(fWin)
 	if opts[0]&optTS != 0 {
 		flags |= fTS
 	}
-	mk := func(to flowKey, seqAdd, ackAdd uint32, base uint32, from, into *side, peer flowKey) flowValue {
-		v := flowValue{Flags: flags, SeqAdd: seqAdd, AckAdd: ackAdd, TsBase: base + tsMargin, Peer: peer}
-		copy(v.Addrs[:], to[0:8])
-		copy(v.Ports[:], to[8:12])
+	mk := func(seqAdd, ackAdd uint32, base uint32, from, into *side, ifindex int) flowCommon {
+		v := flowCommon{Flags: flags, SeqAdd: seqAdd, AckAdd: ackAdd, TsBase: base + tsMargin, Ifindex: uint32(ifindex)}
 		v.LShift, v.RShift = wscale(from.info)&0xf, wscale(into.info)>>4
 		return v
 	}
-	vals := [4]flowValue{
-		mk(kps, seqUp, -seqDown, sv.ts, c, sv, ks),
-		mk(kpc, seqDown, -seqUp, c.ts, sv, c, kc),
+	common := [4]flowCommon{
+		mk(seqUp, -seqDown, sv.ts, c, sv, ifindex[1]),
+		mk(seqDown, -seqUp, c.ts, sv, c, ifindex[0]),
 		{Flags: fDrop},
 		{Flags: fDrop},
 	}
-	vals[0].Ifindex, vals[1].Ifindex = uint32(ifindex[1]), uint32(ifindex[0])
+	// The new addresses and ports: what the rewritten segment's key would
+	// be; and the key of the other direction.
+	to := [4][]byte{kps, kpc}
+	peers := [4][]byte{ks, kc}
+	var vals [4]any
+	for i, cm := range common {
+		n := len(kc) - 4 // both addresses
+		if len(to[i]) > 0 {
+			copy(cm.Ports[:], to[i][n:])
+		}
+		if p.flows == s.flows6 {
+			v := flowValue6{flowCommon: cm}
+			copy(v.Addrs[:], to[i])
+			copy(v.Peer[:], peers[i])
+			vals[i] = v
+		} else {
+			v := flowValue{flowCommon: cm}
+			copy(v.Addrs[:], to[i])
+			copy(v.Peer[:], peers[i])
+			vals[i] = v
+		}
+	}
 	if ifindex[0] != 0 {
 		// Elsewhere, what pen's sockets send leaves by the interfaces'
 		// egress: the egress program drops it by the sockets' cookies.
@@ -553,12 +633,12 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 	}
 	// Silence pen's sockets first, then splice both ways.
 	for _, i := range []int{2, 3, 0, 1} {
-		if err := s.flows.Update(p.keys[i], vals[i], ebpf.UpdateNoExist); err != nil {
+		if err := p.flows.Update(p.keys[i], vals[i], ebpf.UpdateNoExist); err != nil {
 			for _, j := range []int{2, 3, 0, 1} {
 				if j == i {
 					break
 				}
-				s.flows.Delete(p.keys[j])
+				p.flows.Delete(p.keys[j])
 			}
 			p.dropOwn()
 			return nil, fmt.Errorf("splice map: %w", err)
@@ -611,9 +691,10 @@ func (p *Pair) Pending() bool {
 // their windows allow, and again what they have not acknowledged after
 // a while (side.rto). It reports whether anything is still owed.
 func (p *Pair) Pump(now time.Time) bool {
-	var v [2]flowValue
+	var v [2]flowCommon
 	for i := range v {
-		if err := p.s.flows.Lookup(p.keys[i], &v[i]); err != nil {
+		var err error
+		if v[i], err = p.lookup(i); err != nil {
 			return false
 		}
 	}
@@ -673,12 +754,11 @@ func (p *Pair) Pump(now time.Time) bool {
 		if o := &v[1-i]; o.Win != 0 {
 			win = uint16(min((uint32(o.Win)<<o.LShift)>>o.RShift, 0xffff))
 		}
-		dst := &unix.SockaddrInet4{Addr: sd.peer.Addr().As4()}
 		for seq := sd.sentTo; int32(end-seq) > 0; {
 			off := int(seq - sd.injectAt)
 			n := min(int(end-seq), mss)
-			seg := segment(sd.local, sd.peer, seq, sd.rcvNxt, max(win, 1), ts, tsval, tsecr, sd.inject[off:off+n])
-			if err := unix.Sendto(p.s.raw, seg, 0, dst); err != nil {
+			seg := segment(sd.local, sd.peer, seq, sd.rcvNxt, flagACK|flagPSH, max(win, 1), ts, tsval, tsecr, sd.inject[off:off+n])
+			if err := p.send(seg, sd.peer); err != nil {
 				break
 			}
 			seq += uint32(n)
@@ -703,9 +783,10 @@ const settle = 3 * time.Second
 // connection is over.
 func (p *Pair) Poll(now time.Time) Status {
 	var st Status
-	var v [2]flowValue
+	var v [2]flowCommon
 	for i := range v {
-		if err := p.s.flows.Lookup(p.keys[i], &v[i]); err != nil {
+		var err error
+		if v[i], err = p.lookup(i); err != nil {
 			st.Done = true
 			return st
 		}
@@ -752,9 +833,10 @@ func (p *Pair) Over() bool { return !p.done.IsZero() }
 // would: each gets a FIN after the last byte it was sent. Release
 // follows; what the peers send after that is answered with a reset.
 func (p *Pair) Close() {
-	var v [2]flowValue
+	var v [2]flowCommon
 	for i := range v {
-		if err := p.s.flows.Lookup(p.keys[i], &v[i]); err != nil {
+		var err error
+		if v[i], err = p.lookup(i); err != nil {
 			return
 		}
 	}
@@ -782,13 +864,17 @@ func (p *Pair) Close() {
 		if v[i].Flags&fLearned != 0 {
 			tsecr = v[i].Tsval - v[i].TsvalAdd
 		}
-		seg := segment(sd.local, sd.peer, seq, ack, 0xffff, sd.info.Options&optTS != 0, tsval, tsecr, nil)
-		seg[20+13] |= 0x01 // FIN
-		binary.BigEndian.PutUint16(seg[20+16:], 0)
-		a4, b4 := sd.local.Addr().As4(), sd.peer.Addr().As4()
-		binary.BigEndian.PutUint16(seg[20+16:], tcpChecksum(a4, b4, seg[20:]))
-		unix.Sendto(p.s.raw, seg, 0, &unix.SockaddrInet4{Addr: b4})
+		seg := segment(sd.local, sd.peer, seq, ack, flagACK|flagFIN, 0xffff, sd.info.Options&optTS != 0, tsval, tsecr, nil)
+		p.send(seg, sd.peer)
 	}
+}
+
+// send sends the IP packet pkt to to from pen's raw socket.
+func (p *Pair) send(pkt []byte, to netip.AddrPort) error {
+	if to.Addr().Is4() {
+		return unix.Sendto(p.raw, pkt, 0, &unix.SockaddrInet4{Addr: to.Addr().As4()})
+	}
+	return unix.Sendto(p.raw, pkt, 0, &unix.SockaddrInet6{Addr: to.Addr().As16()})
 }
 
 // Release removes the pair's entries and puts pen's sockets in repair
@@ -798,7 +884,7 @@ func (p *Pair) Release() {
 		unix.SetsockoptInt(p.sd[i].fd, unix.IPPROTO_TCP, tcpRepair, 1)
 	}
 	for _, k := range p.keys {
-		p.s.flows.Delete(k)
+		p.flows.Delete(k)
 	}
 	p.dropOwn()
 }

@@ -37,26 +37,26 @@ func fdOf(t *testing.T, c net.Conn) (*os.File, int) {
 // pairThrough sets up client -> middle -> server over loopback and
 // returns the three ends: the client's conn, the middle's two conns
 // (accepted from the client, dialled to the server), the server's conn.
-func pairThrough(t *testing.T) (client, down, up, server net.Conn) {
+func pairThrough(t *testing.T, network, addr string) (client, down, up, server net.Conn) {
 	t.Helper()
-	ls, err := net.Listen("tcp4", "127.0.0.1:0")
+	ls, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ls.Close()
-	lm, err := net.Listen("tcp4", "127.0.0.1:0")
+	lm, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lm.Close()
-	client, err = net.Dial("tcp4", lm.Addr().String())
+	client, err = net.Dial(network, lm.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if down, err = lm.Accept(); err != nil {
 		t.Fatal(err)
 	}
-	if up, err = net.Dial("tcp4", ls.Addr().String()); err != nil {
+	if up, err = net.Dial(network, ls.Addr().String()); err != nil {
 		t.Fatal(err)
 	}
 	if server, err = ls.Accept(); err != nil {
@@ -84,8 +84,12 @@ func TestSpliceCarriesBothWays(t *testing.T) {
 	if err != nil {
 		t.Fatalf("splicer: %v", err)
 	}
-	client, down, up, server := pairThrough(t)
-	carryBothWays(t, s, client, down, up, server, func(f func() error) error { return f() })
+	for _, tc := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		t.Run(tc.network, func(t *testing.T) {
+			client, down, up, server := pairThrough(t, tc.network, tc.addr)
+			carryBothWays(t, s, client, down, up, server, func(f func() error) error { return f() })
+		})
+	}
 }
 
 // carryBothWays splices down and up mid-conversation, with bytes held
