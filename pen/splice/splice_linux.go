@@ -76,10 +76,10 @@ const maxHeld = 16 << 20
 // TSval went back).
 const tsMargin = 1 << 20
 
-// Splicer is the program, its map, the raw socket pen injects through,
-// and the program's attachment to the loopback interface. One per
-// process, shared by every loop: map updates are system calls, safe
-// from any goroutine, and the raw socket is only written.
+// Splicer is the program, its maps, the raw sockets pen sends through,
+// and the program's attachments. One per process, shared by every loop:
+// map updates are system calls, safe from any goroutine, the raw sockets
+// are only written, and mu guards the rest.
 type Splicer struct {
 	flows, flows6 *ebpf.Map
 	prog          *ebpf.Program
@@ -314,6 +314,8 @@ type side struct {
 
 // Pair is a spliced connection: the client's socket (down) and the
 // server's (up), whose segments the program now rewrites into each other.
+// It belongs to the goroutine that spliced it (pen's loop): its methods
+// are not safe for concurrent use.
 type Pair struct {
 	s     *Splicer
 	keys  [4][]byte // client->pen, server->pen, pen->client, pen->server
