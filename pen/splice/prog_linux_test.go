@@ -153,34 +153,14 @@ func (f *progFixture) installAt(t testing.TB, a [4]netip.AddrPort, up, down flow
 	t.Helper()
 	kc, ks := key(a[0], a[1]), key(a[3], a[2])
 	kps, kpc := key(a[2], a[3]), key(a[1], a[0])
-	n := len(kc) - 4
-	copy(up.Ports[:], kps[n:])
-	copy(down.Ports[:], kpc[n:])
+	v6 := a[0].Addr().Is6()
 	own := flowCommon{Flags: fDrop}
-	vals := []any{}
-	if n == 8 {
-		for _, v := range []struct {
-			c        flowCommon
-			to, peer []byte
-		}{{up, kps, ks}, {down, kpc, kc}, {own, nil, nil}, {own, nil, nil}} {
-			fv := flowValue{flowCommon: v.c}
-			copy(fv.Addrs[:], v.to)
-			copy(fv.Peer[:], v.peer)
-			vals = append(vals, fv)
-		}
-	} else {
-		for _, v := range []struct {
-			c        flowCommon
-			to, peer []byte
-		}{{up, kps, ks}, {down, kpc, kc}, {own, nil, nil}, {own, nil, nil}} {
-			fv := flowValue6{flowCommon: v.c}
-			copy(fv.Addrs[:], v.to)
-			copy(fv.Peer[:], v.peer)
-			vals = append(vals, fv)
-		}
+	vals := []any{
+		flowValueOf(up, kps, ks, v6), flowValueOf(down, kpc, kc, v6),
+		flowValueOf(own, nil, nil, v6), flowValueOf(own, nil, nil, v6),
 	}
 	m := f.flows
-	if n != 8 {
+	if v6 {
 		m = f.flows6
 	}
 	for i, k := range [][]byte{kc, ks, kpc, kps} {

@@ -338,6 +338,25 @@ func key(src, dst netip.AddrPort) []byte {
 	return binary.BigEndian.AppendUint16(k, dst.Port())
 }
 
+// flowValueOf is the flows (v6: flows6) value of cm for segments
+// rewritten to the key to (nil for pen's own sockets), whose other
+// direction has the key peer.
+func flowValueOf(cm flowCommon, to, peer []byte, v6 bool) any {
+	if len(to) > 0 {
+		copy(cm.Ports[:], to[len(to)-4:])
+	}
+	if v6 {
+		v := flowValue6{flowCommon: cm}
+		copy(v.Addrs[:], to)
+		copy(v.Peer[:], peer)
+		return v
+	}
+	v := flowValue{flowCommon: cm}
+	copy(v.Addrs[:], to)
+	copy(v.Peer[:], peer)
+	return v
+}
+
 // lookup reads the entry of keys[i].
 func (p *Pair) lookup(i int) (flowCommon, error) {
 	if p.flows == p.s.flows6 {
@@ -602,21 +621,7 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 	peers := [4][]byte{ks, kc}
 	var vals [4]any
 	for i, cm := range common {
-		n := len(kc) - 4 // both addresses
-		if len(to[i]) > 0 {
-			copy(cm.Ports[:], to[i][n:])
-		}
-		if p.flows == s.flows6 {
-			v := flowValue6{flowCommon: cm}
-			copy(v.Addrs[:], to[i])
-			copy(v.Peer[:], peers[i])
-			vals[i] = v
-		} else {
-			v := flowValue{flowCommon: cm}
-			copy(v.Addrs[:], to[i])
-			copy(v.Peer[:], peers[i])
-			vals[i] = v
-		}
+		vals[i] = flowValueOf(cm, to[i], peers[i], p.flows == s.flows6)
 	}
 	if ifindex[0] != 0 {
 		// Elsewhere, what pen's sockets send leaves by the interfaces'
