@@ -698,13 +698,25 @@ func (p *Pair) Pending() bool {
 // their windows allow, and again what they have not acknowledged after
 // a while (side.rto). It reports whether anything is still owed.
 func (p *Pair) Pump(now time.Time) bool {
-	var v [2]flowCommon
+	v, err := p.entries()
+	if err != nil {
+		return false
+	}
+	return p.pump(now, &v)
+}
+
+// entries reads the entries of both directions (keys[0] and keys[1]).
+func (p *Pair) entries() (v [2]flowCommon, err error) {
 	for i := range v {
-		var err error
 		if v[i], err = p.lookup(i); err != nil {
-			return false
+			return v, err
 		}
 	}
+	return v, nil
+}
+
+// pump is Pump with the entries read.
+func (p *Pair) pump(now time.Time, v *[2]flowCommon) bool {
 	p.drain()
 	for i := range p.sd {
 		sd := &p.sd[i]
@@ -790,15 +802,12 @@ const settle = 3 * time.Second
 // connection is over.
 func (p *Pair) Poll(now time.Time) Status {
 	var st Status
-	var v [2]flowCommon
-	for i := range v {
-		var err error
-		if v[i], err = p.lookup(i); err != nil {
-			st.Done = true
-			return st
-		}
+	v, err := p.entries()
+	if err != nil {
+		st.Done = true
+		return st
 	}
-	p.Pump(now)
+	p.pump(now, &v)
 	// v[1].Acked is the server's acknowledgment of the client's bytes,
 	// v[0].Acked the client's of the server's; a FIN takes a sequence
 	// number but is no byte.
@@ -840,12 +849,9 @@ func (p *Pair) Over() bool { return !p.done.IsZero() }
 // would: each gets a FIN after the last byte it was sent. Release
 // follows; what the peers send after that is answered with a reset.
 func (p *Pair) Close() {
-	var v [2]flowCommon
-	for i := range v {
-		var err error
-		if v[i], err = p.lookup(i); err != nil {
-			return
-		}
+	v, err := p.entries()
+	if err != nil {
+		return
 	}
 	for i := range p.sd {
 		// After the last byte peer i was sent: by pen, by the program,
