@@ -67,37 +67,13 @@ func addrs(ip []byte) (src, dst []byte) {
 }
 
 // tcpOpts builds an IP packet (IPv4 or IPv6, as the addresses are) with
-// the given TCP options, flags and payload, checksums right.
+// the given TCP options, flags and payload, checksums right (segment's,
+// with the IPv4 header's checksum that the kernel fills in for pen).
 func tcpOpts(src, dst netip.AddrPort, seq, ack uint32, flags byte, win uint16, opts, payload []byte) []byte {
-	th := 20 + len(opts)
-	ih := 20
-	if src.Addr().Is6() {
-		ih = 40
-	}
-	b := make([]byte, ih+th+len(payload))
-	if ih == 20 {
-		b[0], b[8], b[9] = 0x45, 64, 6
-		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-		copy(b[12:], src.Addr().AsSlice())
-		copy(b[16:], dst.Addr().AsSlice())
+	b := segment(src, dst, seq, ack, flags, win, opts, payload)
+	if src.Addr().Is4() {
 		binary.BigEndian.PutUint16(b[10:], ipChecksum(b[:20]))
-	} else {
-		b[0], b[6], b[7] = 0x60, 6, 64
-		binary.BigEndian.PutUint16(b[4:], uint16(th+len(payload)))
-		copy(b[8:], src.Addr().AsSlice())
-		copy(b[24:], dst.Addr().AsSlice())
 	}
-	t := b[ih:]
-	binary.BigEndian.PutUint16(t[0:], src.Port())
-	binary.BigEndian.PutUint16(t[2:], dst.Port())
-	binary.BigEndian.PutUint32(t[4:], seq)
-	binary.BigEndian.PutUint32(t[8:], ack)
-	t[12] = byte(th/4) << 4
-	t[13] = flags
-	binary.BigEndian.PutUint16(t[14:], win)
-	copy(t[20:], opts)
-	copy(t[th:], payload)
-	binary.BigEndian.PutUint16(t[16:], tcpChecksum(src.Addr().AsSlice(), dst.Addr().AsSlice(), t))
 	return b
 }
 
@@ -123,13 +99,6 @@ func checkSums(t testing.TB, ip []byte) {
 	if tcpChecksum(s, d, ip[ipLen(ip):]) != 0 {
 		t.Errorf("TCP checksum wrong")
 	}
-}
-
-func tsOpt(tsval, tsecr uint32) []byte {
-	o := []byte{1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(o[4:], tsval)
-	binary.BigEndian.PutUint32(o[8:], tsecr)
-	return o
 }
 
 func sackOpt(edges ...uint32) []byte {

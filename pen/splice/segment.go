@@ -13,15 +13,11 @@ const (
 )
 
 // segment builds an IP packet (IPv4 or IPv6, as src and dst are) holding
-// a TCP segment from src to dst with the given flags, carrying payload;
-// pen's raw sockets send it with the IP header included (the kernel fills
-// in an IPv4 header's checksum). With ts, it carries a timestamps option
-// (NOP NOP TS), as the connection negotiated.
-func segment(src, dst netip.AddrPort, seq, ack uint32, flags byte, win uint16, ts bool, tsval, tsecr uint32, payload []byte) []byte {
-	th := 20
-	if ts {
-		th += 12
-	}
+// a TCP segment from src to dst with the given flags, options (a multiple
+// of four bytes long) and payload; pen's raw sockets send it with the IP
+// header included (the kernel fills in an IPv4 header's checksum).
+func segment(src, dst netip.AddrPort, seq, ack uint32, flags byte, win uint16, opts, payload []byte) []byte {
+	th := 20 + len(opts)
 	ih := 20
 	if src.Addr().Is6() {
 		ih = 40
@@ -53,14 +49,18 @@ func segment(src, dst netip.AddrPort, seq, ack uint32, flags byte, win uint16, t
 	t[12] = byte(th/4) << 4
 	t[13] = flags
 	binary.BigEndian.PutUint16(t[14:], win)
-	if ts {
-		copy(t[20:], []byte{1, 1, 8, 10})
-		binary.BigEndian.PutUint32(t[24:], tsval)
-		binary.BigEndian.PutUint32(t[28:], tsecr)
-	}
+	copy(t[20:], opts)
 	copy(b[ih+th:], payload)
 	binary.BigEndian.PutUint16(t[16:], tcpChecksum(s, d, b[ih:]))
 	return b
+}
+
+// tsOpt is the timestamps option as Linux lays it out: NOP NOP TS.
+func tsOpt(tsval, tsecr uint32) []byte {
+	o := []byte{1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(o[4:], tsval)
+	binary.BigEndian.PutUint32(o[8:], tsecr)
+	return o
 }
 
 // tcpChecksum is the Internet checksum of the TCP segment seg with its

@@ -762,12 +762,11 @@ func (p *Pair) pump(now time.Time, v *[2]flowCommon) bool {
 		if v[i].Flags&fLearned != 0 {
 			tsecr = v[i].Tsval - v[i].TsvalAdd
 		}
-		ts := sd.info.Options&optTS != 0
-		mss := p.mss[i]
-		if ts {
-			mss -= 12
+		var opts []byte
+		if sd.info.Options&optTS != 0 {
+			opts = tsOpt(tsval, tsecr)
 		}
-		mss = max(mss, 500)
+		mss := max(p.mss[i]-len(opts), 500)
 		// The window the other peer offers, as the program rewrites it.
 		win := uint16(min(sd.info.Rcv_wnd>>(wscale(sd.info)>>4), 0xffff))
 		if o := &v[1-i]; o.Win != 0 {
@@ -776,7 +775,7 @@ func (p *Pair) pump(now time.Time, v *[2]flowCommon) bool {
 		for seq := sd.sentTo; int32(end-seq) > 0; {
 			off := int(seq - sd.injectAt)
 			n := min(int(end-seq), mss)
-			seg := segment(sd.local, sd.peer, seq, sd.rcvNxt, flagACK|flagPSH, max(win, 1), ts, tsval, tsecr, sd.inject[off:off+n])
+			seg := segment(sd.local, sd.peer, seq, sd.rcvNxt, flagACK|flagPSH, max(win, 1), opts, sd.inject[off:off+n])
 			if err := p.send(seg, sd.peer); err != nil {
 				break
 			}
@@ -877,7 +876,11 @@ func (p *Pair) Close() {
 		if v[i].Flags&fLearned != 0 {
 			tsecr = v[i].Tsval - v[i].TsvalAdd
 		}
-		seg := segment(sd.local, sd.peer, seq, ack, flagACK|flagFIN, 0xffff, sd.info.Options&optTS != 0, tsval, tsecr, nil)
+		var opts []byte
+		if sd.info.Options&optTS != 0 {
+			opts = tsOpt(tsval, tsecr)
+		}
+		seg := segment(sd.local, sd.peer, seq, ack, flagACK|flagFIN, 0xffff, opts, nil)
 		p.send(seg, sd.peer)
 	}
 }
