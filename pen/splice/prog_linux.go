@@ -129,6 +129,17 @@ func body(f family, flows int) asm.Instructions {
 		oTCP                       = sOld + f.ipLen
 		vPeer                      = vAddrs + f.addrLen
 	)
+	// lookupKey looks the key at sKey up in flows: R0 points at its
+	// value, or the program goes on at miss.
+	lookupKey := func(miss string) asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMapPtr(asm.R1, flows),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, int32(sKey)),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, miss),
+		}
+	}
 	// copyWords copies n bytes, a word at a time.
 	copyWords := func(dst asm.Register, doff int16, src asm.Register, soff int16, n int16) asm.Instructions {
 		var out asm.Instructions
@@ -212,13 +223,8 @@ func body(f family, flows int) asm.Instructions {
 	// key: addresses and ports as in the packet
 	insns = append(insns, copyWords(asm.RFP, sKey, asm.RFP, sNew+f.addrOff, f.addrLen)...)
 	insns = append(insns, copyWords(asm.RFP, sKey+f.addrLen, asm.RFP, tcp, 4)...)
+	insns = append(insns, lookupKey(L("pass"))...)
 	insns = append(insns,
-		asm.LoadMapPtr(asm.R1, flows),
-
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, int32(sKey)),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, L("pass")),
 		asm.Mov.Reg(asm.R8, asm.R0),
 		asm.LoadMem(asm.R2, asm.R8, vFlags, asm.Word),
 		asm.JSet.Imm(asm.R2, fDrop, L("own")),
@@ -311,12 +317,8 @@ func body(f family, flows int) asm.Instructions {
 	)
 	// The other direction echoes it: tsecrAdd = -tsvalAdd there.
 	insns = append(insns, copyWords(asm.RFP, sKey, asm.R8, vPeer, f.keyLen)...)
+	insns = append(insns, lookupKey(L("tsval"))...)
 	insns = append(insns,
-		asm.LoadMapPtr(asm.R1, flows),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, int32(sKey)),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, L("tsval")),
 		asm.LoadMem(asm.R2, asm.R8, vTsvalAdd, asm.Word),
 		asm.Neg.Imm(asm.R2, 0),
 		asm.StoreMem(asm.R0, vTsecrAdd, asm.R2, asm.Word),
