@@ -7,11 +7,13 @@
 #              contenders: direct; pen with its default loops (one per
 #              core) and HAProxy with as many threads; pen with loops 1
 #              and HAProxy with one thread (pen-1loop, haproxy-1thread)
-#              and pen-relay: pen with kernel_relay (on loopback, where
-#              both peers are on this host, it splices the connections'
-#              segments in the kernel: package splice)
+#              and pen-loop: pen with no kernel_relay. pen's default
+#              (kernel_relay splice) splices a keep-alive connection's
+#              segments in the kernel after its first requests, on
+#              loopback as both peers are on this host (package splice);
+#              pen-loop carries every byte through its own loop
 #   rss        resident memory per idle proxied connection (pen, HAProxy)
-#   bulk       one 1 GiB download through pen (and pen-relay) and
+#   bulk       one 1 GiB download through pen (and pen-loop) and
 #              HAProxy, against direct
 #   tls-keepalive  HTTPS keep-alive with wrk, ECDSA P-256 certificate, pen
 #              and HAProxy terminating TLS with the same certificate
@@ -50,7 +52,8 @@
 #   noise       how many runs other work disturbed (more than 15% of a
 #               core); above a third the report says BUSY and the plain
 #               medians are not to be trusted.
-#   targets     pen/haproxy >= 1.10 with and without keep-alive; pen's
+#   targets     pen/haproxy >= 1.10 with and without keep-alive, and
+#               >= 1.30 with keep-alive (the in-kernel relay); pen's
 #               idle connections <= 4096 B each; bulk >= 0.90 of direct;
 #               DNS >= 0.85 of direct; HTTPS keep-alive and ECDSA
 #               handshakes >= 1.00 of HAProxy.
@@ -73,9 +76,9 @@
 #   BENCH_BULK_ROUNDS=3     rounds of the bulk test
 #   BENCH_TLS=1             0: skip the HTTPS tests
 #   BENCH_HANDSHAKE_CONNS=16  handshakes in progress at a time
-#   BENCH_RELAY=1           0: skip pen-relay (pen with kernel_relay; it
-#                           needs root for BPF, else it logs why and
-#                           relays in user space)
+#   BENCH_LOOP=1            0: skip pen-loop (pen with no kernel_relay;
+#                           pen's splicing needs root for BPF, else it
+#                           logs why and pen is pen-loop)
 #   BENCH_RSS_CONNS=10000   idle connections held for the rss test; lowered
 #                           to fit the open-files limit (see the log line)
 #   BENCH_DNS_DURATION=3    seconds per dnsperf run
@@ -101,7 +104,7 @@ bulk_bytes=${BENCH_BULK_BYTES:-1073741824}
 bulk_rounds=${BENCH_BULK_ROUNDS:-3}
 tls=${BENCH_TLS:-1}
 handshake_conns=${BENCH_HANDSHAKE_CONNS:-16}
-relay=${BENCH_RELAY:-1}
+penloop=${BENCH_LOOP:-1}
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 rss_conns=${BENCH_RSS_CONNS:-10000}
 dns_duration=${BENCH_DNS_DURATION:-3}
@@ -229,7 +232,7 @@ pen_start() {
 
 read -r p_nginx p_pen p_hap p_haphttp p_echo p_pen_rss p_hap_rss p_dns p_pen_dns \
 	p_pen1 p_hap1 p_bulk p_pen_bulk p_hap_bulk p_pen_tls p_pen_rsa p_hap_tls p_hap_rsa \
-	p_pen_relay p_pen_bulk_relay p_pen_dns_user p_pen_dns6 p_pen_dns6_user <<<"$("$penbench" ports -n 23)"
+	p_pen_loop p_pen_bulk_loop p_pen_dns_user p_pen_dns6 p_pen_dns6_user <<<"$("$penbench" ports -n 23)"
 log "machine: $cores cores, load average $load_before; pen with loops $loops, HAProxy with nbthread $loops"
 host=127.0.0.1
 body="pen benchmark backend"
@@ -318,8 +321,8 @@ pen_contender() {
 	fi
 }
 pen_contender pen "$p_pen" -O "loops $loops"
-if [ "$relay" = 1 ]; then
-	pen_contender pen-relay "$p_pen_relay" -O "loops $loops" -O kernel_relay
+if [ "$penloop" = 1 ]; then
+	pen_contender pen-loop "$p_pen_loop" -O "loops $loops" -O "no kernel_relay"
 fi
 targets+=(-target "haproxy=http://$host:$p_hap/")
 if [ "$one" = 1 ]; then
@@ -414,13 +417,13 @@ if pen_start pen-bulk "$host:$p_pen_bulk" -O "loops $loops" "$host:$p_pen_bulk" 
 else
 	"$penbench" fail -out "$results" -test bulk -contender pen -unit MB/s -why "$pen_why"
 fi
-if [ "$relay" = 1 ]; then
-	if pen_start pen-bulk-relay "$host:$p_pen_bulk_relay" -O "loops $loops" -O kernel_relay \
-		"$host:$p_pen_bulk_relay" "$host:$p_bulk"; then
-		bulk_targets+=(-target "pen-relay=$host:$p_pen_bulk_relay" -pid "pen-relay=$started_pid")
+if [ "$penloop" = 1 ]; then
+	if pen_start pen-bulk-loop "$host:$p_pen_bulk_loop" -O "loops $loops" -O "no kernel_relay" \
+		"$host:$p_pen_bulk_loop" "$host:$p_bulk"; then
+		bulk_targets+=(-target "pen-loop=$host:$p_pen_bulk_loop" -pid "pen-loop=$started_pid")
 		bulk_pids+=("$started_pid")
 	else
-		"$penbench" fail -out "$results" -test bulk -contender pen-relay -unit MB/s -why "$pen_why"
+		"$penbench" fail -out "$results" -test bulk -contender pen-loop -unit MB/s -why "$pen_why"
 	fi
 fi
 haproxy_conf "$tmp/haproxy-bulk.cfg" "$loops" "$p_hap_bulk" "$host:$p_bulk"

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 )
 
 // Balancing, timing and table sizes, and the settings switched on and off.
@@ -34,7 +35,10 @@ var settingsCommands = map[string]*command{
 	"idlers":        {run: cmdIdlers},
 	"tcp_fastclose": {run: cmdFastClose},
 	"loops":         {run: cmdLoops},
-	"kernel_relay":  onOff(func(c *Config) *bool { return &c.KernelRelay }),
+	"kernel_relay": {
+		run: cmdKernelRelay,
+		off: func(x *txn, _ []string) error { x.cfg.KernelRelay = RelayOff; return nil },
+	},
 	"udp_kernel": {
 		run: func(x *txn, cmd string, args []string) error { return x.flag(&x.cfg.NoUDPKernel, false, cmd, args) },
 		off: func(x *txn, _ []string) error { x.cfg.NoUDPKernel = true; return nil },
@@ -249,9 +253,23 @@ func checkTransparentRouting(cmd string, n int) error {
 	return nil
 }
 
-// kernel_relay / no kernel_relay (cmd_settings.go): whether quiet plain
-// TCP connections are handed to the kernel's sockmap relay.
-//
+// kernel_relay [splice] / no kernel_relay: which plain TCP connections
+// that need no user-space work pen hands to the kernel. "kernel_relay
+// splice", the default, splices those that can be; "kernel_relay" also
+// gives the others to the sockmap relay; "no kernel_relay" keeps every
+// connection in pen.
+func cmdKernelRelay(x *txn, cmd string, args []string) error {
+	switch {
+	case len(args) == 0:
+		x.cfg.KernelRelay = RelayAll
+	case len(args) == 1 && args[0] == "splice":
+		x.cfg.KernelRelay = RelaySplice
+	default:
+		return fmt.Errorf("%s: expected nothing or \"splice\", got %q", cmd, strings.Join(args, " "))
+	}
+	return nil
+}
+
 // udp_kernel / no udp_kernel: whether UDP flows, once placed, are carried
 // by the kernel (on by default; pen/proxy/udpkernel.go).
 

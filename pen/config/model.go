@@ -262,9 +262,9 @@ type Config struct {
 	// Loops is the number of event loops (loops N): 0, the default, is
 	// one per CPU; 1 serves every connection on one core, as Pen does.
 	Loops int
-	// KernelRelay hands quiet plain TCP connections to the kernel
-	// (kernel_relay): an sk_skb program moves their bytes.
-	KernelRelay bool
+	// KernelRelay is how plain TCP connections that need no user-space
+	// work go to the kernel (kernel_relay; docs/SPLICE.md).
+	KernelRelay RelayMode
 	// NoUDPKernel keeps every UDP flow in pen (no udp_kernel); by
 	// default the kernel carries a flow once pen has placed it.
 	NoUDPKernel bool
@@ -445,3 +445,23 @@ func (c *Config) CheckNumbers() error {
 	}
 	return nil
 }
+
+// RelayMode says which plain TCP connections pen hands to the kernel.
+type RelayMode uint8
+
+const (
+	// RelaySplice, the default (kernel_relay splice): connections that
+	// can be spliced are; the others stay with pen.
+	RelaySplice RelayMode = iota
+	// RelayAll (kernel_relay): as RelaySplice, and the kernel's sockmap
+	// relay takes the connections that cannot be spliced.
+	RelayAll
+	// RelayOff (no kernel_relay): pen carries every connection itself.
+	RelayOff
+)
+
+// Splice reports whether connections may be spliced.
+func (m RelayMode) Splice() bool { return m != RelayOff }
+
+// Sockmap reports whether the sockmap relay takes what cannot be spliced.
+func (m RelayMode) Sockmap() bool { return m == RelayAll }

@@ -165,8 +165,11 @@ func Render(c *Config, p Process, file string, now time.Time) []byte {
 	if c.Loops != 0 {
 		pr("loops %d\n", c.Loops)
 	}
-	if c.KernelRelay {
+	switch c.KernelRelay {
+	case RelayAll:
 		pr("kernel_relay\n")
+	case RelayOff:
+		pr("no kernel_relay\n")
 	}
 	if c.NoUDPKernel {
 		pr("no udp_kernel\n")

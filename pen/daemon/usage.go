@@ -79,8 +79,9 @@ docs/COMPATIBILITY.md and docs/ADMIN.md):
   transparent_table N, transparent_priority N
                                where transparent mode's policy routing goes
   loops N                      event loops (0: one per CPU, the default)
-  kernel_relay, no kernel_relay
-                               hand quiet plain TCP connections to the kernel
+  kernel_relay [splice], no kernel_relay
+                               hand plain TCP connections to the kernel:
+                               splice (the default) or also the sockmap relay
   udp_kernel, no udp_kernel    let the kernel carry UDP flows once placed (on)
   server N drain 1|0           no new clients for server N; open ones finish
   check N tcp|http ...         active health check of server N; no check N

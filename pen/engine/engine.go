@@ -233,7 +233,8 @@ func settings(c *config.Config, reqlog *proxy.RequestLog, tlsCfg *tls.Config) pr
 		Log:         reqlog,
 		TLS:         tlsCfg,
 		Loops:       c.Loops,
-		Relay:       c.KernelRelay,
+		Splice:      c.KernelRelay.Splice(),
+		Relay:       c.KernelRelay.Sockmap(),
 		UDPKernel:   !c.NoUDPKernel,
 	}
 	return s

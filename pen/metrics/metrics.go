@@ -120,7 +120,7 @@ var (
 	descPending = desc("connections", "pending",
 		"Connects to servers in progress now.")
 	descKernel = desc("connections", "kernel",
-		"Connections or UDP flows whose data the kernel carries now, by way=\"udp\" (udp_kernel) or \"relay\" (kernel_relay).", "way")
+		"Connections or UDP flows whose data the kernel carries now, by way=\"udp\" (udp_kernel), \"relay\" (kernel_relay's sockmap relay) or \"splice\" (spliced connections, kernel_relay splice: the default).", "way")
 	descACLDenied = desc("acl", "denied_total",
 		"Clients an access list refused, by list (client_acl and server acl checks).", "acl")
 	descChanges = desc("config", "changes_total",

@@ -299,7 +299,7 @@ func (l *Loop) maybeRelay(c *conn) {
 		return
 	}
 	c.fl |= fNoRelay // tried once, whatever happens
-	if l.trySplice(c) {
+	if l.set.Splice && l.trySplice(c) || !l.set.Relay {
 		return
 	}
 	k, err := getKernelRelay()
@@ -426,7 +426,7 @@ const spliceBulkTries = 8
 // maybeRelay it does not wait for a quiet moment: what reached pen's
 // sockets and was not yet read, pen sends on itself (Pair.Pump).
 func (l *Loop) maybeSpliceBulk(c *conn) {
-	if c.sp != nil || c.spTries >= spliceBulkTries || !relayable(c) {
+	if !l.set.Splice || c.sp != nil || c.spTries >= spliceBulkTries || !relayable(c) {
 		return
 	}
 	c.spTries++
@@ -448,7 +448,11 @@ func (l *Loop) trySplice(c *conn) bool {
 	if err != nil {
 		if !l.spliceWarned {
 			l.spliceWarned = true
-			l.log.Printf("kernel_relay: splicing segments is not available (%v); the sockmap relay carries connections", err)
+			then := "pen carries every connection itself"
+			if l.set.Relay {
+				then = "the sockmap relay carries connections"
+			}
+			l.log.Printf("kernel_relay: splicing segments is not available (%v); %s", err, then)
 		}
 		return false
 	}
@@ -493,8 +497,9 @@ func (l *Loop) runInjecting() {
 }
 
 // spliceCount adds what moved since the last call to the counts; it
-// reports whether anything moved, and whether the connection is over.
-func (l *Loop) spliceCount(c *conn) (moved, done bool) {
+// reports whether anything moved, and whether the peers have ended the
+// connection (the counts are final then).
+func (l *Loop) spliceCount(c *conn) (moved, over bool) {
 	st := c.sp.Poll(time.Now())
 	if st.FromClient > 0 {
 		c.sess.Sent(int(st.FromClient))
@@ -504,20 +509,54 @@ func (l *Loop) spliceCount(c *conn) (moved, done bool) {
 		c.sess.Received(int(st.FromServer))
 		moved = true
 	}
-	return moved, st.Done
+	return moved, st.Over
 }
 
 // spliceEnd counts the last bytes and takes the pair from the kernel.
 // When pen ends a connection the peers have not (idle timeout, the
 // close command, a shutdown), both get a FIN, as from closing pen's
-// sockets.
+// sockets, and the pair goes at once. When the peers ended it, the slot
+// is free now, and the pair with pen's two sockets waits in l.settling
+// (runSettling) for a FIN or its acknowledgment sent again; the open
+// sockets keep their ports from a new connection meanwhile.
 func (l *Loop) spliceEnd(c *conn) {
 	l.spliceCount(c)
-	if !c.sp.Over() {
+	if c.sp.Over() {
+		l.clearFD(int(c.down))
+		l.clearFD(int(c.up))
+		l.settling = append(l.settling, settlingPair{c.sp, [2]int32{c.down, c.up}})
+		c.down, c.up = -1, -1
+	} else {
 		c.sp.Close()
+		c.sp.Release()
 	}
-	c.sp.Release()
 	c.sp = nil
 	l.relayed.Add(-1)
 	l.spliced.Add(-1)
+}
+
+// settlingPair is a spliced pair whose peers closed it, with pen's two
+// sockets, kept until it settles; the loop owns it (l.settling).
+type settlingPair struct {
+	p   *splice.Pair
+	fds [2]int32
+}
+
+// runSettling releases the pairs that have settled, or all of them when
+// all is set (shutdown), and closes their sockets.
+func (l *Loop) runSettling(all bool) {
+	now := time.Now()
+	keep := l.settling[:0]
+	for _, sp := range l.settling {
+		if !all && !sp.p.Settled(now) {
+			keep = append(keep, sp)
+			continue
+		}
+		sp.p.Release()
+		for _, fd := range sp.fds {
+			unix.Close(int(fd))
+		}
+	}
+	clear(l.settling[len(keep):])
+	l.settling = keep
 }

@@ -76,7 +76,7 @@ func TestKernelRelay(t *testing.T) {
 	needKernelRelay(t)
 	relayModes(t, func(t *testing.T, splicing bool) {
 		be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
-		h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+		h := start(t, "127.0.0.1:0", func(s *Settings) { s.Splice, s.Relay = true, true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
 		c := h.dial()
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(60 * time.Second))
@@ -146,7 +146,7 @@ func TestKernelRelayServerCloses(t *testing.T) {
 				io.WriteString(c, l)
 			}
 		})
-		h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+		h := start(t, "127.0.0.1:0", func(s *Settings) { s.Splice, s.Relay = true, true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
 		c := h.dial()
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(20 * time.Second))
@@ -172,7 +172,7 @@ func TestKernelRelayIdleTimeout(t *testing.T) {
 	needKernelRelay(t)
 	relayModes(t, func(t *testing.T, splicing bool) {
 		be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
-		h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true; s.IdleTimeout = 2 * time.Second },
+		h := start(t, "127.0.0.1:0", func(s *Settings) { s.Splice, s.Relay = true, true; s.IdleTimeout = 2 * time.Second },
 			fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
 		quiet, busy := h.dial(), h.dial()
 		defer quiet.Close()
@@ -216,7 +216,7 @@ func TestKernelRelayFallBack(t *testing.T) {
 		relayMu.Unlock()
 	})
 	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
-	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Splice, s.Relay = true, true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
 	for range 3 {
 		c := h.dial()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -255,7 +255,7 @@ func TestKernelRelayMidStream(t *testing.T) {
 				}
 			}
 		})
-		h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+		h := start(t, "127.0.0.1:0", func(s *Settings) { s.Splice, s.Relay = true, true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
 		c := h.dial()
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(60 * time.Second))
@@ -312,7 +312,7 @@ func TestKernelRelayLeavesBulk(t *testing.T) {
 			}
 		}
 	})
-	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Splice, s.Relay = true, true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
 	c := h.dial()
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(60 * time.Second))
@@ -367,7 +367,7 @@ func TestSpliceTakesBulk(t *testing.T) {
 		}
 		c.Close()
 	})
-	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Relay = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Splice, s.Relay = true, true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
 	c := h.dial()
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(60 * time.Second))
@@ -403,4 +403,101 @@ func TestSpliceTakesBulk(t *testing.T) {
 	if st.Received != size || st.Sent != 4 {
 		t.Errorf("servers counts %d bytes received and %d sent, want %d and 4", st.Received, st.Sent, size)
 	}
+}
+
+// Splicing alone (kernel_relay splice, pen's default): a keep-alive
+// connection is spliced after its first requests; when the client ends
+// it, the slot is free again within a poll, before the pair has settled.
+func TestSpliceAlone(t *testing.T) {
+	needKernelRelay(t)
+	if _, err := splice.Get(); err != nil {
+		testenv.Skip(t, "splicing is not available: "+err.Error())
+	}
+	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Splice = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	c := h.dial()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(c)
+	lines(t, c, r, "before", 3)
+	waitFor(t, handedOver(h, true, 1), "the splice")
+	lines(t, c, r, "spliced", 50)
+	c.Close()
+	closed := time.Now()
+	waitFor(t, func() bool { return h.loop.Stats().Active == 0 }, "the slot to be freed")
+	if took := time.Since(closed); took > 2500*time.Millisecond {
+		t.Errorf("the slot was freed %v after the close; want it within a poll (1 s), before the pair settles (3 s)", took)
+	}
+	if st := h.loop.Stats(); st.Relayed != 0 || st.Spliced != 0 {
+		t.Errorf("after the close: %d relayed, %d spliced; want 0", st.Relayed, st.Spliced)
+	}
+	// The next client is served as usual, and spliced too.
+	c = h.dial()
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	r = bufio.NewReader(c)
+	lines(t, c, r, "again", 3)
+	waitFor(t, handedOver(h, true, 1), "the second splice")
+	lines(t, c, r, "spliced again", 5)
+}
+
+// With splicing alone, a connection that cannot be spliced (here the
+// client on IPv4 and the server on IPv6) or a machine without splicing
+// keeps every connection in pen: the sockmap relay is never loaded, and
+// one line says why when splicing is not available.
+func TestSpliceAloneLeavesTheRest(t *testing.T) {
+	relayMu.Lock()
+	saveTried, saveKern, saveErr, saveLoad := relayTried, relayKern, relayErr, loadRelay
+	relayTried, relayKern, relayErr = false, nil, nil
+	loadRelay = func() (*kernelRelay, error) {
+		t.Error("the sockmap relay was loaded with splicing alone")
+		return nil, errors.New("not in this test")
+	}
+	relayMu.Unlock()
+	t.Cleanup(func() {
+		relayMu.Lock()
+		relayTried, relayKern, relayErr, loadRelay = saveTried, saveKern, saveErr, saveLoad
+		relayMu.Unlock()
+	})
+	run := func(t *testing.T, listen, server string) *harness {
+		be := tcpServer(t, "tcp", server, echo)
+		h := start(t, listen, func(s *Settings) { s.Splice = true }, fmt.Sprintf("server 0 address %s port %d", be.Addr().(*net.TCPAddr).IP, port(be)))
+		for range 3 {
+			c := h.dial()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			r := bufio.NewReader(c)
+			lines(t, c, r, "q", 5)
+			time.Sleep(50 * time.Millisecond) // quiet: a hand-over would happen now
+			lines(t, c, r, "r", 5)
+			c.Close()
+		}
+		if st := h.loop.Stats(); st.Relayed != 0 {
+			t.Errorf("%d connections handed to the kernel", st.Relayed)
+		}
+		return h
+	}
+	t.Run("not-eligible", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			testenv.Skip(t, "splicing needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW)")
+		}
+		if _, err := splice.Get(); err != nil {
+			testenv.Skip(t, "splicing is not available: "+err.Error())
+		}
+		ln, err := net.Listen("tcp6", "[::1]:0")
+		if err != nil {
+			testenv.Skip(t, "no IPv6 loopback: "+err.Error())
+		}
+		ln.Close()
+		h := run(t, "127.0.0.1:0", "[::1]:0")
+		if log := h.logText(); strings.Contains(log, "kernel_relay") {
+			t.Errorf("the log speaks of kernel_relay:\n%s", log)
+		}
+	})
+	t.Run("unavailable", func(t *testing.T) {
+		noSplicing(t)
+		h := run(t, "127.0.0.1:0", "127.0.0.1:0")
+		log := h.logText()
+		if n := strings.Count(log, "kernel_relay: splicing segments is not available (off for this test); pen carries every connection itself"); n != 1 {
+			t.Errorf("the fall-back was logged %d times, want once:\n%s", n, log)
+		}
+	})
 }

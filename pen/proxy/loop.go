@@ -75,7 +75,11 @@ type Settings struct {
 	TLS *tls.Config
 	// Loops is how many event loops a Group runs; 0 = one per CPU.
 	Loops int
-	// Relay hands quiet plain TCP connections to the kernel (kernel.go).
+	// Splice splices plain TCP connections that need no user-space work
+	// in the kernel where they can be (kernel.go, package splice).
+	Splice bool
+	// Relay hands quiet plain TCP connections that cannot be spliced to
+	// the kernel's sockmap relay (kernel.go).
 	Relay bool
 	// UDPKernel hands UDP flows to the kernel (udpkernel.go).
 	UDPKernel bool
@@ -140,6 +144,7 @@ type Loop struct {
 	flushing     []int32                  // relayed slots whose shutdown waits for the kernel
 	spliceWarned bool                     // the log said splicing is not available
 	injecting    []int32                  // spliced slots that still owe their peers bytes (kernel.go)
+	settling     []settlingPair           // spliced pairs the peers closed, until they settle (kernel.go)
 	relayWarned  bool                     // the log said that the kernel relay is not available
 	now          int64                    // unix seconds at the top of this pass
 	nowMs        int64                    // the same in milliseconds
@@ -543,6 +548,7 @@ func (l *Loop) shutdown() {
 			l.closeConn(c)
 		}
 	}
+	l.runSettling(true)
 	for _, p := range l.pipes {
 		p.close()
 	}
@@ -678,6 +684,7 @@ func (l *Loop) timers() {
 			}
 		}
 	}
+	l.runSettling(false)
 	if l.draining {
 		l.readListener() // in case it has not been readable since
 	}

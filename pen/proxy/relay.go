@@ -38,7 +38,7 @@ func (l *Loop) work(c *conn) {
 		c.fl |= fQueued
 		l.ready = append(l.ready, c.slot)
 	}
-	if l.set.Relay && c.kr == nil {
+	if (l.set.Splice || l.set.Relay) && c.kr == nil {
 		if c.fl&(fSpliceUp|fSpliceDown) != 0 {
 			l.maybeSpliceBulk(c)
 		} else if !more {
@@ -163,7 +163,7 @@ func (l *Loop) pump(c *conn, dir int, more *bool) bool {
 			m, ok = l.copyBuffered(c, dir, src, dst, rflag, wflag, eof)
 			if ok && m == bufSize && l.canSplice(c, dir) {
 				c.fl |= spl
-				if l.set.Relay && c.spTries == 0 {
+				if l.set.Splice && c.spTries == 0 {
 					// Bulk data: work splices the connection's segments
 					// now, while little waits in its sockets.
 					*more = true

@@ -730,8 +730,8 @@ func (l *Loop) kernelCounts(c *conn) {
 		moved = true
 	}
 	if c.sp != nil {
-		done := false
-		if moved, done = l.spliceCount(c); done {
+		over := false
+		if moved, over = l.spliceCount(c); over {
 			l.closeConn(c)
 			return
 		}

@@ -789,7 +789,8 @@ func (p *Pair) pump(now time.Time, v *[2]flowCommon) bool {
 // Status is what Poll reports.
 type Status struct {
 	FromClient, FromServer uint64 // bytes delivered since the last Poll
-	Done                   bool   // closed both ways, or reset, and settled
+	Over                   bool   // closed both ways, or reset: the counts are final
+	Done                   bool   // over and settled: Release may follow
 }
 
 // settle is how long a closed pair keeps its entries, for a FIN or its
@@ -803,7 +804,10 @@ func (p *Pair) Poll(now time.Time) Status {
 	var st Status
 	v, err := p.entries()
 	if err != nil {
-		st.Done = true
+		if p.done.IsZero() {
+			p.done = now.Add(-settle) // nothing to settle: the entries are gone
+		}
+		st.Over, st.Done = true, true
 		return st
 	}
 	p.pump(now, &v)
@@ -836,8 +840,15 @@ func (p *Pair) Poll(now time.Time) Status {
 	if over && p.done.IsZero() {
 		p.done = now
 	}
-	st.Done = !p.done.IsZero() && now.Sub(p.done) >= settle
+	st.Over = !p.done.IsZero()
+	st.Done = st.Over && now.Sub(p.done) >= settle
 	return st
+}
+
+// Settled reports whether a pair that is over has kept its entries long
+// enough for a FIN or its acknowledgment sent again (Poll's Done).
+func (p *Pair) Settled(now time.Time) bool {
+	return !p.done.IsZero() && now.Sub(p.done) >= settle
 }
 
 // Over reports whether the peers have closed the connection (both FINs

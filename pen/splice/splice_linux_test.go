@@ -199,13 +199,18 @@ func carryBothWays(t *testing.T, s *Splicer, client, down, up, server net.Conn, 
 		st := p.Poll(time.Now())
 		from[0] += st.FromClient
 		from[1] += st.FromServer
-		if st.Done {
+		if st.Over {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the pair did not end (moved %v)", from)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// Once over, the counts are final, and the entries stay a while for
+	// a FIN or an acknowledgment sent again.
+	if st := p.Poll(time.Now()); st.FromClient+st.FromServer != 0 || st.Done || p.Settled(time.Now()) {
+		t.Errorf("after the end: %+v, settled %v; want nothing more counted, not yet settled", st, p.Settled(time.Now()))
 	}
 	// Nothing reached the middle's sockets once they were spliced.
 	for i, fd := range []int{dfd, ufd} {
