@@ -56,6 +56,7 @@ type Group struct {
 	tb    *balance.Table
 	log   *diag.Logger
 	slots *slots
+	notes *kernelNotes
 
 	mu        sync.Mutex
 	loops     []*Loop       // every loop made; the first `listening` hold a listener
@@ -73,8 +74,8 @@ type Group struct {
 
 // NewGroup makes a group with one loop; Configure adds the others.
 func NewGroup(tb *balance.Table, log *diag.Logger) (*Group, error) {
-	g := &Group{tb: tb, log: log, slots: new(slots), ended: make(chan struct{})}
-	l, err := makeLoop(tb, log, g.slots)
+	g := &Group{tb: tb, log: log, slots: new(slots), notes: new(kernelNotes), ended: make(chan struct{})}
+	l, err := makeLoop(tb, log, g.slots, g.notes)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +113,7 @@ func (g *Group) Configure(s Settings, listen *config.Listen, backlog int) error 
 		}
 	}
 	for len(g.loops) < n {
-		l, err := makeLoop(g.tb, g.log, g.slots)
+		l, err := makeLoop(g.tb, g.log, g.slots, g.notes)
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -55,6 +56,12 @@ import (
 //
 // Where the kernel has no BPF, or pen may not use it, connections stay in
 // the loop, and one line says why.
+
+// kernelNotes records, for the loops of a Group, that the log said the
+// kernel cannot splice or relay connections, so that it says so once.
+type kernelNotes struct {
+	splice, relay atomic.Bool
+}
 
 // relayMaxConns bounds the connections the kernel relays at a time (the
 // maps' size; entries are allocated as they are used).
@@ -304,8 +311,7 @@ func (l *Loop) maybeRelay(c *conn) {
 	}
 	k, err := getKernelRelay()
 	if err != nil {
-		if !l.relayWarned {
-			l.relayWarned = true
+		if !l.notes.relay.Swap(true) {
 			l.log.Printf("kernel_relay: BPF is not available (%v); pen relays every connection itself", err)
 		}
 		return
@@ -446,8 +452,7 @@ var getSplicer = splice.Get
 func (l *Loop) trySplice(c *conn) bool {
 	s, err := getSplicer()
 	if err != nil {
-		if !l.spliceWarned {
-			l.spliceWarned = true
+		if !l.notes.splice.Swap(true) {
 			then := "pen carries every connection itself"
 			if l.set.Relay {
 				then = "the sockmap relay carries connections"

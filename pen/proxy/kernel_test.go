@@ -500,4 +500,40 @@ func TestSpliceAloneLeavesTheRest(t *testing.T) {
 			t.Errorf("the fall-back was logged %d times, want once:\n%s", n, log)
 		}
 	})
+	// Once for the process, not once per loop.
+	t.Run("unavailable-loops", func(t *testing.T) {
+		noSplicing(t)
+		be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+		h := startGroup(t, 2, "127.0.0.1:0", func(s *Settings) { s.Splice = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+		for i := 0; ; i++ {
+			busy := 0
+			for _, l := range h.g.all() {
+				if l.Stats().Accepted > 0 {
+					busy++
+				}
+			}
+			if busy == 2 && i >= 4 {
+				break
+			}
+			if i == 64 {
+				t.Fatal("64 clients, and a loop has served none")
+			}
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			r := bufio.NewReader(c)
+			lines(t, c, r, "q", 3)
+			time.Sleep(20 * time.Millisecond)
+			lines(t, c, r, "r", 3)
+			c.Close()
+		}
+		h.mu.Lock()
+		log := h.log.String()
+		h.mu.Unlock()
+		if n := strings.Count(log, "kernel_relay: splicing segments is not available"); n != 1 {
+			t.Errorf("the fall-back was logged %d times by two loops, want once:\n%s", n, log)
+		}
+	})
 }

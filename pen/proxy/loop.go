@@ -126,7 +126,8 @@ type Loop struct {
 	wake  int // eventfd that makes epoll_wait return for posted closures
 	tb    *balance.Table
 	log   *diag.Logger
-	slots *slots // slot numbers, shared with the other loops of a Group
+	slots *slots       // slot numbers, shared with the other loops of a Group
+	notes *kernelNotes // what the log said of the kernel's help, shared likewise
 
 	// The loop goroutine's.
 	set      Settings      // the configuration in effect (Configure replaces it)
@@ -137,25 +138,23 @@ type Loop struct {
 	lfam     int           // lfd's address family
 	draining bool          // lfd closes once nothing is queued on it (Group.Configure with fewer loops)
 
-	conns        []*conn                  // the connections this loop serves, by slot; a slot's conn is reused
-	byFD         []int32                  // fd -> slot+1, for the socket command
-	pending      []int32                  // slots with a connect in progress
-	ready        []int32                  // slots with work left over
-	flushing     []int32                  // relayed slots whose shutdown waits for the kernel
-	spliceWarned bool                     // the log said splicing is not available
-	injecting    []int32                  // spliced slots that still owe their peers bytes (kernel.go)
-	settling     []settlingPair           // spliced pairs the peers closed, until they settle (kernel.go)
-	relayWarned  bool                     // the log said that the kernel relay is not available
-	now          int64                    // unix seconds at the top of this pass
-	nowMs        int64                    // the same in milliseconds
-	flows        map[netip.AddrPort]int32 // UDP client -> slot
-	udpDst       bool                     // the UDP listener needs the local address of each datagram
-	hand         int                      // UDP: second-chance sweep position
-	idlers       int                      // idler connections open
-	parked       int                      // waits through the Go runtime's poller (block)
-	epf          *os.File                 // a duplicate of ep in that poller while block uses it, or nil
-	epc          syscall.RawConn          // epf's raw connection, made once with epf
-	fds          fdState                  // descriptor budget and EMFILE back-off
+	conns     []*conn                  // the connections this loop serves, by slot; a slot's conn is reused
+	byFD      []int32                  // fd -> slot+1, for the socket command
+	pending   []int32                  // slots with a connect in progress
+	ready     []int32                  // slots with work left over
+	flushing  []int32                  // relayed slots whose shutdown waits for the kernel
+	injecting []int32                  // spliced slots that still owe their peers bytes (kernel.go)
+	settling  []settlingPair           // spliced pairs the peers closed, until they settle (kernel.go)
+	now       int64                    // unix seconds at the top of this pass
+	nowMs     int64                    // the same in milliseconds
+	flows     map[netip.AddrPort]int32 // UDP client -> slot
+	udpDst    bool                     // the UDP listener needs the local address of each datagram
+	hand      int                      // UDP: second-chance sweep position
+	idlers    int                      // idler connections open
+	parked    int                      // waits through the Go runtime's poller (block)
+	epf       *os.File                 // a duplicate of ep in that poller while block uses it, or nil
+	epc       syscall.RawConn          // epf's raw connection, made once with epf
+	fds       fdState                  // descriptor budget and EMFILE back-off
 
 	buf     []byte                 // scratch buffer every read goes through
 	outBuf  []byte                 // scratch buffer for rewritten client data
@@ -189,10 +188,10 @@ type Loop struct {
 
 // New makes a loop that places clients with tb.
 func New(tb *balance.Table, log *diag.Logger) (*Loop, error) {
-	return makeLoop(tb, log, new(slots))
+	return makeLoop(tb, log, new(slots), new(kernelNotes))
 }
 
-func makeLoop(tb *balance.Table, log *diag.Logger, sl *slots) (*Loop, error) {
+func makeLoop(tb *balance.Table, log *diag.Logger, sl *slots, notes *kernelNotes) (*Loop, error) {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -202,7 +201,7 @@ func makeLoop(tb *balance.Table, log *diag.Logger, sl *slots) (*Loop, error) {
 		unix.Close(ep)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	l := &Loop{ep: ep, wake: wake, tb: tb, log: log, slots: sl, lfd: -1, buf: make([]byte, bufSize), fds: fdState{spare: spareFD(wake), maxClients: 1 << 30},
+	l := &Loop{ep: ep, wake: wake, tb: tb, log: log, slots: sl, notes: notes, lfd: -1, buf: make([]byte, bufSize), fds: fdState{spare: spareFD(wake), maxClients: 1 << 30},
 		events: make([]unix.EpollEvent, maxEvents), flows: map[netip.AddrPort]int32{}, done: make(chan struct{}),
 		set: Settings{ConnMax: config.DefaultConnMax, PendingMax: config.DefaultPendingMax, MultiAccept: config.DefaultMultiAccept,
 			Timeout: config.DefaultTimeout * time.Second, UDPTimeout: UDPFlowTimeout}}
