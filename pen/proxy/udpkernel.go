@@ -3,16 +3,16 @@ package proxy
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/pen-lb/pen-appliance/pen/internal/tcx"
 )
 
 // The in-kernel path for UDP flows (udp_kernel). Through pen, every
@@ -172,38 +172,13 @@ func (f *ukFlow) remove(k *udpKernel) {
 
 // udpKernel is the program, its flow map and where it is attached; one
 // per process, shared by every loop (map updates are system calls, safe
-// from any goroutine).
+// from any goroutine; hooks and addrs guard themselves).
 type udpKernel struct {
 	prog   *ebpf.Program
 	flows  *ebpf.Map // ukKey -> ukValue
 	flows6 *ebpf.Map // ukKey6 -> ukValue6
-
-	mu      sync.Mutex // guards the rest
-	links   map[int]link.Link
-	linkErr map[int]error
-	ifs     ukIfaces // this host's addresses, as read at ifsRead
-	ifsRead time.Time
-}
-
-// ifaces returns the host's addresses and interfaces, read again when
-// they are older than ten seconds or do not hold every address in want.
-func (k *udpKernel) ifaces(want ...netip.Addr) (ukIfaces, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	fresh := time.Since(k.ifsRead) < 10*time.Second
-	for _, a := range want {
-		if k.ifs.index(a) == 0 {
-			fresh = false
-		}
-	}
-	if !fresh {
-		ifs, err := readIfaces()
-		if err != nil {
-			return ukIfaces{}, err
-		}
-		k.ifs, k.ifsRead = ifs, time.Now()
-	}
-	return k.ifs, nil
+	hooks  *tcx.Attacher
+	addrs  tcx.Addrs // this host's addresses and their interfaces
 }
 
 var (
@@ -245,26 +220,9 @@ func loadUDPKernel() (*udpKernel, error) {
 		flows6.Close()
 		return nil, fmt.Errorf("loading the program: %w", err)
 	}
-	return &udpKernel{prog: prog, flows: flows, flows6: flows6, links: map[int]link.Link{}, linkErr: map[int]error{}}, nil
-}
-
-// attach puts the program on ifindex's ingress once.
-func (k *udpKernel) attach(ifindex int) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if _, ok := k.links[ifindex]; ok {
-		return nil
-	}
-	if err, ok := k.linkErr[ifindex]; ok {
-		return err
-	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: k.prog, Attach: ebpf.AttachTCXIngress})
-	if err != nil {
-		k.linkErr[ifindex] = err
-		return err
-	}
-	k.links[ifindex] = l
-	return nil
+	return &udpKernel{prog: prog, flows: flows, flows6: flows6,
+		hooks: tcx.NewAttacher(tcx.Hook{Program: prog, Attach: ebpf.AttachTCXIngress}),
+		addrs: tcx.Addrs{MaxAge: 10 * time.Second}}, nil
 }
 
 // ukProgram is the TCX program. For IPv4 the Ethernet and IPv4 headers
@@ -493,47 +451,6 @@ func ukProgram6(flows6FD int,
 	)
 }
 
-// ukIfaces maps this host's addresses to their interfaces.
-type ukIfaces struct {
-	byAddr map[netip.Addr]int
-	lo     int
-}
-
-func readIfaces() (ukIfaces, error) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return ukIfaces{}, err
-	}
-	out := ukIfaces{byAddr: map[netip.Addr]int{}}
-	for _, ifi := range ifs {
-		if ifi.Flags&net.FlagLoopback != 0 && out.lo == 0 {
-			out.lo = ifi.Index
-		}
-		addrs, err := ifi.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(n.IP); ok {
-					out.byAddr[ip.Unmap()] = ifi.Index
-				}
-			}
-		}
-	}
-	return out, nil
-}
-
-// index is the interface that holds a (loopback for 127/8), or 0.
-func (f ukIfaces) index(a netip.Addr) int {
-	if a.IsLoopback() {
-		return f.lo
-	}
-	return f.byAddr[a]
-}
-
-func (f ukIfaces) local(a netip.Addr) bool { return f.index(a) != 0 }
-
 func ukAddrPort(sa unix.Sockaddr) (netip.AddrPort, bool) {
 	switch s := sa.(type) {
 	case *unix.SockaddrInet4:
@@ -624,23 +541,24 @@ func (l *Loop) ukInstall(c *conn) error {
 	if client.Addr().IsLoopback() != server.Addr().IsLoopback() {
 		return fmt.Errorf("between loopback and another interface")
 	}
-	ifs, err := k.ifaces(vip.Addr(), upLocal.Addr())
+	// The host's addresses, read again when pen's own are not among them.
+	ifs, err := k.addrs.Get(vip.Addr(), upLocal.Addr())
 	if err != nil {
 		return err
 	}
-	inC, inS := ifs.index(vip.Addr()), ifs.index(upLocal.Addr())
+	inC, inS := ifs.Index(vip.Addr()), ifs.Index(upLocal.Addr())
 	if inC == 0 || inS == 0 {
 		return fmt.Errorf("no interface holds %v or %v", vip.Addr(), upLocal.Addr())
 	}
 	toServer, toClient := inS, inC
-	if ifs.local(server.Addr()) {
+	if ifs.Local(server.Addr()) {
 		toServer = 0
 	}
-	if ifs.local(client.Addr()) {
+	if ifs.Local(client.Addr()) {
 		toClient = 0
 	}
 	for _, ifindex := range []int{inC, inS} {
-		if err := k.attach(ifindex); err != nil {
+		if err := k.hooks.Attach(ifindex); err != nil {
 			if !l.ukSaid {
 				l.ukSaid = true
 				l.log.Printf("udp_kernel: cannot attach to interface %d (%v); pen carries such flows itself", ifindex, err)

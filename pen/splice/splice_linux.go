@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -17,6 +16,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/pen-lb/pen-appliance/pen/internal/tcx"
 )
 
 // flowKey and flowKey6 are keys of flows and flows6: addresses and
@@ -79,7 +80,7 @@ const tsMargin = 1 << 20
 // Splicer is the program, its maps, the raw sockets pen sends through,
 // and the program's attachments. One per process, shared by every loop:
 // map updates are system calls, safe from any goroutine, the raw sockets
-// are only written, and mu guards the rest.
+// are only written, and hooks and addrs guard themselves.
 type Splicer struct {
 	flows, flows6 *ebpf.Map
 	prog          *ebpf.Program
@@ -90,11 +91,8 @@ type Splicer struct {
 	// program drops, and the interfaces the programs are attached to.
 	own     *ebpf.Map
 	ownProg *ebpf.Program
-	mu      sync.Mutex // guards what follows
-	links   map[int][2]link.Link
-	linkErr map[int]error
-	addrs   map[netip.Addr]int // the host's addresses and their interfaces
-	addrsAt time.Time
+	hooks   *tcx.Attacher
+	addrs   tcx.Addrs // the host's addresses and their interfaces
 }
 
 var (
@@ -119,16 +117,20 @@ func open() (*Splicer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, err
 	}
-	s := &Splicer{raw: -1, raw6: -1}
+	s := &Splicer{raw: -1, raw6: -1, addrs: tcx.Addrs{MaxAge: 5 * time.Second}}
 	var err error
 	if s.flows, s.flows6, s.prog, err = loadProgram(); err != nil {
 		return nil, err
 	}
-	lo, err := loopbackIndex()
+	snap, err := s.addrs.Get()
+	if err == nil && snap.Loopback() == 0 {
+		err = errors.New("no loopback interface")
+	}
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
+	lo := snap.Loopback()
 	if s.link, err = link.AttachTCX(link.TCXOptions{Interface: lo, Program: s.prog, Attach: ebpf.AttachTCXIngress}); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("attaching to the loopback interface: %w", err)
@@ -160,66 +162,9 @@ func open() (*Splicer, error) {
 		s.Close()
 		return nil, fmt.Errorf("tc program: %w", err)
 	}
-	s.links, s.linkErr = map[int][2]link.Link{}, map[int]error{}
+	s.hooks = tcx.NewAttacher(tcx.Hook{Program: s.prog, Attach: ebpf.AttachTCXIngress},
+		tcx.Hook{Program: s.ownProg, Attach: ebpf.AttachTCXEgress})
 	return s, nil
-}
-
-// attach puts the program on ifindex's ingress and the egress program
-// on its egress, once.
-func (s *Splicer) attach(ifindex int) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.links[ifindex]; ok {
-		return nil
-	}
-	if err, ok := s.linkErr[ifindex]; ok {
-		return err
-	}
-	in, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: s.prog, Attach: ebpf.AttachTCXIngress})
-	if err != nil {
-		s.linkErr[ifindex] = err
-		return err
-	}
-	out, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: s.ownProg, Attach: ebpf.AttachTCXEgress})
-	if err != nil {
-		in.Close()
-		s.linkErr[ifindex] = err
-		return err
-	}
-	s.links[ifindex] = [2]link.Link{in, out}
-	return nil
-}
-
-// where reports whether a is an address of this host (its segments
-// reach the loopback interface's ingress) and the interface that holds
-// it (0 for loopback addresses).
-func (s *Splicer) where(a netip.Addr) (local bool, ifindex int) {
-	if a.IsLoopback() {
-		return true, 0
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if now := time.Now(); s.addrs == nil || now.Sub(s.addrsAt) > 5*time.Second {
-		set := map[netip.Addr]int{}
-		if ifs, err := net.Interfaces(); err == nil {
-			for _, ifi := range ifs {
-				addrs, err := ifi.Addrs()
-				if err != nil {
-					continue
-				}
-				for _, ad := range addrs {
-					if n, ok := ad.(*net.IPNet); ok {
-						if b, ok := netip.AddrFromSlice(n.IP); ok {
-							set[b.Unmap()] = ifi.Index
-						}
-					}
-				}
-			}
-		}
-		s.addrs, s.addrsAt = set, now
-	}
-	ifindex, local = s.addrs[a]
-	return local, ifindex
 }
 
 // loadProgram makes the flows maps and the program.
@@ -245,27 +190,13 @@ func loadProgram() (flows, flows6 *ebpf.Map, prog *ebpf.Program, err error) {
 	return flows, flows6, prog, nil
 }
 
-func loopbackIndex() (int, error) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return 0, err
-	}
-	for _, ifi := range ifs {
-		if ifi.Flags&net.FlagLoopback != 0 {
-			return ifi.Index, nil
-		}
-	}
-	return 0, errors.New("no loopback interface")
-}
-
 // Close detaches the program and frees the map.
 func (s *Splicer) Close() {
 	if s.link != nil {
 		s.link.Close()
 	}
-	for _, ls := range s.links {
-		ls[0].Close()
-		ls[1].Close()
+	if s.hooks != nil {
+		s.hooks.Close()
 	}
 	if s.ownProg != nil {
 		s.ownProg.Close()
@@ -526,17 +457,20 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 	// interface, and go on up the stack), or both elsewhere (they arrive
 	// on the interfaces holding pen's addresses and go out of them).
 	var ifindex [2]int // where each side's segments arrive, and the other's leave
-	cLocal, _ := s.where(p.sd[0].peer.Addr())
-	sLocal, _ := s.where(p.sd[1].peer.Addr())
+	host, err := s.addrs.Get()
+	if err != nil {
+		return nil, notEligible("the host's addresses: %v", err)
+	}
+	cLocal, sLocal := host.Local(p.sd[0].peer.Addr()), host.Local(p.sd[1].peer.Addr())
 	switch {
 	case cLocal && sLocal:
+		// The program is on the loopback interface from the start.
 	case !cLocal && !sLocal:
 		for i := range p.sd {
-			local, idx := s.where(p.sd[i].local.Addr())
-			if !local || idx == 0 {
-				return nil, notEligible("no interface holds %v", p.sd[i].local.Addr())
+			a := p.sd[i].local.Addr()
+			if ifindex[i] = host.Index(a); ifindex[i] == 0 || a.IsLoopback() {
+				return nil, notEligible("no interface holds %v", a)
 			}
-			ifindex[i] = idx
 		}
 	default:
 		return nil, notEligible("one peer is on this host and the other is not")
@@ -556,7 +490,7 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 		if idx == 0 {
 			continue
 		}
-		if err := s.attach(idx); err != nil {
+		if err := s.hooks.Attach(idx); err != nil {
 			return nil, notEligible("cannot attach to interface %d: %v", idx, err)
 		}
 	}
