@@ -537,3 +537,41 @@ func TestSpliceAloneLeavesTheRest(t *testing.T) {
 		}
 	})
 }
+
+// A client reaching a dual-stack listener ([::]) over IPv4 has an
+// IPv4-mapped address on pen's side but sends IPv4 on the wire: it is
+// spliced as IPv4, and what it sends arrives whole both ways.
+func TestSpliceDualStackListener(t *testing.T) {
+	needKernelRelay(t)
+	if _, err := splice.Get(); err != nil {
+		testenv.Skip(t, "splicing is not available: "+err.Error())
+	}
+	ln, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		testenv.Skip(t, "no dual-stack listener here: "+err.Error())
+	}
+	ln.Close()
+	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+	h := start(t, "[::]:0", func(s *Settings) { s.Splice = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	_, p, _ := net.SplitHostPort(h.addr)
+	c, err := net.DialTimeout("tcp4", net.JoinHostPort("127.0.0.1", p), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(c)
+	lines(t, c, r, "before", 3)
+	waitFor(t, handedOver(h, true, 1), "the splice")
+	const size = 8 << 20
+	src := make([]byte, size)
+	rand.NewChaCha8([32]byte{4}).Read(src)
+	go func() {
+		c.Write(src)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, src) {
+		t.Fatalf("read back %d of %d bytes (equal: %v): %v", len(got), size, bytes.Equal(got, src), err)
+	}
+}
