@@ -13,6 +13,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+
+	"github.com/pen-lb/pen-appliance/pen/internal/bpfasm"
 )
 
 // The fast path forwards the VIP's frames inside the kernel: a BPF
@@ -175,25 +177,14 @@ func fastProgram(ifindex int, cfg Config, ours [6]byte, peer bool, slotsFD, ctrs
 		tcxNext = -1
 	)
 	ne := binary.NativeEndian
-	be16 := func(v uint16) int32 {
-		var b [2]byte
-		binary.BigEndian.PutUint16(b[:], v)
-		return int32(ne.Uint16(b[:]))
-	}
+	be16 := bpfasm.BE16
 	proto := int32(protoTCP)
 	if cfg.UDP {
 		proto = protoUDP
 	}
+	// load copies the frame's first n bytes to the stack at off.
 	load := func(off int16, n int32) asm.Instructions {
-		return asm.Instructions{
-			asm.Mov.Reg(asm.R1, asm.R6),
-			asm.Mov.Imm(asm.R2, 0),
-			asm.Mov.Reg(asm.R3, asm.R10),
-			asm.Add.Imm(asm.R3, int32(off)),
-			asm.Mov.Imm(asm.R4, n),
-			asm.FnSkbLoadBytes.Call(),
-			asm.JNE.Imm(asm.R0, 0, pass),
-		}
+		return bpfasm.LoadBytes(asm.R6, 0, asm.R10, int32(off), n, pass)
 	}
 	// mix is SplitMix64's finaliser on R7 (mix64), with R2 and R3 spare.
 	mix := func() asm.Instructions {
@@ -341,16 +332,9 @@ func fastProgram(ifindex int, cfg Config, ours [6]byte, peer bool, slotsFD, ctrs
 		asm.LoadMem(asm.R3, asm.R0, 8, asm.DWord),
 		asm.Add.Reg(asm.R3, asm.R2),
 		asm.StoreMem(asm.R0, 8, asm.R3, asm.DWord),
-		// Rewrite and send out of the same interface.
-		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol(noctr),
-		asm.Mov.Imm(asm.R2, 0),
-		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, macs),
-		asm.Mov.Imm(asm.R4, 12),
-		asm.Mov.Imm(asm.R5, 0),
-		asm.FnSkbStoreBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, pass),
 	)
+	// Rewrite and send out of the same interface.
+	insns = append(insns, bpfasm.Labelled(noctr, bpfasm.StoreBytes(asm.R6, 0, asm.R10, macs, 12, 0, pass))...)
 	// Out through the interface, or into the other end of a veth.
 	redirect := asm.FnRedirect
 	if peer {

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
+	"github.com/pen-lb/pen-appliance/pen/internal/bpfasm"
 	"github.com/pen-lb/pen-appliance/pen/internal/tcx"
 )
 
@@ -246,12 +247,7 @@ func ukProgram(flowsFD, flows6FD int) asm.Instructions {
 		udpHdr  = ethHeaderLen + ipv4MinHeader
 		udpCsum = udpHdr + 6
 	)
-	ne := binary.NativeEndian
-	be16 := func(v uint16) int32 {
-		var b [2]byte
-		binary.BigEndian.PutUint16(b[:], v)
-		return int32(ne.Uint16(b[:]))
-	}
+	be16 := bpfasm.BE16
 	// csum calls bpf_l3_csum_replace or bpf_l4_csum_replace for the
 	// field at old (stack) becoming the one at new (value in R8).
 	csum := func(fn asm.BuiltinFunc, off int32, old, new int16, size asm.Size, flags int32) asm.Instructions {
@@ -266,16 +262,7 @@ func ukProgram(flowsFD, flows6FD int) asm.Instructions {
 		}
 	}
 	store := func(off int32, from int16, n int32, flags int32) asm.Instructions {
-		return asm.Instructions{
-			asm.Mov.Reg(asm.R1, asm.R6),
-			asm.Mov.Imm(asm.R2, off),
-			asm.Mov.Reg(asm.R3, asm.R8),
-			asm.Add.Imm(asm.R3, int32(from)),
-			asm.Mov.Imm(asm.R4, n),
-			asm.Mov.Imm(asm.R5, flags),
-			asm.FnSkbStoreBytes.Call(),
-			asm.JNE.Imm(asm.R0, 0, drop),
-		}
+		return bpfasm.StoreBytes(asm.R6, off, asm.R8, int32(from), n, flags, drop)
 	}
 	xadd := func(off int16) asm.Instruction {
 		ins := asm.StoreXAdd(asm.R8, asm.R2, asm.DWord)
@@ -284,13 +271,9 @@ func ukProgram(flowsFD, flows6FD int) asm.Instructions {
 	}
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Imm(asm.R2, 0),
-		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, hdr),
-		asm.Mov.Imm(asm.R4, ethHeaderLen+ipv4MinHeader),
-		asm.FnSkbLoadBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, pass),
+	}
+	insns = append(insns, bpfasm.LoadBytes(asm.R6, 0, asm.R10, hdr, ethHeaderLen+ipv4MinHeader, pass)...)
+	insns = append(insns,
 		asm.LoadMem(asm.R2, asm.R10, hdr+12, asm.Half),
 		asm.JNE.Imm32(asm.R2, be16(etherTypeIPv4), "v6"),
 		// A 20-byte header (no options), UDP, not a fragment.
@@ -301,13 +284,9 @@ func ukProgram(flowsFD, flows6FD int) asm.Instructions {
 		asm.LoadMem(asm.R2, asm.R10, ip+6, asm.Half),
 		asm.And.Imm32(asm.R2, be16(0x3fff)),
 		asm.JNE.Imm(asm.R2, 0, pass),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Imm(asm.R2, udpHdr),
-		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, ports),
-		asm.Mov.Imm(asm.R4, 4),
-		asm.FnSkbLoadBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, pass),
+	)
+	insns = append(insns, bpfasm.LoadBytes(asm.R6, udpHdr, asm.R10, ports, 4, pass)...)
+	insns = append(insns,
 		// The key: addresses and ports as they are.
 		asm.LoadMem(asm.R2, asm.R10, ip+12, asm.Word),
 		asm.StoreMem(asm.R10, key, asm.R2, asm.Word),
@@ -325,9 +304,9 @@ func ukProgram(flowsFD, flows6FD int) asm.Instructions {
 		asm.Mov.Imm(asm.R2, 1),
 		xadd(16),
 		asm.LoadMem(asm.R2, asm.R6, 0, asm.Word), // skb->len
-		asm.Add.Imm(asm.R2, -(ethHeaderLen + ipv4MinHeader + 8)),
+		asm.Add.Imm(asm.R2, -(ethHeaderLen+ipv4MinHeader+8)),
 		xadd(24),
-	}
+	)
 	// The checksums first (they read the old values from the stack),
 	// then the new addresses and ports.
 	insns = append(insns, csum(asm.FnL3CsumReplace, ipCsum, ip+12, 0, asm.Word, 4)...)
@@ -376,21 +355,15 @@ func ukProgram6(flows6FD int,
 		udpHdr   = ethHeaderLen + ipv6Header
 		udpCsum  = udpHdr + 6
 	)
-	var b [2]byte
-	binary.BigEndian.PutUint16(b[:], etherTypeIPv6)
 	insns := asm.Instructions{
-		asm.JNE.Imm32(asm.R2, int32(binary.NativeEndian.Uint16(b[:])), "pass").WithSymbol("v6"),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Imm(asm.R2, 0),
-		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, hdr),
-		asm.Mov.Imm(asm.R4, ethHeaderLen+ipv6Header+4),
-		asm.FnSkbLoadBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, "pass"),
+		asm.JNE.Imm32(asm.R2, bpfasm.BE16(etherTypeIPv6), "pass").WithSymbol("v6"),
+	}
+	insns = append(insns, bpfasm.LoadBytes(asm.R6, 0, asm.R10, hdr, ethHeaderLen+ipv6Header+4, "pass")...)
+	insns = append(insns,
 		// UDP right after the header: extension headers stay in pen.
 		asm.LoadMem(asm.R2, asm.R10, ip+6, asm.Byte),
 		asm.JNE.Imm(asm.R2, unix.IPPROTO_UDP, "pass"),
-	}
+	)
 	// The key: addresses and ports as they are.
 	for i := int16(0); i < 36; i += 4 {
 		insns = append(insns,

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 
 	"github.com/cilium/ebpf/asm"
+
+	"github.com/pen-lb/pen-appliance/pen/internal/bpfasm"
 )
 
 // The program, written with cilium/ebpf's asm package (no C compiler at
@@ -92,12 +94,6 @@ var (
 		sKey: -40, sNew: -144, sOld: -248, sD1: -256, sD2: -264}
 )
 
-func be16(v uint16) int32 {
-	var b [2]byte
-	binary.BigEndian.PutUint16(b[:], v)
-	return int32(binary.NativeEndian.Uint16(b[:]))
-}
-
 func be32(v uint32) int32 {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], v)
@@ -109,8 +105,8 @@ func be32(v uint32) int32 {
 func program(flows, flows6 int) asm.Instructions {
 	insns := asm.Instructions{
 		asm.LoadMem(asm.R2, asm.R1, 16, asm.Word), // skb->protocol
-		asm.JEq.Imm(asm.R2, be16(fam4.ethType), fam4.p+"start"),
-		asm.JEq.Imm(asm.R2, be16(fam6.ethType), fam6.p+"start"),
+		asm.JEq.Imm(asm.R2, bpfasm.BE16(fam4.ethType), fam4.p+"start"),
+		asm.JEq.Imm(asm.R2, bpfasm.BE16(fam6.ethType), fam6.p+"start"),
 		asm.Mov.Imm(asm.R0, tcxNext),
 		asm.Return(),
 	}
@@ -192,15 +188,7 @@ func body(f family, flows int) asm.Instructions {
 	for off := sD2; off < 0; off += 8 {
 		insns = append(insns, asm.StoreMem(asm.RFP, off, asm.R2, asm.DWord))
 	}
-	insns = append(insns,
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Imm(asm.R2, ipOff),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, int32(sNew)),
-		asm.Mov.Imm(asm.R4, int32(f.ipLen)+20),
-		asm.FnSkbLoadBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, L("pass")),
-	)
+	insns = append(insns, bpfasm.LoadBytes(asm.R6, ipOff, asm.RFP, int32(sNew), int32(f.ipLen)+20, L("pass"))...)
 	if f.ipLen == 20 {
 		insns = append(insns,
 			asm.LoadMem(asm.R2, asm.RFP, sNew, asm.Byte),
@@ -208,7 +196,7 @@ func body(f family, flows int) asm.Instructions {
 			asm.LoadMem(asm.R2, asm.RFP, sNew+9, asm.Byte),
 			asm.JNE.Imm(asm.R2, 6, L("pass")),
 			asm.LoadMem(asm.R2, asm.RFP, sNew+6, asm.Half),
-			asm.And.Imm(asm.R2, be16(0x3fff)), // MF or a fragment offset
+			asm.And.Imm(asm.R2, bpfasm.BE16(0x3fff)), // MF or a fragment offset
 			asm.JNE.Imm(asm.R2, 0, L("pass")),
 		)
 	} else {
@@ -338,7 +326,7 @@ func body(f family, flows int) asm.Instructions {
 		asm.StoreImm(asm.RFP, opts+8, 0, asm.Word), // nothing to echo yet
 		asm.Ja.Label(L("sack12")),
 	)
-	insns = append(insns, labelled(L("ecr"), addWord(opts+8, vTsecrAdd))...)
+	insns = append(insns, bpfasm.Labelled(L("ecr"), addWord(opts+8, vTsecrAdd))...)
 	insns = append(insns,
 		asm.JLT.Imm(asm.R4, 16, L("optsdone")).WithSymbol(L("sack12")),
 		asm.LoadMem(asm.R2, asm.RFP, opts+12, asm.Word),
@@ -372,16 +360,7 @@ func body(f family, flows int) asm.Instructions {
 		asm.StoreMem(asm.RFP, sD2, asm.R0, asm.DWord),
 	)
 	store := func(off int32, stack int16, n int32) asm.Instructions {
-		return asm.Instructions{
-			asm.Mov.Reg(asm.R1, asm.R6),
-			asm.Mov.Imm(asm.R2, off),
-			asm.Mov.Reg(asm.R3, asm.RFP),
-			asm.Add.Imm(asm.R3, int32(stack)),
-			asm.Mov.Imm(asm.R4, n),
-			asm.Mov.Imm(asm.R5, 0),
-			asm.FnSkbStoreBytes.Call(),
-			asm.JNE.Imm(asm.R0, 0, L("drop")),
-		}
+		return bpfasm.StoreBytes(asm.R6, off, asm.RFP, int32(stack), n, 0, L("drop"))
 	}
 	insns = append(insns, store(ipOff+int32(f.addrOff), sNew+f.addrOff, int32(f.addrLen))...)
 	insns = append(insns, store(ipOff+int32(f.ipLen), tcp, 16)...)
@@ -487,10 +466,4 @@ func ownProgram(own int) asm.Instructions {
 		asm.Mov.Imm(asm.R0, tcxNext).WithSymbol("pass"),
 		asm.Return(),
 	}
-}
-
-// labelled gives the first instruction of insns the symbol name.
-func labelled(name string, insns asm.Instructions) asm.Instructions {
-	insns[0] = insns[0].WithSymbol(name)
-	return insns
 }
