@@ -218,6 +218,9 @@ func (l *Loop) connect(c *conn, tg balance.Target, ok bool) bool {
 			// Pen itself is short of something (descriptors, memory):
 			// the server is not to blame and another would fail alike.
 			if errors.Is(le.err, unix.EMFILE) || errors.Is(le.err, unix.ENFILE) {
+				if l.releaseSettling(le.err) {
+					continue // the same server again, with descriptors now
+				}
 				l.outOfDescriptors(le.err)
 			} else {
 				l.logFull("can't connect client %s to server %d: %v", config.ClientName(c.peer.Addr()), tg.Index, le.err)

@@ -92,6 +92,20 @@ func (l *Loop) roomForClient() bool {
 	return false
 }
 
+// releaseSettling gives up, before their time, the spliced connections
+// that wait to settle (kernel.go: two descriptors each), when the loop
+// runs out of descriptors: a client is worth more than a FIN sent again
+// after the close. It reports whether there were any.
+func (l *Loop) releaseSettling(err error) bool {
+	n := len(l.settling)
+	if n == 0 {
+		return false
+	}
+	l.runSettling(true)
+	l.logNoFDs(&l.fds.lastShort, "out of descriptors (%v): %d spliced connections released before they settled", err, n)
+	return true
+}
+
 // outOfDescriptors handles EMFILE or ENFILE from accept or from opening a
 // client's server socket: the client at the head of the queue is refused
 // with the spare descriptor, idle pipes are given back, and the listener

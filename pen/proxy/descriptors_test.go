@@ -17,9 +17,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pen-lb/pen-appliance/internal/testenv"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/diag"
 	"github.com/pen-lb/pen-appliance/pen/internal/balance"
+	"github.com/pen-lb/pen-appliance/pen/splice"
 )
 
 // The descriptor tests run pen in a child process (this test binary, run
@@ -28,6 +30,8 @@ import (
 const (
 	childEnv   = "PEN_PROXY_TEST_FDS_CHILD" // the server's address
 	childLimit = 96                         // the child's open files limit
+	// childSplice, set to 1, has the child splice its connections.
+	childSplice = "PEN_PROXY_TEST_FDS_SPLICE"
 )
 
 // pipeChildEnv makes the test binary print the capacity of a pipe from a
@@ -89,7 +93,8 @@ func fdChild(backend string) int {
 		return 1
 	}
 	spec := config.Listen{Addr: netip.MustParseAddrPort("127.0.0.1:0")}
-	s := Settings{ConnMax: 256, PendingMax: 64, MultiAccept: 64, Timeout: 3 * time.Second, UDPTimeout: time.Minute}
+	s := Settings{ConnMax: 256, PendingMax: 64, MultiAccept: 64, Timeout: 3 * time.Second, UDPTimeout: time.Minute,
+		Splice: os.Getenv(childSplice) == "1"}
 	if err := loop.Configure(s, &spec, 128); err != nil {
 		fmt.Println(err)
 		return 1
@@ -120,6 +125,12 @@ func fdChild(backend string) int {
 			fmt.Println(tb.ServerStates()[0].Failures)
 		case "active":
 			fmt.Println(loop.Stats().Active)
+		case "spliced":
+			fmt.Println(loop.Stats().Spliced)
+		case "settling":
+			var n int
+			loop.do(func() { n = len(loop.settling) })
+			fmt.Println(n)
 		case "free":
 			for _, fd := range hogged {
 				unix.Close(fd)
@@ -162,20 +173,30 @@ func (l *lockedBuf) String() string {
 	return l.b.String()
 }
 
-// TestDescriptorsRunOut: pen accepts only as many clients as its open
-// files limit leaves room for, each of them served, and refuses the rest
-// at once; when the process runs out of descriptors all the same, pen
-// does not spin on accept (it used to take a whole core) and serves again
-// once descriptors are free; a client that gets no server socket for want
-// of descriptors does not get the server blacklisted.
-func TestDescriptorsRunOut(t *testing.T) {
+// fdChildProc is a running child (fdChild): its standard input, a
+// function that reads its next line of output, its process id and its
+// log.
+type fdChildProc struct {
+	stdin io.Writer
+	line  func() string
+	pid   int
+	log   *lockedBuf
+}
+
+// startFDChild starts the child in front of an echo server, splicing
+// its connections when splice is set.
+func startFDChild(t *testing.T, splice bool) fdChildProc {
+	t.Helper()
 	backend := tcpServer(t, "tcp", "127.0.0.1:0", echo).Addr().String()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+backend)
+	if splice {
+		cmd.Env = append(cmd.Env, childSplice+"=1")
+	}
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
-	var stderr lockedBuf
-	cmd.Stderr = &stderr
+	stderr := new(lockedBuf)
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +227,18 @@ func TestDescriptorsRunOut(t *testing.T) {
 			return ""
 		}
 	}
+	return fdChildProc{stdin, line, cmd.Process.Pid, stderr}
+}
+
+// TestDescriptorsRunOut: pen accepts only as many clients as its open
+// files limit leaves room for, each of them served, and refuses the rest
+// at once; when the process runs out of descriptors all the same, pen
+// does not spin on accept (it used to take a whole core) and serves again
+// once descriptors are free; a client that gets no server socket for want
+// of descriptors does not get the server blacklisted.
+func TestDescriptorsRunOut(t *testing.T) {
+	ch := startFDChild(t, false)
+	stdin, line, pid, stderr := ch.stdin, ch.line, ch.pid, ch.log
 	var addr string
 	var maxClients int
 	if _, err := fmt.Sscanf(line(), "listen %s clients %d", &addr, &maxClients); err != nil {
@@ -271,9 +304,9 @@ func TestDescriptorsRunOut(t *testing.T) {
 		}
 		clients = append(clients, c)
 	}
-	before := cpuTime(t, cmd.Process.Pid)
+	before := cpuTime(t, pid)
 	time.Sleep(2 * time.Second)
-	used := cpuTime(t, cmd.Process.Pid) - before
+	used := cpuTime(t, pid) - before
 	if used > 300*time.Millisecond {
 		t.Errorf("pen used %v of CPU in 2s while out of descriptors", used)
 	}
@@ -345,4 +378,73 @@ func TestDescriptorsRunOut(t *testing.T) {
 	if s := line(); s != "freed" {
 		t.Fatalf("child: %q", s)
 	}
+}
+
+// Spliced connections the peers closed keep pen's two descriptors while
+// they settle (3 s). When a client then finds the process out of
+// descriptors, those go first, and the client is served, not refused.
+func TestSettlingGivesWayToClients(t *testing.T) {
+	needKernelRelay(t)
+	if _, err := splice.Get(); err != nil {
+		testenv.Skip(t, "splicing is not available: "+err.Error())
+	}
+	ch := startFDChild(t, true)
+	var addr string
+	var maxClients int
+	if _, err := fmt.Sscanf(ch.line(), "listen %s clients %d", &addr, &maxClients); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	ask := func(cmd string) string {
+		t.Helper()
+		io.WriteString(ch.stdin, cmd+"\n")
+		return ch.line()
+	}
+	const n = 8
+	var clients []net.Conn
+	for i := range n {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		lines(t, c, bufio.NewReader(c), fmt.Sprintf("client %d", i), 3)
+		clients = append(clients, c)
+	}
+	for i := 0; ask("spliced") != strconv.Itoa(n); i++ {
+		if i == 100 {
+			t.Fatal("the clients were not spliced")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	closed := time.Now()
+	for _, c := range clients {
+		c.Close()
+	}
+	for i := 0; ask("active") != "0" || ask("settling") != strconv.Itoa(n); i++ {
+		if i == 100 {
+			t.Fatal("the spliced connections did not end")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := ask("hog"); !strings.HasPrefix(got, "hogged ") {
+		t.Fatalf("hog: %q", got)
+	}
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	lines(t, c, bufio.NewReader(c), "after", 2)
+	if took := time.Since(closed); took >= 3*time.Second {
+		t.Fatalf("served %v after the close: the pairs may have settled on their own; the test proves nothing", took)
+	}
+	if got := ask("settling"); got != "0" {
+		t.Errorf("%s pairs still settling after the shortage", got)
+	}
+	if !strings.Contains(ch.log.String(), fmt.Sprintf("%d spliced connections released before they settled", n)) {
+		t.Errorf("no log line about the released connections:\n%s", ch.log.String())
+	}
+	ask("free")
 }

@@ -277,6 +277,9 @@ func (l *Loop) readListener() {
 		case unix.ECONNABORTED, unix.EINTR:
 			return
 		case unix.EMFILE, unix.ENFILE:
+			if l.releaseSettling(errno) {
+				continue
+			}
 			l.outOfDescriptors(errno)
 			return
 		default:
