@@ -227,7 +227,10 @@ func notEligible(format string, a ...any) error {
 type side struct {
 	fd           int
 	local, peer  netip.AddrPort
-	info         *unix.TCPInfo
+	info         *unix.TCPInfo // read by Splice, nil once it returns (memory)
+	opts         uint8         // the connection's options (optTS, ...), from info
+	wscales      uint8         // its window scales, from info (wscale)
+	rcvWnd       uint32        // the window the socket offered at the splice
 	rcvNxt       uint32        // next sequence number from the peer
 	copied       uint32        // the first byte pen has not read
 	writeSeq     uint32        // after the last byte pen wrote
@@ -256,6 +259,12 @@ type Pair struct {
 	// The sockets' cookies in own (peers elsewhere), else 0.
 	cookies [2]uint64
 	mss     [2]int
+	// lookup's buffer (a flowValue or flowValue6) and its arguments.
+	lk struct {
+		buf  []uint32
+		val  any
+		keys [4]any
+	}
 	// Counted up to here: the server's sequence numbers of the client's
 	// bytes, the client's of the server's.
 	countedTo [2]uint32
@@ -290,14 +299,26 @@ func flowValueOf(cm flowCommon, to, peer []byte, v6 bool) any {
 
 // lookup reads the entry of keys[i].
 func (p *Pair) lookup(i int) (flowCommon, error) {
-	if p.flows == p.s.flows6 {
-		var v flowValue6
-		err := p.flows.Lookup(p.keys[i], &v)
-		return v.flowCommon, err
+	// Into a buffer of the pair's own, through keys and buffer made
+	// interface values once: Poll reads two entries of every spliced
+	// connection once a second, and a value, a key and a buffer boxed
+	// anew each time (six objects a Poll) grew pen's memory by more than a
+	// kilobyte per idle spliced connection.
+	if p.lk.val == nil {
+		n := int(unsafe.Sizeof(flowValue{}))
+		if p.flows == p.s.flows6 {
+			n = int(unsafe.Sizeof(flowValue6{}))
+		}
+		p.lk.buf = make([]uint32, n/4) // flowCommon's alignment
+		p.lk.val = unsafe.Slice((*byte)(unsafe.Pointer(&p.lk.buf[0])), n)
+		for j, k := range p.keys {
+			p.lk.keys[j] = k
+		}
 	}
-	var v flowValue
-	err := p.flows.Lookup(p.keys[i], &v)
-	return v.flowCommon, err
+	if err := p.flows.Lookup(p.lk.keys[i], p.lk.val); err != nil {
+		return flowCommon{}, err
+	}
+	return *(*flowCommon)(unsafe.Pointer(&p.lk.buf[0])), nil
 }
 
 func sockAddrs(fd int) (local, peer netip.AddrPort, err error) {
@@ -438,6 +459,7 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 		}
 		opts[i] = sd.info.Options & (optTS | optSACK | optWscale | optECN)
 		p.mss[i] = int(sd.info.Snd_mss)
+		sd.opts, sd.wscales, sd.rcvWnd = sd.info.Options, wscale(sd.info), sd.info.Rcv_wnd
 	}
 	// One family throughout.
 	v6 := p.sd[0].peer.Addr().Is6()
@@ -588,6 +610,9 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 	for i := range p.sd {
 		unix.SetsockoptInt(p.sd[i].fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 0)
 	}
+	for i := range p.sd {
+		p.sd[i].info = nil // some 240 bytes each, for every spliced connection
+	}
 	p.drain()
 	p.Pump(now)
 	return p, nil
@@ -668,7 +693,7 @@ func (p *Pair) pump(now time.Time, v *[2]flowCommon) bool {
 				}
 				sd.lastProgress, sd.rto = now, sd.rto0
 			}
-			sd.wnd = uint32(v[i].Win) << (wscale(sd.info) & 0xf)
+			sd.wnd = uint32(v[i].Win) << (sd.wscales & 0xf)
 		}
 		if len(sd.inject) == 0 {
 			sd.inject = nil
@@ -697,12 +722,12 @@ func (p *Pair) pump(now time.Time, v *[2]flowCommon) bool {
 			tsecr = v[i].Tsval - v[i].TsvalAdd
 		}
 		var opts []byte
-		if sd.info.Options&optTS != 0 {
+		if sd.opts&optTS != 0 {
 			opts = tsOpt(tsval, tsecr)
 		}
 		mss := max(p.mss[i]-len(opts), 500)
 		// The window the other peer offers, as the program rewrites it.
-		win := uint16(min(sd.info.Rcv_wnd>>(wscale(sd.info)>>4), 0xffff))
+		win := uint16(min(sd.rcvWnd>>(sd.wscales>>4), 0xffff))
 		if o := &v[1-i]; o.Win != 0 {
 			win = uint16(min((uint32(o.Win)<<o.LShift)>>o.RShift, 0xffff))
 		}
@@ -822,7 +847,7 @@ func (p *Pair) Close() {
 			tsecr = v[i].Tsval - v[i].TsvalAdd
 		}
 		var opts []byte
-		if sd.info.Options&optTS != 0 {
+		if sd.opts&optTS != 0 {
 			opts = tsOpt(tsval, tsecr)
 		}
 		seg := segment(sd.local, sd.peer, seq, ack, flagACK|flagFIN, 0xffff, opts, nil)

@@ -230,3 +230,44 @@ func carryBothWays(t *testing.T, s *Splicer, client, down, up, server net.Conn, 
 		t.Errorf("counted %d bytes from the client and %d from the server, want %d and %d", from[0], from[1], size+23, size+3)
 	}
 }
+
+// Poll runs once a second for every spliced connection: it allocates
+// nothing, and the pair keeps no TCP_INFO once spliced.
+func TestPollAllocatesNothing(t *testing.T) {
+	needRoot(t)
+	s, err := Get()
+	if err != nil {
+		t.Fatalf("splicer: %v", err)
+	}
+	client, down, up, server := pairThrough(t, "tcp4", "127.0.0.1:0")
+	client.Write([]byte("ping\n"))
+	relayOnce(t, down, up, 5)
+	relayOnce(t, server, server, 5)
+	relayOnce(t, up, down, 5)
+	_, dfd := fdOf(t, down)
+	_, ufd := fdOf(t, up)
+	p, err := s.Splice(dfd, ufd, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Release()
+	if p.sd[0].info != nil || p.sd[1].info != nil {
+		t.Error("the pair keeps its sockets' TCP_INFO")
+	}
+	now := time.Now()
+	if n := testing.AllocsPerRun(100, func() { p.Poll(now) }); n != 0 {
+		t.Errorf("%v allocations per Poll, want 0", n)
+	}
+	// And it still reads the entries: what the client sends now is
+	// counted.
+	client.Write([]byte("pong\n"))
+	relayOnce(t, server, server, 5)
+	var from uint64
+	for i := 0; from < 5 && i < 100; i++ {
+		time.Sleep(20 * time.Millisecond)
+		from += p.Poll(time.Now()).FromClient
+	}
+	if from != 5 {
+		t.Errorf("counted %d bytes from the client after the splice, want 5", from)
+	}
+}
