@@ -13,6 +13,8 @@
 #              loopback as both peers are on this host (package splice);
 #              pen-loop carries every byte through its own loop
 #   rss        resident memory per idle proxied connection (pen, HAProxy)
+#   rss-spliced  the same for pen after three exchanges per connection,
+#              which pen splices in the kernel
 #   bulk       one 1 GiB download through pen (and pen-loop) and
 #              HAProxy, against direct
 #   tls-keepalive  HTTPS keep-alive with wrk, ECDSA P-256 certificate, pen
@@ -54,9 +56,9 @@
 #               medians are not to be trusted.
 #   targets     pen/haproxy >= 1.10 with and without keep-alive, and
 #               >= 1.30 with keep-alive (the in-kernel relay); pen's
-#               idle connections <= 4096 B each; bulk >= 0.90 of direct;
-#               DNS >= 0.85 of direct; HTTPS keep-alive and ECDSA
-#               handshakes >= 1.00 of HAProxy.
+#               idle connections <= 4096 B each, spliced or not; bulk
+#               >= 0.90 of direct; DNS >= 0.85 of direct; HTTPS
+#               keep-alive and ECDSA handshakes >= 1.00 of HAProxy.
 #   machine     the number of cores, pen's loops, HAProxy's threads and
 #               the load average before and after, printed above the
 #               table.
@@ -232,7 +234,7 @@ pen_start() {
 
 read -r p_nginx p_pen p_hap p_haphttp p_echo p_pen_rss p_hap_rss p_dns p_pen_dns \
 	p_pen1 p_hap1 p_bulk p_pen_bulk p_hap_bulk p_pen_tls p_pen_rsa p_hap_tls p_hap_rsa \
-	p_pen_loop p_pen_bulk_loop p_pen_dns_user p_pen_dns6 p_pen_dns6_user <<<"$("$penbench" ports -n 23)"
+	p_pen_loop p_pen_bulk_loop p_pen_dns_user p_pen_dns6 p_pen_dns6_user p_pen_rss2 <<<"$("$penbench" ports -n 24)"
 log "machine: $cores cores, load average $load_before; pen with loops $loops, HAProxy with nbthread $loops"
 host=127.0.0.1
 body="pen benchmark backend"
@@ -446,6 +448,13 @@ if pen_start pen-rss "$host:$p_pen_rss" -O "loops $loops" "$host:$p_pen_rss" "$h
 	stop "$started_pid"
 else
 	"$penbench" fail -out "$results" -test rss -contender pen -unit B/conn -why "$pen_why"
+fi
+# The same after three exchanges each: pen splices such connections.
+if pen_start pen-rss-spliced "$host:$p_pen_rss2" -O "loops $loops" "$host:$p_pen_rss2" "$host:$p_echo"; then
+	"$penbench" rss -test rss-spliced -exchanges 3 -name pen -pid "$started_pid" -target "$host:$p_pen_rss2" "${rss_args[@]}"
+	stop "$started_pid"
+else
+	"$penbench" fail -out "$results" -test rss-spliced -contender pen -unit B/conn -why "$pen_why"
 fi
 haproxy_conf "$tmp/haproxy-rss.cfg" "$loops" "$p_hap_rss" "$host:$p_echo"
 start haproxy-rss haproxy -db -f "$tmp/haproxy-rss.cfg"

@@ -387,6 +387,7 @@ func cmdRSS(ctx context.Context, args []string, _, stderr io.Writer) error {
 	sources := fs.Int("sources", 1, "spread connections over 127.0.0.1..127.0.0.N")
 	parallel := fs.Int("parallel", 64, "dials in flight")
 	settle := fs.Duration("settle", 2*time.Second, "wait before reading RSS")
+	exchanges := fs.Int("exchanges", 1, "lines each connection sends and reads back before it is held")
 	out := fs.String("out", "", "results file to append to")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -401,7 +402,7 @@ func cmdRSS(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer closeOut()
 	r := RSSRun{
 		Test: *test, Name: *name, PID: *pid, N: *n, Settle: *settle, Log: stderr,
-		Holder: Holder{Target: *target, Sources: *sources, Parallel: *parallel},
+		Holder: Holder{Target: *target, Sources: *sources, Parallel: *parallel, Exchanges: *exchanges},
 	}
 	return rec.Add(r.Run(ctx))
 }

@@ -26,6 +26,10 @@ type Holder struct {
 
 	Parallel int           // dials in flight at once; default 64
 	Timeout  time.Duration // per connection, dial plus echo; default 5s
+	// Exchanges is how many times each connection sends its line and
+	// reads it back before it is held; default 1. pen splices a
+	// connection after its second exchange (docs/SPLICE.md).
+	Exchanges int
 }
 
 // Payload is what connection i sends; each connection sends a different
@@ -140,20 +144,22 @@ func (hd Holder) openOne(ctx context.Context, i int, timeout time.Duration) (net
 	msg := Payload(i)
 	got := make([]byte, len(msg))
 	c.SetDeadline(time.Now().Add(timeout))
-	if _, err := c.Write(msg); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("writing: %w", err)
-	}
-	if _, err := io.ReadFull(c, got); err != nil {
-		c.Close()
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("reading the echo: connection closed by the other side")
+	for range max(hd.Exchanges, 1) {
+		if _, err := c.Write(msg); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("writing: %w", err)
 		}
-		return nil, fmt.Errorf("reading the echo: %w", err)
-	}
-	if !bytes.Equal(got, msg) {
-		c.Close()
-		return nil, fmt.Errorf("%w: sent %q, got %q", errMismatch, msg, got)
+		if _, err := io.ReadFull(c, got); err != nil {
+			c.Close()
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, fmt.Errorf("reading the echo: connection closed by the other side")
+			}
+			return nil, fmt.Errorf("reading the echo: %w", err)
+		}
+		if !bytes.Equal(got, msg) {
+			c.Close()
+			return nil, fmt.Errorf("%w: sent %q, got %q", errMismatch, msg, got)
+		}
 	}
 	c.SetDeadline(time.Time{})
 	return c, nil

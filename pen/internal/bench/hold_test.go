@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -197,5 +198,30 @@ func TestEchoServerCloseEndsServe(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Error("connection still open after Close")
+	}
+}
+
+// With Exchanges, each connection sends its line and reads it back that
+// many times before it is held.
+func TestHolderExchanges(t *testing.T) {
+	var lines atomic.Int64
+	addr := startServer(t, func(c net.Conn) {
+		buf := make([]byte, 256)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			lines.Add(int64(bytes.Count(buf[:n], []byte("\n"))))
+			c.Write(buf[:n])
+		}
+	})
+	held, err := Holder{Target: addr, Parallel: 4, Exchanges: 3}.Open(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if got := lines.Load(); got != 30 {
+		t.Errorf("the server saw %d lines from 10 connections of 3 exchanges, want 30", got)
 	}
 }

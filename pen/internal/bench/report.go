@@ -187,6 +187,7 @@ var Targets = []Target{
 	// The in-kernel relay's target: pen splices by default.
 	{Test: "keepalive", Key: "keepalive-relay", Name: "pen/haproxy >= 1.30 (in-kernel relay)", Eval: ratioAtLeast("pen", "haproxy", 1.3)},
 	{Test: "rss", Name: "pen <= 4096 B/conn", Eval: medianAtMost("pen", 4096)},
+	{Test: "rss-spliced", Name: "pen <= 4096 B/conn", Eval: medianAtMost("pen", 4096)},
 	{Test: "bulk", Name: "pen/direct >= 0.90", Eval: ratioAtLeast("pen", "direct", 0.9)},
 	{Test: "dns", Name: "pen/direct >= 0.85", Eval: ratioAtLeast("pen", "direct", 0.85)},
 	{Test: "dns6", Name: "pen/direct >= 0.85", Eval: ratioAtLeast("pen", "direct", 0.85)},
@@ -216,6 +217,8 @@ var testTitles = map[string]string{
 	"keepalive": "HTTP, keep-alive (wrk)",
 	"close":     "HTTP, new connection per request (wrk)",
 	"rss":       "RSS per idle proxied connection",
+
+	"rss-spliced": "RSS per idle proxied connection after three exchanges (pen splices them)",
 	"dns":       "DNS over UDP (dnsperf)",
 	"dns6":      "DNS over UDP and IPv6 (dnsperf, ::1)",
 	"bulk":      "bulk download of one large response (MB/s)",

@@ -104,7 +104,7 @@ bench: rss pen=3000 haproxy=3500 pen/haproxy=0.86 unit=B/conn
 bench: dns pen/direct=0.80
 bench: keepalive-quiet haproxy/direct=0.60 runs=direct:1,haproxy:1
 bench: keepalive-cpu pen=15.0 haproxy=20.0 pen/haproxy=0.75 unit=us/op
-bench: targets keepalive=met-noisy close=unknown keepalive-relay=missed-noisy rss=met bulk=unknown dns=missed dns6=unknown tls-keepalive=unknown tls-ecdsa=unknown
+bench: targets keepalive=met-noisy close=unknown keepalive-relay=missed-noisy rss=met rss-spliced=unknown bulk=unknown dns=missed dns6=unknown tls-keepalive=unknown tls-ecdsa=unknown
 bench: noise disturbed-runs=2/4 mean-other-cpu=0.16 busy=true
 `
 	if got := b.String(); got != want {
@@ -128,7 +128,7 @@ func TestWriteSummaryMissed(t *testing.T) {
 	for _, want := range []string{
 		"bench: keepalive pen/direct=0.50 haproxy/direct=0.50 pen/haproxy=1.00\n",
 		"bench: dns pen/direct=- direct=not-working\n",
-		"bench: targets keepalive=missed close=unknown keepalive-relay=missed rss=missed bulk=unknown dns=unknown dns6=unknown tls-keepalive=unknown tls-ecdsa=unknown\n",
+		"bench: targets keepalive=missed close=unknown keepalive-relay=missed rss=missed rss-spliced=unknown bulk=unknown dns=unknown dns6=unknown tls-keepalive=unknown tls-ecdsa=unknown\n",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, b.String())
