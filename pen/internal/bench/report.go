@@ -214,14 +214,13 @@ func medianAtMost(c string, limit float64) func(TestSummary) (float64, bool, boo
 
 // testTitles describe the tests scripts/bench.sh runs.
 var testTitles = map[string]string{
-	"keepalive": "HTTP, keep-alive (wrk)",
-	"close":     "HTTP, new connection per request (wrk)",
-	"rss":       "RSS per idle proxied connection",
-
+	"keepalive":   "HTTP, keep-alive (wrk)",
+	"close":       "HTTP, new connection per request (wrk)",
+	"rss":         "RSS per idle proxied connection",
 	"rss-spliced": "RSS per idle proxied connection after three exchanges (pen splices them)",
-	"dns":       "DNS over UDP (dnsperf)",
-	"dns6":      "DNS over UDP and IPv6 (dnsperf, ::1)",
-	"bulk":      "bulk download of one large response (MB/s)",
+	"dns":         "DNS over UDP (dnsperf)",
+	"dns6":        "DNS over UDP and IPv6 (dnsperf, ::1)",
+	"bulk":        "bulk download of one large response (MB/s)",
 
 	"tls-keepalive": "HTTPS, keep-alive, ECDSA P-256 certificate (wrk)",
 	"tls-ecdsa":     "HTTPS, a full handshake per request, ECDSA P-256 (wrk)",
