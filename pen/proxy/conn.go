@@ -75,7 +75,7 @@ type conn struct {
 	epoch   uint64         // UDP: balancer epoch when the flow's server was last checked
 	logged  bool           // the request log has a line for this connection
 	turns   uint8          // reads from the client, counted up to relayAfter
-	spTries uint8          // attempts to splice a bulk connection (kernel.go)
+	spTries uint8          // attempts to splice the connection (kernel.go)
 	kr      *relayState    // the kernel relays the connection (kernel.go)
 	sp      *splice.Pair   // the kernel splices the connection's segments (kernel.go)
 	uk      *ukFlow        // the kernel carries the UDP flow (udpkernel.go)

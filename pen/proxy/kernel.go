@@ -305,8 +305,20 @@ func (l *Loop) maybeRelay(c *conn) {
 	if c.turns < relayAfter || c.fl&(fReadDown|fReadUp|fNoRelay|fSpliceUp|fSpliceDown) != 0 || !relayable(c) {
 		return
 	}
-	c.fl |= fNoRelay // tried once, whatever happens
-	if l.set.Splice && l.trySplice(c) || !l.set.Relay {
+	if l.set.Splice && c.spTries < spliceTries {
+		c.spTries++
+		if l.trySplice(c) {
+			c.fl |= fNoRelay
+			return
+		}
+		if !l.set.Relay {
+			// Not now (data on its way, say): at a later quiet moment,
+			// a few times at most.
+			return
+		}
+	}
+	c.fl |= fNoRelay // the sockmap relay is tried once, whatever happens
+	if !l.set.Relay {
 		return
 	}
 	k, err := getKernelRelay()
@@ -422,9 +434,10 @@ func relayable(c *conn) bool {
 		c.fl&(fBuffered|fTLS|fUnixUp|fUDP|fIdler|fDummy|fHupDown|fHupUp) == 0 && c.peer.Addr().IsValid()
 }
 
-// spliceBulkTries bounds the attempts to splice a connection that
-// carries bulk data (each costs some twenty system calls).
-const spliceBulkTries = 8
+// spliceTries bounds the attempts to splice a connection, at quiet
+// moments or as it carries bulk data (one that fails early, on the
+// addresses, costs a few system calls; one in repair mode some twenty).
+const spliceTries = 8
 
 // maybeSpliceBulk splices a connection that carries bulk data, which the
 // sockmap relay would carry slower than pen's splice(2) (relayAfter) but
@@ -432,7 +445,7 @@ const spliceBulkTries = 8
 // maybeRelay it does not wait for a quiet moment: what reached pen's
 // sockets and was not yet read, pen sends on itself (Pair.Pump).
 func (l *Loop) maybeSpliceBulk(c *conn) {
-	if !l.set.Splice || c.sp != nil || c.spTries >= spliceBulkTries || !relayable(c) {
+	if !l.set.Splice || c.sp != nil || c.spTries >= spliceTries || !relayable(c) {
 		return
 	}
 	c.spTries++

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -574,4 +575,41 @@ func TestSpliceDualStackListener(t *testing.T) {
 	if err != nil || !bytes.Equal(got, src) {
 		t.Fatalf("read back %d of %d bytes (equal: %v): %v", len(got), size, bytes.Equal(got, src), err)
 	}
+}
+
+// A splice that fails at a quiet moment is tried again at a later one
+// (the next event on the connection that finds it quiet): here the first
+// attempt finds no splicer, a later one splices, and the connection
+// carries on.
+func TestSpliceRetriedLater(t *testing.T) {
+	needKernelRelay(t)
+	real, err := splice.Get()
+	if err != nil {
+		testenv.Skip(t, "splicing is not available: "+err.Error())
+	}
+	save := getSplicer
+	var calls atomic.Int32
+	getSplicer = func() (*splice.Splicer, error) {
+		if calls.Add(1) == 1 {
+			return nil, errors.New("not this time")
+		}
+		return real, nil
+	}
+	t.Cleanup(func() { getSplicer = save })
+	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
+	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Splice = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	c := h.dial()
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for i := 0; h.loop.Stats().Spliced == 0; i++ {
+		if i == 8 {
+			t.Fatalf("not spliced after %d exchanges (%d attempts)", i+2, calls.Load())
+		}
+		lines(t, c, r, fmt.Sprintf("line %d", i), 1)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := calls.Load(); n < 2 {
+		t.Errorf("spliced after %d attempts; the first one fails", n)
+	}
+	lines(t, c, r, "spliced", 5)
 }
