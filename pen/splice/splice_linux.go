@@ -246,6 +246,21 @@ type side struct {
 	lastProgress time.Time
 }
 
+// tsOptions is the timestamps option of a segment pen sends this side's
+// peer with TSval tsval, echoing the peer's latest TSval as the program
+// saw it in from, the entry of the peer's own segments (0 until learnt);
+// nil when the connection has no timestamps.
+func (sd *side) tsOptions(tsval uint32, from *flowCommon) []byte {
+	if sd.opts&optTS == 0 {
+		return nil
+	}
+	var tsecr uint32
+	if from.Flags&fLearned != 0 {
+		tsecr = from.Tsval - from.TsvalAdd
+	}
+	return tsOpt(tsval, tsecr)
+}
+
 // Pair is a spliced connection: the client's socket (down) and the
 // server's (up), whose segments the program now rewrites into each other.
 // It belongs to the goroutine that spliced it (pen's loop): its methods
@@ -716,15 +731,7 @@ func (p *Pair) pump(now time.Time, v *[2]flowCommon) bool {
 		// comes before anything the program sends it, whose TSvals start
 		// tsMargin later (TsBase); so it passes PAWS, and what follows
 		// does too.
-		tsval := sd.ts + 1
-		var tsecr uint32
-		if v[i].Flags&fLearned != 0 {
-			tsecr = v[i].Tsval - v[i].TsvalAdd
-		}
-		var opts []byte
-		if sd.opts&optTS != 0 {
-			opts = tsOpt(tsval, tsecr)
-		}
+		opts := sd.tsOptions(sd.ts+1, &v[i])
 		mss := max(p.mss[i]-len(opts), 500)
 		// The window the other peer offers, as the program rewrites it.
 		win := uint16(min(sd.rcvWnd>>(sd.wscales>>4), 0xffff))
@@ -842,15 +849,7 @@ func (p *Pair) Close() {
 		if o.Flags&fLearned != 0 && int32(o.Tsval-tsval) > 0 {
 			tsval = o.Tsval // the peer has seen these already: not older
 		}
-		var tsecr uint32
-		if v[i].Flags&fLearned != 0 {
-			tsecr = v[i].Tsval - v[i].TsvalAdd
-		}
-		var opts []byte
-		if sd.opts&optTS != 0 {
-			opts = tsOpt(tsval, tsecr)
-		}
-		seg := segment(sd.local, sd.peer, seq, ack, flagACK|flagFIN, 0xffff, opts, nil)
+		seg := segment(sd.local, sd.peer, seq, ack, flagACK|flagFIN, 0xffff, sd.tsOptions(tsval, &v[i]), nil)
 		p.send(seg, sd.peer)
 	}
 }
