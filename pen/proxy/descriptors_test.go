@@ -17,11 +17,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pen-lb/pen-appliance/internal/testenv"
 	"github.com/pen-lb/pen-appliance/pen/config"
 	"github.com/pen-lb/pen-appliance/pen/diag"
 	"github.com/pen-lb/pen-appliance/pen/internal/balance"
-	"github.com/pen-lb/pen-appliance/pen/splice"
 )
 
 // The descriptor tests run pen in a child process (this test binary, run
@@ -384,10 +382,7 @@ func TestDescriptorsRunOut(t *testing.T) {
 // they settle (3 s). When a client then finds the process out of
 // descriptors, those go first, and the client is served, not refused.
 func TestSettlingGivesWayToClients(t *testing.T) {
-	needKernelRelay(t)
-	if _, err := splice.Get(); err != nil {
-		testenv.Skip(t, "splicing is not available: "+err.Error())
-	}
+	needSplicing(t)
 	ch := startFDChild(t, true)
 	var addr string
 	var maxClients int

@@ -203,19 +203,37 @@ func noSplicing(t *testing.T) {
 	t.Cleanup(func() { getSplicer = save })
 }
 
-// Without BPF, connections stay in the loop and one line says why.
-func TestKernelRelayFallBack(t *testing.T) {
-	noSplicing(t)
+// needSplicing skips unless splicing is available (it does not load the
+// sockmap relay, which some tests replace).
+func needSplicing(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "splicing needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW)")
+	}
+	if _, err := splice.Get(); err != nil {
+		testenv.Skip(t, "splicing is not available: "+err.Error())
+	}
+}
+
+// replaceLoadRelay has the sockmap relay loaded afresh by load for the
+// rest of the test, and puts everything back afterwards.
+func replaceLoadRelay(t *testing.T, load func() (*kernelRelay, error)) {
 	relayMu.Lock()
 	saveTried, saveKern, saveErr, saveLoad := relayTried, relayKern, relayErr, loadRelay
 	relayTried, relayKern, relayErr = false, nil, nil
-	loadRelay = func() (*kernelRelay, error) { return nil, errors.New("operation not permitted") }
+	loadRelay = load
 	relayMu.Unlock()
 	t.Cleanup(func() {
 		relayMu.Lock()
 		relayTried, relayKern, relayErr, loadRelay = saveTried, saveKern, saveErr, saveLoad
 		relayMu.Unlock()
 	})
+}
+
+// Without BPF, connections stay in the loop and one line says why.
+func TestKernelRelayFallBack(t *testing.T) {
+	noSplicing(t)
+	replaceLoadRelay(t, func() (*kernelRelay, error) { return nil, errors.New("operation not permitted") })
 	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
 	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Splice, s.Relay = true, true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
 	for range 3 {
@@ -344,10 +362,7 @@ func TestKernelRelayLeavesBulk(t *testing.T) {
 // and in order, and servers counts every byte once; pen's CPU stays
 // far below what relaying it costs.
 func TestSpliceTakesBulk(t *testing.T) {
-	needKernelRelay(t)
-	if _, err := splice.Get(); err != nil {
-		testenv.Skip(t, "splicing is not available: "+err.Error())
-	}
+	needSplicing(t)
 	const size = 256 << 20
 	chunk := make([]byte, 1<<20)
 	rand.NewChaCha8([32]byte{4}).Read(chunk)
@@ -410,10 +425,7 @@ func TestSpliceTakesBulk(t *testing.T) {
 // connection is spliced after its first requests; when the client ends
 // it, the slot is free again within a poll, before the pair has settled.
 func TestSpliceAlone(t *testing.T) {
-	needKernelRelay(t)
-	if _, err := splice.Get(); err != nil {
-		testenv.Skip(t, "splicing is not available: "+err.Error())
-	}
+	needSplicing(t)
 	be := tcpServer(t, "tcp", "127.0.0.1:0", echo)
 	h := start(t, "127.0.0.1:0", func(s *Settings) { s.Splice = true }, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
 	c := h.dial()
@@ -446,18 +458,9 @@ func TestSpliceAlone(t *testing.T) {
 // keeps every connection in pen: the sockmap relay is never loaded, and
 // one line says why when splicing is not available.
 func TestSpliceAloneLeavesTheRest(t *testing.T) {
-	relayMu.Lock()
-	saveTried, saveKern, saveErr, saveLoad := relayTried, relayKern, relayErr, loadRelay
-	relayTried, relayKern, relayErr = false, nil, nil
-	loadRelay = func() (*kernelRelay, error) {
+	replaceLoadRelay(t, func() (*kernelRelay, error) {
 		t.Error("the sockmap relay was loaded with splicing alone")
 		return nil, errors.New("not in this test")
-	}
-	relayMu.Unlock()
-	t.Cleanup(func() {
-		relayMu.Lock()
-		relayTried, relayKern, relayErr, loadRelay = saveTried, saveKern, saveErr, saveLoad
-		relayMu.Unlock()
 	})
 	run := func(t *testing.T, listen, server string) *harness {
 		be := tcpServer(t, "tcp", server, echo)
@@ -477,12 +480,7 @@ func TestSpliceAloneLeavesTheRest(t *testing.T) {
 		return h
 	}
 	t.Run("not-eligible", func(t *testing.T) {
-		if os.Geteuid() != 0 {
-			testenv.Skip(t, "splicing needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW)")
-		}
-		if _, err := splice.Get(); err != nil {
-			testenv.Skip(t, "splicing is not available: "+err.Error())
-		}
+		needSplicing(t)
 		ln, err := net.Listen("tcp6", "[::1]:0")
 		if err != nil {
 			testenv.Skip(t, "no IPv6 loopback: "+err.Error())
@@ -543,10 +541,7 @@ func TestSpliceAloneLeavesTheRest(t *testing.T) {
 // IPv4-mapped address on pen's side but sends IPv4 on the wire: it is
 // spliced as IPv4, and what it sends arrives whole both ways.
 func TestSpliceDualStackListener(t *testing.T) {
-	needKernelRelay(t)
-	if _, err := splice.Get(); err != nil {
-		testenv.Skip(t, "splicing is not available: "+err.Error())
-	}
+	needSplicing(t)
 	ln, err := net.Listen("tcp", "[::]:0")
 	if err != nil {
 		testenv.Skip(t, "no dual-stack listener here: "+err.Error())
