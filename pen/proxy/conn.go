@@ -52,7 +52,15 @@ const (
 	fNoRelay                       // not to be handed to the kernel (again)
 	fFlushing                      // on the flushing list: a shutdown waits for the kernel relay
 	fNotified                      // TLS: close_notify sent to the client
+	fFinDown                       // the client's FIN has arrived, with no error
+	fFinUp                         // the server's FIN has arrived, with no error
+	fUrgent                        // a peer sent TCP urgent data: reads may stop short of the end
 )
+
+// watched is what pen asks epoll about a connection's sockets: EPOLLPRI
+// only so that urgent data (rare, and never forwarded as such) is noticed,
+// since a read stops short at its mark (see copyBuffered).
+const watched = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET
 
 // conn is one slot of the connection table. The loop goroutine owns it
 // and everything it holds; a TLS front knows only its slot and gen.
@@ -148,7 +156,7 @@ func (l *Loop) addClient(fd int, peer netip.AddrPort) {
 func (l *Loop) serveClient(c *conn) {
 	fd := int(c.down)
 	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{
-		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: c.slot, Pad: int32(c.gen << 1)}); err != nil {
+		Events: watched, Fd: c.slot, Pad: int32(c.gen << 1)}); err != nil {
 		// Never watched, the client would never be served.
 		l.logFull("epoll_ctl(add client socket): %v; closing the client", err)
 		l.closeConn(c)
@@ -368,8 +376,7 @@ func (l *Loop) bindSource(c *conn, fd, fam int) {
 // cannot be watched, nothing would ever move on it: fd is closed and the
 // error (a localError) returned.
 func (l *Loop) attachUp(c *conn, fd int) error {
-	ev := uint32(unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET)
-	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: ev, Fd: c.slot, Pad: int32(c.gen<<1 | sideUp)}); err != nil {
+	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: watched, Fd: c.slot, Pad: int32(c.gen<<1 | sideUp)}); err != nil {
 		unix.Close(fd)
 		return localError{fmt.Errorf("epoll_ctl(add server socket): %w", err)}
 	}
@@ -440,7 +447,7 @@ func (l *Loop) dropUp(c *conn) {
 		unix.Close(int(c.up))
 		c.up = -1
 	}
-	c.fl &^= fReadUp | fWriteUp | fHupUp
+	c.fl &^= fReadUp | fWriteUp | fHupUp | fFinUp
 }
 
 // event handles one epoll event for a connection.
@@ -465,9 +472,20 @@ func (l *Loop) event(ev *unix.EpollEvent) {
 	// After the peer's FIN no new edge comes: a short read must not be
 	// taken to mean that the socket is drained, or the EOF is never read.
 	hup := e&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+	// A FIN that came with no error: everything the peer sent is in the
+	// socket before it (copyBuffered).
+	fin := e&(unix.EPOLLRDHUP|unix.EPOLLERR) == unix.EPOLLRDHUP
+	if e&unix.EPOLLPRI != 0 {
+		c.fl |= fUrgent
+	}
 	if side == sideDown {
 		if hup {
 			c.fl |= fHupDown
+		}
+		if fin {
+			c.fl |= fFinDown
+		} else if e&unix.EPOLLERR != 0 {
+			c.fl &^= fFinDown
 		}
 		if rd {
 			c.fl |= fReadDown
@@ -478,6 +496,11 @@ func (l *Loop) event(ev *unix.EpollEvent) {
 	} else {
 		if hup {
 			c.fl |= fHupUp
+		}
+		if fin {
+			c.fl |= fFinUp
+		} else if e&unix.EPOLLERR != 0 {
+			c.fl &^= fFinUp
 		}
 		if rd {
 			c.fl |= fReadUp

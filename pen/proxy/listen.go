@@ -260,7 +260,17 @@ func (l *Loop) readListener() {
 		l.readUDP()
 		return
 	}
-	for i := 0; i < l.set.MultiAccept; i++ {
+	limit := l.set.MultiAccept
+	if !l.draining && l.lspec.Path == "" {
+		// Accept what is queued and no more: the listener is watched
+		// level-triggered, so whatever arrives meanwhile is reported by
+		// the next epoll_wait. A draining listener goes on to EAGAIN,
+		// which tells it that it may go.
+		if n, ok := sysAcceptQueue(l.lfd); ok && n > 0 {
+			limit = min(limit, n)
+		}
+	}
+	for i := 0; i < limit; i++ {
 		if len(l.pending) >= l.set.PendingMax {
 			return
 		}

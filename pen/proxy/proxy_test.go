@@ -180,6 +180,83 @@ func TestHalfClose(t *testing.T) {
 	}
 }
 
+// sendUrgent sends b with MSG_OOB: its last byte is TCP urgent data.
+func sendUrgent(t *testing.T, c net.Conn, b string) {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendto(int(fd), []byte(b), unix.MSG_OOB, nil)
+		return serr != unix.EAGAIN
+	}); err != nil || serr != nil {
+		t.Fatalf("send urgent: %v %v", err, serr)
+	}
+}
+
+// TestEarlyEnd: a client that ends before pen has placed it (its bytes
+// and its FIN both in the socket when pen first reads, or its FIN alone)
+// still gets its bytes to the server and the server's EOF, and the
+// server's answer comes back; pen takes the EOF from a short read after
+// a FIN without reading again, and must not do so when urgent data made
+// the read stop short: the bytes after the urgent mark arrive too (the
+// urgent byte itself is dropped, as a read without SO_OOBINLINE does).
+func TestEarlyEnd(t *testing.T) {
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		if string(b) == "urgent please" {
+			// The same towards the client: bytes, urgent data, bytes
+			// and the FIN, in one go.
+			io.WriteString(c, "abc")
+			sendUrgent(t, c, "defX")
+			io.WriteString(c, "ghi")
+			return
+		}
+		fmt.Fprintf(c, "got %q", b)
+	})
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	cases := []struct {
+		name string
+		send func(c net.Conn)
+		want string
+	}{
+		{"bytes and FIN", func(c net.Conn) { io.WriteString(c, "hello") }, `got "hello"`},
+		{"FIN alone", func(net.Conn) {}, `got ""`},
+		{"urgent data", func(c net.Conn) {
+			io.WriteString(c, "abc")
+			sendUrgent(t, c, "defX")
+			io.WriteString(c, "ghi")
+		}, `got "abcdefghi"`},
+		{"urgent data from the server", func(c net.Conn) { io.WriteString(c, "urgent please") }, "abcdefghi"},
+	}
+	for _, tc := range cases {
+		// Each case runs a few times: what pen finds in the socket
+		// depends on how the client's and pen's steps interleave. Every
+		// other run holds the loop until the client has sent everything
+		// and its FIN, so that pen's first read finds them all.
+		for i := 0; i < 20; i++ {
+			release := make(chan struct{})
+			if i%2 == 0 {
+				held := make(chan struct{})
+				go h.loop.do(func() { close(held); <-release })
+				<-held
+			}
+			c := h.dial()
+			tc.send(c)
+			c.(*net.TCPConn).CloseWrite()
+			close(release)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(c)
+			c.Close()
+			if err != nil || string(got) != tc.want {
+				t.Fatalf("%s, run %d: got %q (%v), want %q", tc.name, i, got, err, tc.want)
+			}
+		}
+	}
+}
+
 func TestUnixAndIPv6(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "be.sock")

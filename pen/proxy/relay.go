@@ -265,7 +265,34 @@ func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint32, eof
 	// read is its EOF and a shutdown of dst follows at once: let the FIN
 	// go out in the same segment as this data.
 	more := n < len(l.buf) && c.fl&hupOf(rflag) != 0 && c.fl&(fUnixUp|fIdler) == 0
-	return n, l.sendFlags(c, dir, dst, data, wflag, more)
+	if !l.sendFlags(c, dir, dst, data, wflag, more) {
+		return n, false
+	}
+	if more && l.drainedToFIN(c, rflag, tlsClient) {
+		// That next read would return 0 and nothing else: take the EOF
+		// now and save the system call (one of about seventeen per
+		// connection).
+		c.state |= eof
+		c.fl &^= rflag
+	}
+	return n, true
+}
+
+// drainedToFIN reports whether a read that came back short has emptied a
+// TCP socket whose peer's FIN had arrived, so that the next read can only
+// be the EOF. A TCP read stops short in one other case: at the mark of
+// urgent data, which epoll reports as EPOLLPRI (fUrgent). A FIN that came
+// with an error (a reset) is not trusted (fFin* cleared), and the kernel
+// relay's sockets are left to their own reads.
+func (l *Loop) drainedToFIN(c *conn, rflag uint32, tlsClient bool) bool {
+	fin := fFinUp
+	if rflag == fReadDown {
+		fin = fFinDown
+		if c.rw != nil {
+			return false // a head held back is sent with the EOF
+		}
+	}
+	return c.fl&fin != 0 && c.fl&fUrgent == 0 && !tlsClient && c.kr == nil
 }
 
 // send writes data to dst, queueing what it does not take.
