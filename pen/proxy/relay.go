@@ -270,7 +270,7 @@ func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint32, eof
 	}
 	if more && l.drainedToFIN(c, rflag, tlsClient) {
 		// That next read would return 0 and nothing else: take the EOF
-		// now and save the system call (one of about seventeen per
+		// now and save the system call (one of about sixteen per
 		// connection).
 		c.state |= eof
 		c.fl &^= rflag

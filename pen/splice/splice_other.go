@@ -16,6 +16,7 @@ type Pair struct{}
 // Status is what Poll reports.
 type Status struct {
 	FromClient, FromServer uint64
+	Over                   bool
 	Done                   bool
 }
 
