@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -474,7 +475,8 @@ func (l *Loop) trySplice(c *conn) bool {
 		}
 		return false
 	}
-	p, err := s.Splice(int(c.down), int(c.up), nil, nil)
+	l.watchEnds(s)
+	p, err := s.Splice(int(c.down), int(c.up), nil, nil, uint64(l.endID)<<32|uint64(uint32(c.slot)))
 	if err != nil {
 		var ne *splice.ErrNotEligible
 		if !errors.As(err, &ne) {
@@ -492,6 +494,121 @@ func (l *Loop) trySplice(c *conn) bool {
 		l.injecting = append(l.injecting, c.slot)
 	}
 	return true
+}
+
+// Ends of spliced connections. pen's sockets of a spliced pair hear
+// nothing, so the loop learns that the peers closed the connection from
+// the splicer: its program tells OnEnd's function when a FIN or RST
+// passes, with the pair's tag (the loop's endID and the slot), and
+// spliceEnded hands the slot to that loop (l.ended, under l.mu). The loop
+// looks at the pair then (endSeen): a connection is over once both FINs
+// are acknowledged, which comes a round trip after the last FIN, so a
+// pair not over yet is looked at again after 1, 2, 4 ... 256 ms
+// (l.ending, runEnding) and after that only by the regular look once a
+// second (timers). The slot and the server's count are free as soon as
+// the connection is over, not up to a second later.
+
+// endLoops maps the endIDs of the loops that splice to the loops; the
+// splicer's goroutine reads it.
+var (
+	endLoops  sync.Map // uint32 -> *Loop
+	endNext   atomic.Uint32
+	endsWatch sync.Once
+)
+
+// watchEnds has the splicer report ends to the loops (once a process),
+// and gives this loop its endID (once a loop).
+func (l *Loop) watchEnds(s *splice.Splicer) {
+	endsWatch.Do(func() {
+		if _, err := s.OnEnd(spliceEnded); err != nil {
+			l.log.Printf("kernel_relay: %v; ends of spliced connections are seen within a second instead of at once", err)
+		}
+	})
+	if l.endID == 0 {
+		l.endID = endNext.Add(1)
+		endLoops.Store(l.endID, l)
+	}
+}
+
+// spliceEnded runs on the splicer's goroutine: a FIN or RST passed for
+// the pair tagged tag.
+func spliceEnded(tag uint64) {
+	v, ok := endLoops.Load(uint32(tag >> 32))
+	if !ok {
+		return // the loop has ended
+	}
+	l := v.(*Loop)
+	l.mu.Lock()
+	first := len(l.ended) == 0
+	if !l.finished {
+		l.ended = append(l.ended, int32(uint32(tag)))
+	}
+	l.mu.Unlock()
+	if first {
+		wakeUp(l.wake)
+	}
+}
+
+// endingPair is a spliced slot looked at again at due (unix ms), step ms
+// after the last look.
+type endingPair struct {
+	slot int32
+	gen  uint32
+	due  int64
+	step int64
+}
+
+// endSeen looks at the pairs of the slots spliceEnded reported.
+func (l *Loop) endSeen(slots []int32) {
+	for _, slot := range slots {
+		if slot < 0 || int(slot) >= len(l.conns) {
+			continue
+		}
+		c := l.conns[slot]
+		if c == nil || c.sp == nil {
+			continue // ended already, or a tag of the slot's last pair
+		}
+		l.kernelCounts(c) // closes the connection if it is over
+		if c.sp != nil && !slices.ContainsFunc(l.ending, func(e endingPair) bool { return e.slot == slot && e.gen == c.gen }) {
+			l.ending = append(l.ending, endingPair{slot: slot, gen: c.gen, due: l.nowMs + 1, step: 1})
+		}
+	}
+}
+
+// runEnding looks again at the pairs that were not over when a FIN
+// passed.
+func (l *Loop) runEnding() {
+	if len(l.ending) == 0 {
+		return
+	}
+	keep := l.ending[:0]
+	for _, e := range l.ending {
+		c := l.conns[e.slot]
+		if c == nil || c.gen != e.gen || c.sp == nil {
+			continue
+		}
+		if l.nowMs >= e.due {
+			l.kernelCounts(c)
+			if c.sp == nil || e.step >= 256 {
+				continue // over; or left to the regular look (a half-close that goes on)
+			}
+			e.step *= 2
+			e.due = l.nowMs + e.step
+		}
+		keep = append(keep, e)
+	}
+	clear(l.ending[len(keep):])
+	l.ending = keep
+}
+
+// endingWait is how long the loop may wait for events before runEnding
+// has a pair to look at, in milliseconds.
+func (l *Loop) endingWait() int {
+	w := int64(1000)
+	for _, e := range l.ending {
+		w = min(w, e.due-l.nowMs)
+	}
+	return int(max(w, 0))
 }
 
 // runInjecting sends on what spliced connections still owe their peers

@@ -145,6 +145,8 @@ type Loop struct {
 	flushing  []int32                  // relayed slots whose shutdown waits for the kernel
 	injecting []int32                  // spliced slots that still owe their peers bytes (kernel.go)
 	settling  []settlingPair           // spliced pairs the peers closed, until they settle (kernel.go)
+	ending    []endingPair             // spliced pairs a FIN or RST passed for, looked at again soon (kernel.go)
+	endID     uint32                   // the loop's number in the tags of its spliced pairs (kernel.go), 0 until it splices
 	now       int64                    // unix seconds at the top of this pass
 	nowMs     int64                    // the same in milliseconds
 	flows     map[netip.AddrPort]int32 // UDP client -> slot
@@ -180,6 +182,7 @@ type Loop struct {
 	// Guarded by mu: the hand-over of closures and the loop's life.
 	mu       sync.Mutex
 	queue    []func() // closures posted by do, run by the loop
+	ended    []int32  // slots of spliced pairs a FIN or RST passed for (the splicer's goroutine, spliceEnded)
 	running  bool     // Run has started
 	stopped  bool     // Stop was called
 	finished bool     // Run has ended (or never will)
@@ -451,6 +454,9 @@ func (l *Loop) serve() error {
 		} else if paused, ms := l.paused(); paused {
 			wait = min(wait, ms) // watch the listener again in time
 		}
+		if len(l.ending) > 0 {
+			wait = min(wait, l.endingWait())
+		}
 		var err error
 		n := epollPoll(l.ep, l.events)
 		if n == 0 && lastN > 0 && wait > 0 {
@@ -485,6 +491,7 @@ func (l *Loop) serve() error {
 		l.runReady()
 		l.runFlushing()
 		l.runInjecting()
+		l.runEnding()
 		if l.now != tick {
 			tick = l.now
 			l.timers()
@@ -506,11 +513,14 @@ func (l *Loop) runQueue() (stop bool) {
 	l.mu.Lock()
 	q := l.queue
 	l.queue = nil
+	ended := l.ended
+	l.ended = nil
 	stop = l.stopped
 	l.mu.Unlock()
 	for _, f := range q {
 		f()
 	}
+	l.endSeen(ended)
 	return stop
 }
 
@@ -538,6 +548,9 @@ func (l *Loop) Stop() {
 // shutdown closes everything; it runs on the loop goroutine (or instead
 // of it when Run never ran).
 func (l *Loop) shutdown() {
+	if l.endID != 0 {
+		endLoops.Delete(l.endID)
+	}
 	if l.lfd >= 0 {
 		unix.Close(l.lfd)
 		l.lfd = -1

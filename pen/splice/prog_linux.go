@@ -21,7 +21,8 @@ import (
 // (bpf_csum_diff over the old and new headers, then
 // bpf_l3/l4_csum_replace, which leave a partial checksum partial). It
 // notes the last acknowledgment and window, where the data ends, FIN and
-// RST, and sends the segment on: up the stack to a peer on this host, or
+// RST (a FIN or RST also puts the pair's tag in the ends ring buffer, so
+// that pen looks at the pair at once), and sends the segment on: up the stack to a peer on this host, or
 // out of the interface toward the peer (bpf_redirect_neigh).
 //
 // Segments with options in a layout other than Linux's (NOP NOP TS
@@ -58,7 +59,8 @@ const (
 	vFinEnd   = 48 // rewritten sequence number after the FIN
 	vTsval    = 52 // last TSval, rewritten
 	vIfindex  = 56 // 0: on up the stack; else out of this interface
-	vAddrs    = 60 // new source and destination address, then the peer key
+	vTag      = 60 // the pair's tag, 8 bytes, sent to ends on a FIN or RST
+	vAddrs    = 68 // new source and destination address, then the peer key
 )
 
 const (
@@ -101,8 +103,8 @@ func be32(v uint32) int32 {
 }
 
 // program builds the ingress program for the flows maps' fds (IPv4 and
-// IPv6 keys).
-func program(flows, flows6 int) asm.Instructions {
+// IPv6 keys) and the ends ring buffer's.
+func program(flows, flows6, ends int) asm.Instructions {
 	insns := asm.Instructions{
 		asm.LoadMem(asm.R2, asm.R1, 16, asm.Word), // skb->protocol
 		asm.JEq.Imm(asm.R2, bpfasm.BE16(fam4.ethType), fam4.p+"start"),
@@ -110,13 +112,13 @@ func program(flows, flows6 int) asm.Instructions {
 		asm.Mov.Imm(asm.R0, tcxNext),
 		asm.Return(),
 	}
-	insns = append(insns, body(fam4, flows)...)
-	return append(insns, body(fam6, flows6)...)
+	insns = append(insns, body(fam4, flows, ends)...)
+	return append(insns, body(fam6, flows6, ends)...)
 }
 
 // body is the program's code for one IP version; its labels begin with
 // f.p.
-func body(f family, flows int) asm.Instructions {
+func body(f family, flows, ends int) asm.Instructions {
 	L := func(name string) string { return f.p + name }
 	var (
 		sKey, sNew, sOld, sD1, sD2 = f.sKey, f.sNew, f.sOld, f.sD1, f.sD2
@@ -422,9 +424,17 @@ func body(f family, flows int) asm.Instructions {
 		asm.StoreMem(asm.R8, vFinEnd, asm.R2, asm.Word),
 		asm.Mov.Imm(asm.R2, 1),
 		asm.AddAtomic.Mem(asm.R8, asm.R2, asm.Word, vFins),
-		asm.Ja.Label(L("out")),
+		asm.Ja.Label(L("ended")),
 		asm.Mov.Imm(asm.R2, 1).WithSymbol(L("rst")),
 		asm.AddAtomic.Mem(asm.R8, asm.R2, asm.Word, vRsts),
+		// Tell pen (OnEnd). Should the ring be full, the record is
+		// lost and pen's next regular look at the pair finds its end.
+		asm.LoadMapPtr(asm.R1, ends).WithSymbol(L("ended")),
+		asm.Mov.Reg(asm.R2, asm.R8),
+		asm.Add.Imm(asm.R2, vTag),
+		asm.Mov.Imm(asm.R3, 8),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnRingbufOutput.Call(),
 		// On up the stack to a peer on this host, or out of the
 		// interface toward the peer (the kernel finds the next hop's
 		// address).

@@ -5,10 +5,15 @@ package splice
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"net/netip"
+	"os"
 	"testing"
+	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 )
 
 // The program is run by the kernel on frames built here
@@ -23,19 +28,63 @@ var (
 )
 
 type progFixture struct {
-	flows, flows6 *ebpf.Map
-	prog          *ebpf.Program
+	flows, flows6, ends *ebpf.Map
+	prog                *ebpf.Program
 }
 
 func newProg(t testing.TB) *progFixture {
 	t.Helper()
 	needRoot(t)
-	flows, flows6, prog, err := loadProgram()
+	flows, flows6, ends, prog, err := loadProgram()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { prog.Close(); flows.Close(); flows6.Close() })
-	return &progFixture{flows, flows6, prog}
+	t.Cleanup(func() { prog.Close(); flows.Close(); flows6.Close(); ends.Close() })
+	return &progFixture{flows, flows6, ends, prog}
+}
+
+// endTags reads what the program has put in the ends ring buffer.
+func (f *progFixture) endTags(t testing.TB) []uint64 {
+	t.Helper()
+	rd, err := ringbuf.NewReader(f.ends)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var tags []uint64
+	for {
+		rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		rec, err := rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return tags
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		tags = append(tags, binary.NativeEndian.Uint64(rec.RawSample))
+	}
+}
+
+// TestValueLayout: the offsets the program reads and writes a flow value
+// at are those of the Go struct that fills it.
+func TestValueLayout(t *testing.T) {
+	var v flowValue
+	for _, c := range []struct {
+		name      string
+		off, want uintptr
+	}{
+		{"Flags", unsafe.Offsetof(v.Flags), vFlags},
+		{"Acked", unsafe.Offsetof(v.Acked), vAcked},
+		{"Fins", unsafe.Offsetof(v.Fins), vFins},
+		{"FinEnd", unsafe.Offsetof(v.FinEnd), vFinEnd},
+		{"Ifindex", unsafe.Offsetof(v.Ifindex), vIfindex},
+		{"Tag", unsafe.Offsetof(v.Tag), vTag},
+		{"Addrs", unsafe.Offsetof(v.Addrs), vAddrs},
+	} {
+		if c.off != c.want {
+			t.Errorf("%s at %d, the program has it at %d", c.name, c.off, c.want)
+		}
+	}
 }
 
 // frame is an Ethernet frame holding the IP packet ip.
@@ -171,8 +220,9 @@ func (f *progFixture) value(t testing.TB, src, dst netip.AddrPort) flowCommon {
 func TestProgramRewrites(t *testing.T) {
 	f := newProg(t)
 	var seqAdd, ackAdd, base, start uint32 = 1000, 0xfffff000, 777777, 0xfffffff0
-	f.install(t,
-		flowCommon{Flags: fTS | fWin, SeqAdd: seqAdd, AckAdd: ackAdd, TsBase: base, LShift: 7, RShift: 9},
+	up := flowCommon{Flags: fTS | fWin, SeqAdd: seqAdd, AckAdd: ackAdd, TsBase: base, LShift: 7, RShift: 9}
+	binary.NativeEndian.PutUint64(up.Tag[:], 0x0123456789abcdef)
+	f.install(t, up,
 		flowCommon{Flags: fTS | fWin, SeqAdd: 0 - ackAdd, AckAdd: 0 - seqAdd, TsBase: 5000})
 	payload := bytes.Repeat([]byte("data"), 25)
 	opts := append(tsOpt(100, 200), sackOpt(5000, 6000, 7000, 8000)...)
@@ -245,6 +295,10 @@ func TestProgramRewrites(t *testing.T) {
 	v = f.value(t, tClient, tPen)
 	if v.Fins != 1 || v.FinEnd != start+seqAdd+101 {
 		t.Errorf("FIN: %d, end %#x", v.Fins, v.FinEnd)
+	}
+	// The FIN, and only the FIN, told pen, with the pair's tag.
+	if tags := f.endTags(t); len(tags) != 1 || tags[0] != 0x0123456789abcdef {
+		t.Errorf("ends: %#x, want the tag once", tags)
 	}
 }
 

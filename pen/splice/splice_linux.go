@@ -14,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
@@ -47,6 +48,7 @@ type flowCommon struct {
 	FinEnd   uint32
 	Tsval    uint32
 	Ifindex  uint32
+	Tag      [8]byte // the caller's tag of the pair (native order), sent to ends on a FIN or RST
 }
 
 // flowValue and flowValue6 are values of flows and flows6.
@@ -83,6 +85,7 @@ const tsMargin = 1 << 20
 // are only written, and hooks and addrs guard themselves.
 type Splicer struct {
 	flows, flows6 *ebpf.Map
+	ends          *ebpf.Map // ring buffer: the tags of pairs a FIN or RST passed for
 	prog          *ebpf.Program
 	link          link.Link
 	raw, raw6     int // -1: none
@@ -93,6 +96,48 @@ type Splicer struct {
 	ownProg *ebpf.Program
 	hooks   *tcx.Attacher
 	addrs   tcx.Addrs // the host's addresses and their interfaces
+
+	// ends is read by one goroutine, started by the first OnEnd and
+	// ended by Close; endsMu guards endsRd.
+	endsMu sync.Mutex
+	endsRd *ringbuf.Reader
+}
+
+// OnEnd has f called, from a goroutine of the splicer's, with the tag of
+// a spliced pair (Splice's tag) soon after a FIN or a RST of it passes,
+// until the splicer is closed; the caller may then Poll the pair at once
+// instead of waiting for its next regular Poll. Only the first call
+// installs a function (it reports whether it did). A FIN does not end a
+// pair alone: the acknowledgment of the last one, which follows within a
+// round trip, does. When ends come faster than they are read, the ring
+// (4,096 records) loses some; the regular Poll finds those pairs.
+func (s *Splicer) OnEnd(f func(tag uint64)) (bool, error) {
+	s.endsMu.Lock()
+	defer s.endsMu.Unlock()
+	if s.endsRd != nil {
+		return false, nil
+	}
+	rd, err := ringbuf.NewReader(s.ends)
+	if err != nil {
+		return false, fmt.Errorf("ring buffer: %w", err)
+	}
+	s.endsRd = rd
+	go func() {
+		var rec ringbuf.Record
+		for {
+			err := rd.ReadInto(&rec)
+			if errors.Is(err, ringbuf.ErrFlushed) {
+				continue
+			}
+			if err != nil {
+				return // closed: the splicer is
+			}
+			if len(rec.RawSample) >= 8 {
+				f(binary.NativeEndian.Uint64(rec.RawSample))
+			}
+		}
+	}()
+	return true, nil
 }
 
 var (
@@ -119,7 +164,7 @@ func open() (*Splicer, error) {
 	}
 	s := &Splicer{raw: -1, raw6: -1, addrs: tcx.Addrs{MaxAge: 5 * time.Second}}
 	var err error
-	if s.flows, s.flows6, s.prog, err = loadProgram(); err != nil {
+	if s.flows, s.flows6, s.ends, s.prog, err = loadProgram(); err != nil {
 		return nil, err
 	}
 	snap, err := s.addrs.Get()
@@ -168,26 +213,39 @@ func open() (*Splicer, error) {
 }
 
 // loadProgram makes the flows maps and the program.
-func loadProgram() (flows, flows6 *ebpf.Map, prog *ebpf.Program, err error) {
+func loadProgram() (flows, flows6, ends *ebpf.Map, prog *ebpf.Program, err error) {
 	newMap := func(name string, key, value uintptr) (*ebpf.Map, error) {
 		return ebpf.NewMap(&ebpf.MapSpec{Name: name, Type: ebpf.Hash, KeySize: uint32(key), ValueSize: uint32(value),
 			MaxEntries: 4 * maxPairs, Flags: unix.BPF_F_NO_PREALLOC})
 	}
+	closeAll := func(ms ...*ebpf.Map) {
+		for _, m := range ms {
+			if m != nil {
+				m.Close()
+			}
+		}
+	}
 	if flows, err = newMap("pen_splice", unsafe.Sizeof(flowKey{}), unsafe.Sizeof(flowValue{})); err != nil {
-		return nil, nil, nil, fmt.Errorf("hash map: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("hash map: %w", err)
 	}
 	if flows6, err = newMap("pen_splice6", unsafe.Sizeof(flowKey6{}), unsafe.Sizeof(flowValue6{})); err != nil {
-		flows.Close()
-		return nil, nil, nil, fmt.Errorf("hash map: %w", err)
+		closeAll(flows)
+		return nil, nil, nil, nil, fmt.Errorf("hash map: %w", err)
+	}
+	// 16 bytes a record (8 of header, the 8-byte tag): room for 4,096
+	// ends between two reads. When it is full the program's record is
+	// lost, and the pair is found over by its next regular Poll.
+	if ends, err = ebpf.NewMap(&ebpf.MapSpec{Name: "pen_splice_end", Type: ebpf.RingBuf, MaxEntries: 1 << 16}); err != nil {
+		closeAll(flows, flows6)
+		return nil, nil, nil, nil, fmt.Errorf("ring buffer: %w", err)
 	}
 	prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pen_splice", Type: ebpf.SchedCLS,
-		License: "GPL", Instructions: program(flows.FD(), flows6.FD())})
+		License: "GPL", Instructions: program(flows.FD(), flows6.FD(), ends.FD())})
 	if err != nil {
-		flows.Close()
-		flows6.Close()
-		return nil, nil, nil, fmt.Errorf("tc program: %w", err)
+		closeAll(flows, flows6, ends)
+		return nil, nil, nil, nil, fmt.Errorf("tc program: %w", err)
 	}
-	return flows, flows6, prog, nil
+	return flows, flows6, ends, prog, nil
 }
 
 // Close detaches the program and frees the map.
@@ -207,7 +265,12 @@ func (s *Splicer) Close() {
 	if s.prog != nil {
 		s.prog.Close()
 	}
-	for _, m := range []*ebpf.Map{s.flows, s.flows6} {
+	s.endsMu.Lock()
+	if s.endsRd != nil {
+		s.endsRd.Close() // the reading goroutine ends
+	}
+	s.endsMu.Unlock()
+	for _, m := range []*ebpf.Map{s.flows, s.flows6, s.ends} {
 		if m != nil {
 			m.Close()
 		}
@@ -455,8 +518,9 @@ const (
 // program. toUp and toDown are bytes pen has read and not yet written
 // (from the client, and from the server); Splice takes them over. On an
 // error nothing has changed and pen keeps relaying; *ErrNotEligible says
-// why the pair cannot be spliced (now).
-func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
+// why the pair cannot be spliced (now). tag is what OnEnd's function is
+// given when the pair's connection ends.
+func (s *Splicer) Splice(down, up int, toUp, toDown []byte, tag uint64) (*Pair, error) {
 	p := &Pair{s: s}
 	p.sd[0].fd, p.sd[1].fd = down, up
 	var opts [2]uint8
@@ -577,6 +641,7 @@ func (s *Splicer) Splice(down, up int, toUp, toDown []byte) (*Pair, error) {
 	}
 	mk := func(seqAdd, ackAdd uint32, base uint32, from, into *side, ifindex int) flowCommon {
 		v := flowCommon{Flags: flags, SeqAdd: seqAdd, AckAdd: ackAdd, TsBase: base + tsMargin, Ifindex: uint32(ifindex)}
+		binary.NativeEndian.PutUint64(v.Tag[:], tag)
 		v.LShift, v.RShift = wscale(from.info)&0xf, wscale(into.info)>>4
 		return v
 	}

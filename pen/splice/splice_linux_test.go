@@ -124,7 +124,7 @@ func carryBothWays(t *testing.T, s *Splicer, client, down, up, server net.Conn, 
 	defer fd.Close()
 	defer fu.Close()
 	var p *Pair
-	if err := in(func() (err error) { p, err = s.Splice(dfd, ufd, held, nil); return }); err != nil {
+	if err := in(func() (err error) { p, err = s.Splice(dfd, ufd, held, nil, 0); return }); err != nil {
 		t.Fatalf("splice: %v", err)
 	}
 	for _, f := range afterSplice {
@@ -246,7 +246,7 @@ func TestPollAllocatesNothing(t *testing.T) {
 	relayOnce(t, up, down, 5)
 	_, dfd := fdOf(t, down)
 	_, ufd := fdOf(t, up)
-	p, err := s.Splice(dfd, ufd, nil, nil)
+	p, err := s.Splice(dfd, ufd, nil, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
