@@ -257,6 +257,51 @@ func TestEarlyEnd(t *testing.T) {
 	}
 }
 
+// TestSmallWritesNotDelayed: pen delays the last ACK of the handshake
+// with a server so that it rides on the client's first bytes (dial). A
+// server that answers in two small writes with Nagle's algorithm on sends
+// the second only once the first is acknowledged: quick ACKs must be back
+// on by then (quickAgain), or the answer waits 40 ms or more for a
+// delayed ACK.
+func TestSmallWritesNotDelayed(t *testing.T) {
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		c.(*net.TCPConn).SetNoDelay(false)
+		r := bufio.NewReader(c)
+		for {
+			if _, err := r.ReadString('\n'); err != nil {
+				return
+			}
+			io.WriteString(c, "first half, ")
+			io.WriteString(c, "second half\n")
+		}
+	})
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)))
+	var slowest time.Duration
+	for i := 0; i < 10; i++ {
+		// The loop is held until the request is there, so that pen
+		// takes it with the connect (and delays the handshake's ACK).
+		release := make(chan struct{})
+		held := make(chan struct{})
+		go h.loop.do(func() { close(held); <-release })
+		<-held
+		c := h.dial()
+		start := time.Now()
+		io.WriteString(c, "hello\n")
+		close(release)
+		got, err := bufio.NewReader(c).ReadString('\n')
+		took := time.Since(start)
+		c.Close()
+		if err != nil || got != "first half, second half\n" {
+			t.Fatalf("connection %d: %q, %v", i, got, err)
+		}
+		slowest = max(slowest, took)
+	}
+	if slowest > 30*time.Millisecond {
+		t.Errorf("the slowest answer took %v; a delayed ACK would explain 40 ms or more", slowest)
+	}
+	t.Logf("slowest answer: %v", slowest)
+}
+
 func TestUnixAndIPv6(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "be.sock")
