@@ -22,8 +22,9 @@ import (
 // bpf_l3/l4_csum_replace, which leave a partial checksum partial). It
 // notes the last acknowledgment and window, where the data ends, FIN and
 // RST (a FIN or RST also puts the pair's tag in the ends ring buffer, so
-// that pen looks at the pair at once), and sends the segment on: up the stack to a peer on this host, or
-// out of the interface toward the peer (bpf_redirect_neigh).
+// that pen looks at the pair at once), and sends the segment on: up the
+// stack to a peer on this host, or out of the interface toward the peer
+// (bpf_redirect_neigh).
 //
 // Segments with options in a layout other than Linux's (NOP NOP TS
 // [NOP NOP SACK], or NOP NOP SACK without timestamps) keep their options

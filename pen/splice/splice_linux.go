@@ -82,7 +82,8 @@ const tsMargin = 1 << 20
 // Splicer is the program, its maps, the raw sockets pen sends through,
 // and the program's attachments. One per process, shared by every loop:
 // map updates are system calls, safe from any goroutine, the raw sockets
-// are only written, and hooks and addrs guard themselves.
+// are only written, hooks and addrs guard themselves, and endsMu guards the
+// ring buffer's reader.
 type Splicer struct {
 	flows, flows6 *ebpf.Map
 	ends          *ebpf.Map // ring buffer: the tags of pairs a FIN or RST passed for
