@@ -539,12 +539,14 @@ func spliceEnded(tag uint64) {
 	}
 	l := v.(*Loop)
 	l.mu.Lock()
-	first := len(l.ended) == 0
-	if !l.finished {
-		l.ended = append(l.ended, int32(uint32(tag)))
+	defer l.mu.Unlock()
+	if !l.running || l.stopped || l.closing {
+		return // the loop is ending: its pairs end with it
 	}
-	l.mu.Unlock()
-	if first {
+	l.ended = append(l.ended, int32(uint32(tag)))
+	if len(l.ended) == 1 {
+		// Under mu: the loop does not close its eventfd meanwhile
+		// (Run sets closing first), so no other file gets the write.
 		wakeUp(l.wake)
 	}
 }

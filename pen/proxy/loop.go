@@ -185,6 +185,7 @@ type Loop struct {
 	ended    []int32  // slots of spliced pairs a FIN or RST passed for (the splicer's goroutine, spliceEnded)
 	running  bool     // Run has started
 	stopped  bool     // Stop was called
+	closing  bool     // serve has returned: the loop's descriptors close now
 	finished bool     // Run has ended (or never will)
 	done     chan struct{}
 }
@@ -345,6 +346,9 @@ func (l *Loop) Run() error {
 	l.mu.Unlock()
 	defer close(l.done)
 	err := l.serve()
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
 	l.shutdown()
 	l.mu.Lock()
 	q := l.queue
