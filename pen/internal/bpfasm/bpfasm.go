@@ -15,30 +15,33 @@ import (
 // in skb to base+at (the stack: base asm.RFP), by bpf_skb_load_bytes,
 // and jumps to fail when the packet is shorter.
 func LoadBytes(skb asm.Register, off int32, base asm.Register, at, n int32, fail string) asm.Instructions {
-	return asm.Instructions{
-		asm.Mov.Reg(asm.R1, skb),
-		asm.Mov.Imm(asm.R2, off),
-		asm.Mov.Reg(asm.R3, base),
-		asm.Add.Imm(asm.R3, at),
-		asm.Mov.Imm(asm.R4, n),
+	return append(bytesArgs(skb, off, base, at, n),
 		asm.FnSkbLoadBytes.Call(),
 		asm.JNE.Imm(asm.R0, 0, fail),
-	}
+	)
 }
 
 // StoreBytes writes n bytes from base+at into the packet at offset off
 // by bpf_skb_store_bytes with flags (such as BPF_F_RECOMPUTE_CSUM), and
 // jumps to fail when the kernel refuses.
 func StoreBytes(skb asm.Register, off int32, base asm.Register, at, n, flags int32, fail string) asm.Instructions {
+	return append(bytesArgs(skb, off, base, at, n),
+		asm.Mov.Imm(asm.R5, flags),
+		asm.FnSkbStoreBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, fail),
+	)
+}
+
+// bytesArgs puts the arguments bpf_skb_load_bytes and
+// bpf_skb_store_bytes share in R1 to R4: the packet, its offset, the
+// address of the other side and the length.
+func bytesArgs(skb asm.Register, off int32, base asm.Register, at, n int32) asm.Instructions {
 	return asm.Instructions{
 		asm.Mov.Reg(asm.R1, skb),
 		asm.Mov.Imm(asm.R2, off),
 		asm.Mov.Reg(asm.R3, base),
 		asm.Add.Imm(asm.R3, at),
 		asm.Mov.Imm(asm.R4, n),
-		asm.Mov.Imm(asm.R5, flags),
-		asm.FnSkbStoreBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, fail),
 	}
 }
 
