@@ -107,8 +107,9 @@ type Table struct {
 	servers   []*Server
 	emergency *Server
 	abuse     *Server
-	clients   []*client
-	byAddr    map[netip.Addr]int
+	clients   []*client          // Pen's client table, in slot order
+	byAddr    map[netip.Addr]int // the slot of each client in it
+	heaps     clientHeaps        // its slots by age, and the free ones
 	rrLast    int
 	current   int
 
@@ -125,9 +126,12 @@ type Table struct {
 }
 
 // New returns an empty table with Pen's defaults; call Configure.
-func New() *Table {
+func New() *Table { return newTable(config.DefaultClientsMax) }
+
+// newTable returns a table with a client table of n slots.
+func newTable(n int) *Table {
 	t := &Table{byAddr: map[netip.Addr]int{}, now: time.Now, blacklist: config.DefaultBlacklist}
-	t.growClients(config.DefaultClientsMax)
+	t.growClients(n)
 	return t
 }
 
@@ -213,12 +217,6 @@ func special(cur *Server, cs *config.Server, idx int) *Server {
 func (s *Server) set(index int, cfg config.Server) {
 	pub := cfg
 	s.Index, s.Cfg, s.pub = index, cfg, &pub
-}
-
-func (t *Table) growClients(n int) {
-	for len(t.clients) < n {
-		t.clients = append(t.clients, &client{server: NoServer})
-	}
 }
 
 // ServerStates reports the server slots for the servers command.
@@ -329,59 +327,6 @@ func (t *Table) available(s *Server) bool {
 func (t *Table) blacklisted(s *Server) bool {
 	status := s.status.Load()
 	return status != 0 && t.unix()-status < t.blacklist
-}
-
-// storeClient finds or makes the client's slot (Pen's store_client).
-func (t *Table) storeClient(addr netip.Addr) int {
-	now := t.unix()
-	if i, ok := t.byAddr[addr]; ok {
-		c := t.clients[i]
-		if t.tracking > 0 && c.last+t.tracking < now {
-			// Expired: Pen kept the old server here; a returning client
-			// after the tracking time is a new client.
-			c.server = NoServer
-			c.connects = 0
-			c.sent.Store(0)
-			c.received.Store(0)
-		}
-		c.last = now
-		c.connects++
-		return i
-	}
-	empty, oldest := -1, -1
-	for i, c := range t.clients {
-		if c.last != 0 && t.tracking > 0 && c.last+t.tracking < now {
-			t.freeClient(i)
-		}
-		if c.last == 0 {
-			empty = i
-			break
-		}
-		if oldest == -1 || c.last < t.clients[oldest].last {
-			oldest = i
-		}
-	}
-	i := empty
-	if i == -1 {
-		i = oldest
-		t.freeClient(i)
-	}
-	c := t.clients[i]
-	c.addr, c.last, c.server, c.connects = addr, now, NoServer, 1
-	c.sent.Store(0)
-	c.received.Store(0)
-	t.byAddr[addr] = i
-	return i
-}
-
-func (t *Table) freeClient(i int) {
-	c := t.clients[i]
-	if c.last != 0 {
-		if j, ok := t.byAddr[c.addr]; ok && j == i {
-			delete(t.byAddr, c.addr)
-		}
-	}
-	c.last = 0
 }
 
 // hashIndex is Pen's pen_hash: the IPv4 address read in host (little-

@@ -272,9 +272,7 @@ func TestClientTable(t *testing.T) {
 func TestClientLRU(t *testing.T) {
 	in := config.New(config.Default(), config.Process{}, nil)
 	in.Exec("server 0 address 127.0.0.1 port 100", config.FromFlag)
-	tb := New()
-	tb.clients = nil
-	tb.growClients(2)
+	tb := newTable(2)
 	clk := &clock{time.Unix(1_800_000_000, 0)}
 	tb.SetClock(clk.now)
 	c := in.Config().Clone()
