@@ -41,6 +41,15 @@ var (
 	penErr  error
 )
 
+// TestMain removes the pen binary that penBinary built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if penPath != "" {
+		os.RemoveAll(filepath.Dir(penPath))
+	}
+	os.Exit(code)
+}
+
 // penBinary builds pen once for the package's tests.
 func penBinary(t *testing.T) string {
 	t.Helper()
