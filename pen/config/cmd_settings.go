@@ -109,9 +109,9 @@ func cmdIdleTimeout(x *txn, cmd string, args []string) error {
 // cmdTableSize is clients_max and conn_max.
 func cmdTableSize(x *txn, cmd string, args []string) error {
 	c := x.cfg
-	p, what := &c.ClientsMax, "client"
+	p, what, table := &c.ClientsMax, "client", 0
 	if cmd == "conn_max" {
-		p, what = &c.ConnMax, "connection"
+		p, what, table = &c.ConnMax, "connection", 1
 	}
 	n, set, err := optInt(cmd, args)
 	if err != nil {
@@ -121,7 +121,10 @@ func cmdTableSize(x *txn, cmd string, args []string) error {
 		if n < 1 || n > MaxTable {
 			return fmt.Errorf("%s: %s table size %d out of range (1..%d)", cmd, what, n, MaxTable)
 		}
-		if n > *p { // the tables only grow, as in Pen
+		if x.in.eng == nil && !x.sized[table] {
+			*p = n // the first size before pen serves is exact (Interp.sized)
+			x.sized[table] = true
+		} else if n > *p { // the tables only grow, as in Pen
 			*p = n
 		}
 	}

@@ -51,7 +51,8 @@ func TestReplies(t *testing.T) {
 		{"control_acl 3", "3\n"},
 		{"debug", "0\n"},
 		{"clients_max", "2048\n"},
-		{"clients_max 100", "2048\n"},
+		{"clients_max 2048", "2048\n"}, // before pen serves, the first size is exact
+		{"clients_max 100", "2048\n"},  // and later ones only grow
 		{"conn_max 1000", "1000\n"},
 		{"tarpit_acl", "tarpit_acl = -1"},
 		{"tarpit_acl 1", "tarpit_acl = 1"},
@@ -378,5 +379,35 @@ func TestTarpitIf(t *testing.T) {
 	exec(t, in, "no tarpit_if")
 	if text := string(in.Render("pen.cfg")); strings.Contains(text, "tarpit_if") {
 		t.Errorf("no tarpit_if: still saved:\n%s", text)
+	}
+}
+
+// TestTableSizesAtStartup: before pen serves, the first clients_max or
+// conn_max (from -c/-x, -O or the -F file) sets the table's exact size,
+// smaller than the default too, and later ones only grow it, as Pen's
+// expand_clienttable and expand_conntable do from 0.
+func TestTableSizesAtStartup(t *testing.T) {
+	in := newTest(t)
+	for _, tc := range []struct{ cmd, want string }{
+		{"clients_max", "2048\n"},
+		{"conn_max", "500\n"},
+		{"clients_max 2", "2\n"},
+		{"conn_max 3", "3\n"},
+		{"clients_max 1", "2\n"},
+		{"conn_max 2", "3\n"},
+		{"clients_max 5", "5\n"},
+		{"conn_max 4000", "4000\n"},
+	} {
+		if got := exec(t, in, tc.cmd); got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.cmd, got, tc.want)
+		}
+	}
+	// A refused command sizes nothing: the next one is still the first.
+	in = newTest(t)
+	if _, err := in.Exec("clients_max 0", FromFile); err == nil {
+		t.Fatal("clients_max 0 accepted")
+	}
+	if got := exec(t, in, "clients_max 7"); got != "7\n" {
+		t.Errorf("clients_max 7 after a refused one: got %q, want the exact size", got)
 	}
 }

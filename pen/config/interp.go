@@ -91,6 +91,14 @@ type Interp struct {
 	byOrigin sync.Map // Origin -> *atomic.Uint64
 
 	files fileState // guarded by mu
+
+	// sized says whether clients_max and conn_max have been given since
+	// start-up. Before pen serves, the first one sets the table's exact
+	// size and later ones only grow it, as Pen's expand_clienttable and
+	// expand_conntable do from a size of 0 (-c 100, or clients_max 100 in
+	// the -F file, gives 100 slots); once pen serves, the tables only
+	// grow. Guarded by mu; a transaction's copy is kept when it commits.
+	sized [2]bool
 }
 
 func (in *Interp) countChange(o Origin) {
@@ -302,6 +310,7 @@ func (in *Interp) commit(x *txn) (string, error) {
 			in.OnChange(x.cfg, x.origin)
 		}
 	}
+	in.sized = x.sized
 	for _, f := range x.after {
 		f(in.eng)
 	}

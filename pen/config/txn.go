@@ -29,6 +29,8 @@ type txn struct {
 	// in place; the others are shared with the running configuration.
 	ownServers bool
 	ownACL     [acl.Lists]bool
+
+	sized [2]bool // Interp.sized as this transaction leaves it
 }
 
 // begin starts a transaction on a copy of the running configuration. The
@@ -38,7 +40,7 @@ type txn struct {
 // with two.
 func (in *Interp) begin(origin Origin) *txn {
 	c := *in.cfg
-	return &txn{in: in, cfg: &c, origin: origin}
+	return &txn{in: in, cfg: &c, origin: origin, sized: in.sized}
 }
 
 // runData runs the lines of an upload or of -O/-o text; errors name the

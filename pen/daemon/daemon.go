@@ -295,6 +295,21 @@ func (d *Daemon) options(opts []opt) error {
 }
 
 func (d *Daemon) numeric(c byte, n int) error {
+	switch c {
+	case 'c', 'x':
+		// The table sizes go through their commands, which size a
+		// table exactly the first time before pen serves and only grow
+		// it after, as Pen's -c and -x do.
+		if n < 1 {
+			if c == 'c' {
+				return errors.New("the client table needs at least 1 slot")
+			}
+			return errors.New("the connection table needs at least 1 slot")
+		}
+		cmd := map[byte]string{'c': "clients_max", 'x': "conn_max"}[c]
+		_, err := d.in.Exec(fmt.Sprintf("%s %d", cmd, n), config.FromFlag)
+		return err
+	}
 	return d.in.Update(config.FromFlag, func(cf *config.Config) error {
 		switch c {
 		case 'T':
@@ -307,16 +322,6 @@ func (d *Daemon) numeric(c byte, n int) error {
 				return errors.New("blacklist time must not be negative")
 			}
 			cf.Blacklist = n
-		case 'c':
-			if n < 1 {
-				return errors.New("the client table needs at least 1 slot")
-			}
-			cf.ClientsMax = n // at start-up -c sets the exact size
-		case 'x':
-			if n < 1 {
-				return errors.New("the connection table needs at least 1 slot")
-			}
-			cf.ConnMax = n
 		case 'm':
 			if n < 1 {
 				fmt.Fprint(d.Stderr, "multi_accept bumped to 1\n")

@@ -125,8 +125,10 @@ type Table struct {
 	now func() time.Time
 }
 
-// New returns an empty table with Pen's defaults; call Configure.
-func New() *Table { return newTable(config.DefaultClientsMax) }
+// New returns an empty table with Pen's defaults; call Configure, which
+// makes the client table clients_max slots long (-c sets the exact size
+// at start-up, as in Pen; it grows afterwards).
+func New() *Table { return newTable(0) }
 
 // newTable returns a table with a client table of n slots.
 func newTable(n int) *Table {

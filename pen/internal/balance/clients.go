@@ -1,6 +1,10 @@
 package balance
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/pen-lb/pen-appliance/pen/config"
+)
 
 // Pen's store_client walks the whole client table for every connection:
 // a known client is found by comparing addresses slot by slot, and a new
@@ -141,6 +145,9 @@ func (t *Table) growClients(n int) {
 func (t *Table) storeClient(addr netip.Addr) int {
 	now := t.unix()
 	h := &t.heaps
+	if len(t.clients) == 0 {
+		t.growClients(config.DefaultClientsMax) // used before Configure
+	}
 	if i, ok := t.byAddr[addr]; ok {
 		c := t.clients[i]
 		switch {
