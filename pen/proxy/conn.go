@@ -84,6 +84,7 @@ type conn struct {
 	logged  bool           // the request log has a line for this connection
 	turns   uint8          // reads from the client, counted up to relayAfter
 	spTries uint8          // attempts to splice the connection (kernel.go)
+	early   int32          // bytes read from the client before a server was connected, not yet counted (countEarly)
 	kr      *relayState    // the kernel relays the connection (kernel.go)
 	sp      *splice.Pair   // the kernel splices the connection's segments (kernel.go)
 	uk      *ukFlow        // the kernel carries the UDP flow (udpkernel.go)
@@ -315,7 +316,11 @@ func (l *Loop) dial(c *conn, tg balance.Target) error {
 			// A connect to this host is often complete already: send
 			// what the client sent without waiting for the event.
 			q := c.q[sideUp]
+			before := q.len()
 			done, errno := q.flush(fd)
+			if q.len() < before {
+				l.countEarly(c) // the server took bytes: it is connected
+			}
 			switch {
 			case errno != 0 && errno != unix.EAGAIN:
 				unix.Close(fd)
@@ -411,12 +416,24 @@ func (l *Loop) connected(c *conn) {
 	c.fl |= fWriteUp
 	c.t = l.now
 	c.sess.Connected()
+	l.countEarly(c)
 	if c.fl&fIdler != 0 {
 		c.state |= stateClosedDown
 	}
 	l.work(c)
 	if c.state != stateUnused && c.fl&fEarly != 0 {
 		quickAgain(c, int(c.up))
+	}
+}
+
+// countEarly counts the bytes the client sent before a server was
+// connected against the server that gets them: the one connected now, not
+// one whose connect failed before (Pen reads a client only once its
+// server is connected, so it counts them there too).
+func (l *Loop) countEarly(c *conn) {
+	if c.early > 0 {
+		c.sess.Sent(int(c.early))
+		c.early = 0
 	}
 }
 

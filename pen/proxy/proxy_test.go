@@ -257,6 +257,50 @@ func TestEarlyEnd(t *testing.T) {
 	}
 }
 
+// TestCountsAfterFailover: the bytes a client sends before its server is
+// connected count for the server that gets them, not for one whose
+// connect failed first (Pen reads a client only once its server is
+// connected, so it counts them there). The loop is held until the client
+// has sent everything, so that pen reads it all before it connects.
+func TestCountsAfterFailover(t *testing.T) {
+	be := tcpServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		c.Write(b)
+	})
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadPort := port(dead)
+	dead.Close() // nothing listens there now: the connect is refused
+	// Round-robin starts at server 1, the dead one; pen fails over to 0.
+	h := start(t, "127.0.0.1:0", nil, fmt.Sprintf("server 0 address 127.0.0.1 port %d", port(be)),
+		fmt.Sprintf("server 1 address 127.0.0.1 port %d", deadPort))
+	release, held := make(chan struct{}), make(chan struct{})
+	go h.loop.do(func() { close(held); <-release })
+	<-held
+	c := h.dial()
+	io.WriteString(c, "ping")
+	c.(*net.TCPConn).CloseWrite()
+	close(release)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	c.Close()
+	if string(got) != "ping" {
+		t.Fatalf("echo through pen: %q (%v)", got, err)
+	}
+	st := h.tb.ServerStates()
+	if st[1].Failures != 1 {
+		t.Fatalf("server 1 failures %d: the connection did not try it first", st[1].Failures)
+	}
+	if st[0].Sent != 4 || st[1].Sent != 0 {
+		t.Errorf("bytes sent: server 0 %d, server 1 %d; want 4 and 0", st[0].Sent, st[1].Sent)
+	}
+	if cl := h.tb.ClientStates(); len(cl) != 1 || cl[0].Received != 4 || cl[0].Sent != 4 {
+		t.Errorf("client states %+v, want 4 bytes each way", cl)
+	}
+}
+
 // TestSmallWritesNotDelayed: pen delays the last ACK of the handshake
 // with a server so that it rides on the client's first bytes (dial). A
 // server that answers in two small writes with Nagle's algorithm on sends

@@ -228,7 +228,7 @@ func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint32, eof
 			// The client stopped in the middle of a head: the server
 			// gets what it sent, unchanged.
 			held := c.rw.Flush(l.scratch(0))
-			c.sess.Sent(len(held))
+			l.countSent(c, len(held))
 			return 0, l.send(c, dir, dst, held, wflag)
 		}
 		return 0, true
@@ -254,7 +254,7 @@ func (l *Loop) copyBuffered(c *conn, dir, src, dst int, rflag, wflag uint32, eof
 		} else if l.set.Log != nil {
 			l.logChunk(c, data)
 		}
-		c.sess.Sent(len(data))
+		l.countSent(c, len(data))
 	} else {
 		c.sess.Received(len(data))
 	}
@@ -488,4 +488,14 @@ func (l *Loop) dump(p []byte) {
 		}
 	}
 	l.log.Printf("%s", b.String())
+}
+
+// countSent counts n bytes read from the client for its server, or, while
+// no server is connected yet, keeps them for countEarly.
+func (l *Loop) countSent(c *conn, n int) {
+	if c.up < 0 {
+		c.early += int32(n)
+		return
+	}
+	c.sess.Sent(n)
 }
