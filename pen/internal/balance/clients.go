@@ -21,8 +21,8 @@ import (
 // seen for the tracking time when its walk passes the slot: a new
 // client's walk passes them all, and so pen frees them all when a new
 // client comes. A known client's walk frees those before its slot, which
-// pen leaves for the next new client; the difference shows only in the
-// clients command's list.
+// pen leaves for the next new client; the difference shows only in
+// recent and the status page.
 
 // clientHeaps orders the client table's slots. Under Table.mu, with the
 // slots it orders.
