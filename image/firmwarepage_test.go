@@ -152,11 +152,32 @@ func TestFirmwarePagePC(t *testing.T) {
 		t.Fatalf("after the upload the page says %q", got)
 	}
 	t.Logf("uploaded and written in %.1fs", time.Since(started).Seconds())
-	do("reboot", 30*time.Second,
-		chromedp.Evaluate[chromedp.Void](`window.confirm = function () { return true; }`),
-		chromedp.Click(chromedp.ID("reboot-button")),
-		chromedp.WaitVisible(chromedp.ID("rebooting")),
-	)
+	// The button is pressed through the page (element.click), not by a
+	// mouse event at its position: the page updates itself while it polls,
+	// and a click at a spot the layout had just moved away from was seen to
+	// post nothing (no "reboot requested" on the console). When no request
+	// reached the appliance, the page is loaded again and the button
+	// pressed again, up to three times.
+	for try := 1; ; try++ {
+		c, cancel := context.WithTimeout(bctx, 30*time.Second)
+		err := chromedp.Do(c,
+			chromedp.WaitVisible(chromedp.ID("reboot-button")),
+			chromedp.Evaluate[chromedp.Void](`window.confirm = function () { return true; }; document.getElementById("reboot-button").click();`),
+			chromedp.WaitVisible(chromedp.ID("rebooting")),
+		)
+		cancel()
+		if err == nil || vm.consoleHas("reboot requested") {
+			break // the appliance reboots
+		}
+		if try == 3 {
+			t.Fatalf("reboot: %v\n%s", err, vm.diagnose())
+		}
+		t.Logf("reboot, try %d: %v, and no request reached the appliance: loading the page again", try, err)
+		do("load the firmware page", 30*time.Second,
+			chromedp.Navigate(base+"/firmware"),
+			chromedp.WaitVisible(chromedp.ID("firmware-running")),
+		)
+	}
 	rebooted := time.Now()
 	vm.waitFor(t, 4*time.Minute, "v2 serving", func() error { return vm.serving(v2time) })
 	t.Logf("v2 serving %.1fs after the reboot button", time.Since(rebooted).Seconds())
