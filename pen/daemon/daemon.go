@@ -488,6 +488,8 @@ func (d *Daemon) serve() error {
 		}
 		defer os.Remove(d.proc.PidFile)
 	}
+	// Only now, with the privileges dropped, are control commands run.
+	eng.ServeControl()
 	for _, h := range d.hooks {
 		if err := h(d); err != nil {
 			eng.Stop()

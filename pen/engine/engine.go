@@ -38,6 +38,9 @@ type Engine struct {
 	// with noCtrl, the one refused at start-up (which later changes may
 	// keep without being refused again).
 	ctrlSpec string
+	// ctrlOn: control commands are served (ServeControl). Until then a
+	// control listener is open and its clients wait in its queue.
+	ctrlOn   bool
 	listenAt string // the listen spec in effect, with the UDP flag
 	quit     chan struct{}
 	quitOnce sync.Once
@@ -71,6 +74,22 @@ func (e *Engine) RefuseControl(why string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.noCtrl = why
+}
+
+// ServeControl starts serving control commands. The daemon calls it once
+// it has dropped its privileges (-u, -j), so that no command runs as
+// root: a client that connects before that waits in the listener's queue,
+// as with Pen, whose main loop starts after setuid.
+func (e *Engine) ServeControl() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ctrlOn {
+		return
+	}
+	e.ctrlOn = true
+	if e.ctrl != nil {
+		go e.ctrl.Serve()
+	}
 }
 
 // Apply puts c into effect. On error nothing has changed.
@@ -188,7 +207,7 @@ func (e *Engine) Apply(c *config.Config) error {
 		// The control server checks control_acl without the
 		// interpreter's lock; it learns the list here.
 		e.ctrl.SetACL(c.ACLs[c.ControlACL])
-		if ctrlChanged {
+		if ctrlChanged && e.ctrlOn {
 			go e.ctrl.Serve()
 		}
 	}

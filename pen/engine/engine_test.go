@@ -236,6 +236,7 @@ func TestExitAnsweredBeforeStop(t *testing.T) {
 	if err := in.SetEngine(eng); err != nil {
 		t.Fatal(err)
 	}
+	eng.ServeControl() // as the daemon does once its privileges are dropped
 	done := make(chan error, 1)
 	go func() { done <- eng.Run() }()
 
@@ -256,5 +257,74 @@ func TestExitAnsweredBeforeStop(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if b, err := io.ReadAll(c); err != nil || string(b) != control.StatusOK+"\n" {
 		t.Errorf("the answer to exit once Run returned: %q (%v), want %q", b, err, control.StatusOK+"\n")
+	}
+}
+
+// TestControlWaitsForServeControl: the control listener opens with the
+// configuration, but commands run only after ServeControl, which the
+// daemon calls once it has dropped its privileges. A client that connects
+// before gets its answer after, and a control port moved later is served
+// at once.
+func TestControlWaitsForServeControl(t *testing.T) {
+	dir := t.TempDir()
+	log := diag.Discard()
+	in := config.New(config.Default(), config.Process{}, log)
+	eng, err := New(log, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Stop()
+	c := config.Default()
+	c.Control = filepath.Join(dir, "pen.ctl")
+	c.Listen = filepath.Join(dir, "listen.sock")
+	c.SetServer(0, server(t, namedServer(t, "A")))
+	if err := eng.Apply(c); err != nil {
+		t.Fatal(err)
+	}
+	ask := func(path string) (net.Conn, chan string) {
+		conn, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatalf("the control listener is not open: %v", err)
+		}
+		io.WriteString(conn, "blacklist\n")
+		got := make(chan string, 1)
+		go func() {
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b, _ := io.ReadAll(conn)
+			got <- string(b)
+		}()
+		return conn, got
+	}
+	conn, got := ask(c.Control)
+	defer conn.Close()
+	select {
+	case s := <-got:
+		t.Fatalf("a command was answered (%q) before ServeControl", s)
+	case <-time.After(300 * time.Millisecond):
+	}
+	eng.ServeControl()
+	select {
+	case s := <-got:
+		if s != "30\n" {
+			t.Errorf("blacklist answered %q after ServeControl, want \"30\\n\"", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer after ServeControl")
+	}
+
+	moved := c.Clone()
+	moved.Control = filepath.Join(dir, "other.ctl")
+	if err := eng.Apply(moved); err != nil {
+		t.Fatal(err)
+	}
+	conn2, got2 := ask(moved.Control)
+	defer conn2.Close()
+	select {
+	case s := <-got2:
+		if s != "30\n" {
+			t.Errorf("the moved control port answered %q, want \"30\\n\"", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the moved control port does not answer")
 	}
 }
