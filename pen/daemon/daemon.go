@@ -300,13 +300,13 @@ func (d *Daemon) numeric(c byte, n int) error {
 		// The table sizes go through their commands, which size a
 		// table exactly the first time before pen serves and only grow
 		// it after, as Pen's -c and -x do.
-		if n < 1 {
-			if c == 'c' {
-				return errors.New("the client table needs at least 1 slot")
-			}
-			return errors.New("the connection table needs at least 1 slot")
+		cmd, table := "clients_max", "client"
+		if c == 'x' {
+			cmd, table = "conn_max", "connection"
 		}
-		cmd := map[byte]string{'c': "clients_max", 'x': "conn_max"}[c]
+		if n < 1 {
+			return fmt.Errorf("the %s table needs at least 1 slot", table)
+		}
 		_, err := d.in.Exec(fmt.Sprintf("%s %d", cmd, n), config.FromFlag)
 		return err
 	}

@@ -163,11 +163,11 @@ func TestApplyRollsBack(t *testing.T) {
 	}
 }
 
-// TestRefusedControlPortRefusesOnlyControl: as root without -u pen does
-// not open the control port. Every later change used to be refused with
-// that reason; now only a change that asks for another control port is.
-func TestRefusedControlPortRefusesOnlyControl(t *testing.T) {
-	const why = "Won't open control port running as root; use -u to run as different user"
+// controlEngine makes an engine, stopped when the test ends, and a
+// configuration for it that is not applied yet: a control socket and a
+// listener in dir, and one server that answers "A".
+func controlEngine(t *testing.T) (*Engine, *config.Config, string) {
+	t.Helper()
 	dir := t.TempDir()
 	log := diag.Discard()
 	in := config.New(config.Default(), config.Process{}, log)
@@ -175,12 +175,21 @@ func TestRefusedControlPortRefusesOnlyControl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer eng.Stop()
-	eng.RefuseControl(why)
+	t.Cleanup(eng.Stop)
 	c := config.Default()
 	c.Control = filepath.Join(dir, "pen.ctl")
 	c.Listen = filepath.Join(dir, "listen.sock")
 	c.SetServer(0, server(t, namedServer(t, "A")))
+	return eng, c, dir
+}
+
+// TestRefusedControlPortRefusesOnlyControl: as root without -u pen does
+// not open the control port. Every later change used to be refused with
+// that reason; now only a change that asks for another control port is.
+func TestRefusedControlPortRefusesOnlyControl(t *testing.T) {
+	const why = "Won't open control port running as root; use -u to run as different user"
+	eng, c, dir := controlEngine(t)
+	eng.RefuseControl(why)
 	if err := eng.Apply(c); err != nil {
 		t.Fatalf("Apply at start-up with a refused control port: %v (pen runs without one)", err)
 	}
@@ -266,18 +275,7 @@ func TestExitAnsweredBeforeStop(t *testing.T) {
 // before gets its answer after, and a control port moved later is served
 // at once.
 func TestControlWaitsForServeControl(t *testing.T) {
-	dir := t.TempDir()
-	log := diag.Discard()
-	in := config.New(config.Default(), config.Process{}, log)
-	eng, err := New(log, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Stop()
-	c := config.Default()
-	c.Control = filepath.Join(dir, "pen.ctl")
-	c.Listen = filepath.Join(dir, "listen.sock")
-	c.SetServer(0, server(t, namedServer(t, "A")))
+	eng, c, dir := controlEngine(t)
 	if err := eng.Apply(c); err != nil {
 		t.Fatal(err)
 	}

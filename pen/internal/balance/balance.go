@@ -133,6 +133,11 @@ func New() *Table { return newTable(0) }
 // newTable returns a table with a client table of n slots.
 func newTable(n int) *Table {
 	t := &Table{byAddr: map[netip.Addr]int{}, now: time.Now, blacklist: config.DefaultBlacklist}
+	t.heaps.used.less = func(a, b int32) bool {
+		la, lb := t.clients[a].last, t.clients[b].last
+		return la < lb || la == lb && a < b
+	}
+	t.heaps.free.less = func(a, b int32) bool { return a < b }
 	t.growClients(n)
 	return t
 }

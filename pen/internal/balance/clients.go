@@ -122,13 +122,6 @@ func (s *slotHeap) down(k0 int) bool {
 // growClients makes the client table n slots long; it only grows, as in
 // Pen.
 func (t *Table) growClients(n int) {
-	if t.heaps.used.less == nil {
-		t.heaps.used.less = func(a, b int32) bool {
-			la, lb := t.clients[a].last, t.clients[b].last
-			return la < lb || la == lb && a < b
-		}
-		t.heaps.free.less = func(a, b int32) bool { return a < b }
-	}
 	old := len(t.clients)
 	if n <= old {
 		return
