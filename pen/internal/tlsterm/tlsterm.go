@@ -13,6 +13,7 @@
 package tlsterm
 
 import (
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -47,6 +48,7 @@ func Config(t config.TLS, log *diag.Logger) (*tls.Config, error) {
 	if err := def.load(); err != nil {
 		return nil, err
 	}
+	def.warnWeak(log)
 	s := &store{def: def, sniPath: t.SNIPath, names: map[string]*sniEntry{}, log: log}
 	cfg := &tls.Config{
 		GetCertificate: s.getCertificate,
@@ -201,10 +203,28 @@ func (f *certFile) get(log *diag.Logger) *tls.Certificate {
 				f.c, f.pool, f.stamp = old, oldPool, oldStamp
 			} else if log != nil {
 				log.Printf("TLS: reloaded %s", f.cert)
+				f.warnWeak(log)
 			}
 		}
 	}
 	return f.c
+}
+
+// minRSABits is the smallest RSA key that current clients accept: browsers
+// and OpenSSL 3 at its default security level refuse 1024-bit keys.
+const minRSABits = 2048
+
+// warnWeak logs that the certificate's key is one that many clients refuse.
+// pen serves it anyway, as Go's TLS allows, so that a configuration that
+// worked with an older Pen (whose bundled test certificate has a 1024-bit
+// key) still starts.
+func (f *certFile) warnWeak(log *diag.Logger) {
+	if log == nil || f.c == nil || f.c.Leaf == nil {
+		return
+	}
+	if k, ok := f.c.Leaf.PublicKey.(*rsa.PublicKey); ok && k.N.BitLen() < minRSABits {
+		log.Printf("TLS: %s has a %d-bit RSA key, which browsers and OpenSSL 3 clients refuse; use a %d-bit RSA or an ECDSA key", f.cert, k.N.BitLen(), minRSABits)
+	}
 }
 
 func (f *certFile) caPool() *x509.CertPool {

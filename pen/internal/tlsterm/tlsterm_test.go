@@ -1,21 +1,26 @@
 package tlsterm
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pen-lb/pen-appliance/pen/config"
+	"github.com/pen-lb/pen-appliance/pen/diag"
 )
 
 // newCert writes a certificate for name, signed by ca (self-signed when
@@ -154,5 +159,44 @@ func TestProtocolAndCiphers(t *testing.T) {
 	}
 	if _, err := Config(config.TLS{Cert: filepath.Join(dir, "missing.crt")}, nil); err == nil {
 		t.Error("a missing certificate was accepted")
+	}
+}
+
+// A certificate with a 1024-bit RSA key (Pen's bundled siag.pem has one) is
+// served, with a log line saying that clients refuse it; a 2048-bit key
+// gives no such line.
+func TestWeakRSAKeyServedWithWarning(t *testing.T) {
+	dir := t.TempDir()
+	for _, bits := range []int{1024, 2048} {
+		key, err := rsa.GenerateKey(rand.Reader, bits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rsa.test"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pemFile := filepath.Join(dir, fmt.Sprintf("rsa%d.pem", bits))
+		b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})...)
+		if err := os.WriteFile(pemFile, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var logged bytes.Buffer
+		cfg, err := Config(config.TLS{Cert: pemFile}, diag.New(&logged))
+		if err != nil {
+			t.Fatalf("%d-bit key: %v", bits, err)
+		}
+		if got, err := handshake(t, cfg, &tls.Config{InsecureSkipVerify: true}); err != nil || got != "rsa.test" {
+			t.Errorf("%d-bit key: handshake gave %q, %v", bits, got, err)
+		}
+		warned := strings.Contains(logged.String(), fmt.Sprintf("has a %d-bit RSA key", bits))
+		if warned != (bits < minRSABits) {
+			t.Errorf("%d-bit key: log %q", bits, logged.String())
+		}
 	}
 }
