@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -111,3 +114,68 @@ func TestNoServersWarned(t *testing.T) {
 }
 
 func firstLine(s string) string { l, _, _ := strings.Cut(s, "\n"); return l }
+
+// TestPidfileNeverDestroysAFile: -p names the pidfile, and Pen overwrites
+// whatever is there. pen refuses, before it opens anything, a file that
+// holds something other than a process id ("-p pen.cfg" typed for "-F
+// pen.cfg") and a symbolic link (pen started as root, led by a link in a
+// shared directory to another file), and leaves both untouched. A stale
+// pidfile is replaced; at exit the pidfile is removed only while it holds
+// pen's own process id.
+func TestPidfileNeverDestroysAFile(t *testing.T) {
+	begin(t, 60*time.Second)
+	dir := sharedDir(t)
+	echo := startEchoBackend(t)
+	cfg := filepath.Join(dir, "pen.cfg")
+	userText := "# my servers\nserver 0 address 127.0.0.1 port 81\n"
+	writeFile(t, cfg, userText)
+	link := filepath.Join(dir, "link.pid")
+	if err := os.Symlink(cfg, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ pidfile, why string }{
+		{cfg, "holds something other than a process id"},
+		{link, "symbolic link"},
+	} {
+		port := freePort(t, "tcp")
+		_, stderr, code := runBinary(t, penBin, "-f", "-p", c.pidfile, lst(port), echo.spec())
+		if code == 0 || !strings.Contains(stderr, "Can't create pidfile "+c.pidfile) || !strings.Contains(stderr, c.why) {
+			t.Errorf("-p %s: status %d, %q; want a refusal saying %q", c.pidfile, code, stderr, c.why)
+		}
+		if got := readFileString(cfg); got != userText {
+			t.Errorf("-p %s changed the configuration file: %q", c.pidfile, got)
+		}
+		if listeningTCP(port) {
+			t.Errorf("-p %s: port %d is listening after the refusal", c.pidfile, port)
+		}
+	}
+
+	// A stale pidfile is replaced, and removed at exit.
+	pidfile := filepath.Join(dir, "pen.pid")
+	writeFile(t, pidfile, "4000000\n")
+	port := freePort(t, "tcp")
+	p := startPen(t, penOpts{TCP: port, Dir: dir}, "-p", pidfile, lst(port), echo.spec())
+	want := strconv.Itoa(p.pid())
+	if !waitFor(5*time.Second, func() bool { return readFileString(pidfile) == want }) {
+		t.Fatalf("stale pidfile holds %q, want %q", readFileString(pidfile), want)
+	}
+	p.signal(syscall.SIGTERM)
+	if !p.waitExit(5*time.Second) || fileExists(pidfile) {
+		t.Fatalf("after TERM: exited %v, pidfile still there %v", p.waitExit(0), fileExists(pidfile))
+	}
+
+	// A pidfile that another process took over meanwhile stays.
+	p = startPen(t, penOpts{TCP: port, Dir: dir}, "-p", pidfile, lst(port), echo.spec())
+	want = strconv.Itoa(p.pid())
+	if !waitFor(5*time.Second, func() bool { return readFileString(pidfile) == want }) {
+		t.Fatalf("pidfile holds %q, want %q", readFileString(pidfile), want)
+	}
+	writeFile(t, pidfile, "4000001")
+	p.signal(syscall.SIGTERM)
+	if !p.waitExit(5 * time.Second) {
+		t.Fatal("pen still running 5 s after TERM")
+	}
+	if got := readFileString(pidfile); got != "4000001" {
+		t.Errorf("pen removed or changed a pidfile that was no longer its own: %q", got)
+	}
+}

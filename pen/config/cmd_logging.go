@@ -70,7 +70,7 @@ func cmdStatus(x *txn, cmd string, args []string) error {
 	}
 	page := x.in.statusPage(c)
 	if !x.dry {
-		if err := WriteFileAtomic(c.WebStats, page, 0o644); err != nil {
+		if err := x.in.writeStatusFile(c.WebStats, page); err != nil {
 			x.in.log.Printf("Can't write to %s: %v", c.WebStats, err)
 			x.printf("Unable to create webstats\n")
 			return nil

@@ -139,12 +139,20 @@ func (in *Interp) save(path string) error {
 
 // keepEdited keeps the text of a configuration file beside it when it is
 // not what pen last read or wrote there, before it is replaced. A file
-// pen knows nothing of is the -F file found after start-up, or one named
-// by write FILE; only the first is kept (write FILE replaces what the
-// command names, as in Pen).
+// pen knows nothing of is the -F file found after start-up, kept as
+// FILE.rejected, or one named by write FILE: write replaces what the
+// command names, as in Pen, but keeps its text as FILE.orig unless pen
+// wrote it (it starts with write's first line).
 func (in *Interp) keepEdited(path, target string) error {
 	known, ok := in.files.known[filepath.Clean(path)]
 	if !ok && (in.proc.ConfigFile == "" || !sameFile(path, in.proc.ConfigFile)) {
+		kept, err := keepForeign(target, writtenByPen)
+		if err != nil {
+			return fmt.Errorf("%s was not written by pen, and its text could not be kept: %w", path, err)
+		}
+		if kept != "" {
+			in.log.Printf("write: %s was not written by pen; its text is kept in %s", path, kept)
+		}
 		return nil
 	}
 	old, err := os.ReadFile(target)
@@ -157,7 +165,7 @@ func (in *Interp) keepEdited(path, target string) error {
 	if ok && known == sha256.Sum256(old) {
 		return nil
 	}
-	kept, err := keepAside(target, old)
+	kept, err := keepAside(target, old, ".rejected")
 	if err != nil {
 		return fmt.Errorf("%s was changed since pen read it, and its text could not be kept: %w", path, err)
 	}
@@ -166,15 +174,39 @@ func (in *Interp) keepEdited(path, target string) error {
 	return nil
 }
 
-// keepAside writes data to the first of FILE.rejected, FILE.rejected.1, ...
+// writtenByPen reports whether a file's text is a configuration that
+// write made: it starts with write's first line.
+func writtenByPen(text []byte) bool {
+	return bytes.HasPrefix(text, []byte(generatedBy))
+}
+
+// keepForeign keeps the text of file as FILE.orig (FILE.orig.1, ... when
+// that exists with other text) before pen replaces the file with output
+// of its own, unless the file is missing, empty, or already pen's output
+// (own). It returns the copy's path, or "" when nothing needed keeping.
+func keepForeign(file string, own func([]byte) bool) (string, error) {
+	old, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading %s before replacing it: %w", file, err)
+	}
+	if len(old) == 0 || own(old) {
+		return "", nil
+	}
+	return keepAside(file, old, ".orig")
+}
+
+// keepAside writes data to the first of FILE+suffix, FILE+suffix.1, ...
 // that does not exist or already holds data, with the mode of the file.
-func keepAside(file string, data []byte) (string, error) {
+func keepAside(file string, data []byte, suffix string) (string, error) {
 	perm := os.FileMode(0o600)
 	if fi, err := os.Stat(file); err == nil {
 		perm = fi.Mode().Perm()
 	}
 	for i := 0; i < maxRejected; i++ {
-		name := file + ".rejected"
+		name := file + suffix
 		if i > 0 {
 			name += "." + strconv.Itoa(i)
 		}
@@ -192,7 +224,7 @@ func keepAside(file string, data []byte) (string, error) {
 		}
 		return name, nil
 	}
-	return "", fmt.Errorf("%s.rejected.1 to .%d all exist", file, maxRejected-1)
+	return "", fmt.Errorf("%s%s.1 to .%d all exist", file, suffix, maxRejected-1)
 }
 
 // resolveLink returns the file path names, following symlinks, so that a

@@ -21,7 +21,24 @@ func (in *Interp) WriteStatus() error {
 	if in.cfg.WebStats == "" {
 		return fmt.Errorf("don't know where to write web stats; see -w option")
 	}
-	return WriteFileAtomic(in.cfg.WebStats, in.statusPage(in.cfg), 0o644)
+	return in.writeStatusFile(in.cfg.WebStats, in.statusPage(in.cfg))
+}
+
+// statusPageStart begins every status page, Pen's too.
+const statusPageStart = "<html>\n<head>\n<title>Pen status page</title>\n"
+
+// writeStatusFile replaces the web_stats file with page. A file there that
+// is not a status page (web_stats naming another file by mistake) is kept
+// beside it as FILE.orig first.
+func (in *Interp) writeStatusFile(path string, page []byte) error {
+	kept, err := keepForeign(path, func(text []byte) bool { return bytes.HasPrefix(text, []byte(statusPageStart)) })
+	if err != nil {
+		return fmt.Errorf("%s is not a status page, and its text could not be kept: %w", path, err)
+	}
+	if kept != "" {
+		in.log.Printf("web_stats: %s was not a status page; its text is kept in %s", path, kept)
+	}
+	return WriteFileAtomic(path, page, 0o644)
 }
 
 func (in *Interp) statusPage(c *Config) []byte {
@@ -38,7 +55,7 @@ func (in *Interp) statusPage(c *Config) []byte {
 	}
 	var b bytes.Buffer
 	pr := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	pr("<html>\n<head>\n<title>Pen status page</title>\n</head>\n<body bgcolor=\"#ffffff\"><h1>Pen status page</h1>\n")
+	pr("%s</head>\n<body bgcolor=\"#ffffff\"><h1>Pen status page</h1>\n", statusPageStart)
 	pr("Time %s, %d servers, %d current<p>\n", now.Format("2006-01-02 15:04:05"), len(c.Servers), current)
 	header := func(cols ...string) {
 		pr("<table bgcolor=\"#c0c0c0\">\n<tr>\n")

@@ -452,6 +452,11 @@ func (d *Daemon) serve() error {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	if d.proc.PidFile != "" {
+		if err := checkPidFile(d.proc.PidFile); err != nil {
+			return err
+		}
+	}
 	eng, err := engine.New(d.log, d.in)
 	if err != nil {
 		return err
@@ -481,12 +486,11 @@ func (d *Daemon) serve() error {
 		return err
 	}
 	if d.proc.PidFile != "" {
-		if err := os.WriteFile(d.proc.PidFile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		if err := writePidFile(d.proc.PidFile, os.Getpid()); err != nil {
 			eng.Stop()
-			//lint:ignore ST1005 Pen's message, kept verbatim
-			return fmt.Errorf("Can't create pidfile %s: %w", d.proc.PidFile, err)
+			return err
 		}
-		defer os.Remove(d.proc.PidFile)
+		defer removePidFile(d.proc.PidFile, os.Getpid())
 	}
 	// Only now, with the privileges dropped, are control commands run.
 	eng.ServeControl()
