@@ -417,9 +417,6 @@ func (l *Loop) connected(c *conn) {
 	c.t = l.now
 	c.sess.Connected()
 	l.countEarly(c)
-	if c.fl&fIdler != 0 {
-		c.state |= stateClosedDown
-	}
 	l.work(c)
 	if c.state != stateUnused && c.fl&fEarly != 0 {
 		quickAgain(c, int(c.up))

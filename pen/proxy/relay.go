@@ -71,6 +71,10 @@ func (l *Loop) runReady() {
 // closingTime is Pen's closing_time, except that data still waiting to be
 // written keeps a connection open until it is delivered.
 func (l *Loop) closingTime(c *conn) bool {
+	if c.fl&fIdler != 0 {
+		// An idler has no client: it ends when its server ends it.
+		return c.state&stateClosedUp != 0
+	}
 	if c.q[sideUp] != nil || c.q[sideDown] != nil {
 		return false
 	}
