@@ -179,3 +179,38 @@ func TestPidfileNeverDestroysAFile(t *testing.T) {
 		t.Errorf("pen removed or changed a pidfile that was no longer its own: %q", got)
 	}
 }
+
+// TestAbortOnError: with abort_on_error a fatal error ends pen with
+// SIGABRT (a core dump where the system keeps them) instead of exit
+// status 1, as in Pen; without it, status 1.
+func TestAbortOnError(t *testing.T) {
+	begin(t, 30*time.Second)
+	dir := sharedDir(t)
+	pidfile := filepath.Join(dir, "no-such-dir", "pen.pid")
+	for _, abort := range []bool{false, true} {
+		args := []string{"-f", "-p", pidfile}
+		if abort {
+			args = append(args, "-O", "abort_on_error")
+		}
+		args = append(args, lst(freePort(t, "tcp")), "127.0.0.1:1")
+		// No core file: this test only wants the signal.
+		cmd := exec.Command("sh", append([]string{"-c", `ulimit -c 0; exec "$@"`, "sh", penBin}, args...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("abort_on_error %v: %v, want pen to fail (%q)", abort, err, stderr.String())
+		}
+		ws := ee.Sys().(syscall.WaitStatus)
+		if !strings.Contains(stderr.String(), "Can't create pidfile") {
+			t.Errorf("abort_on_error %v: the error is not reported: %q", abort, stderr.String())
+		}
+		if abort && (!ws.Signaled() || ws.Signal() != syscall.SIGABRT) {
+			t.Errorf("abort_on_error: %v, want SIGABRT", ws)
+		}
+		if !abort && (ws.Signaled() || ws.ExitStatus() != 1) {
+			t.Errorf("no abort_on_error: %v, want exit status 1", ws)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -105,7 +106,21 @@ func (d *Daemon) Main(args []string) int {
 		return int(ex)
 	}
 	d.fail(err)
+	if d.in != nil && d.in.Config().AbortOnErr {
+		abort()
+	}
 	return 1
+}
+
+// abort ends pen with SIGABRT, as Pen's abort_on_error does on a fatal
+// error instead of exiting with status 1: the runtime prints every
+// goroutine's stack and the kernel writes a core dump where the system
+// keeps them.
+func abort() {
+	debug.SetTraceback("crash")
+	signal.Reset(syscall.SIGABRT)
+	syscall.Kill(os.Getpid(), syscall.SIGABRT)
+	select {} // the signal ends the process
 }
 
 // hasServers reports whether c gives clients anywhere to go: a server slot
