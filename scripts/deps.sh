@@ -54,4 +54,9 @@ if [ ! -x "$GOBIN/staticcheck" ]; then
 	echo "deps: installing staticcheck"
 	go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
+# The boards' kernel and firmware modules are data the Go build never
+# imports, so go test does not fetch them; the board and kernel tests read
+# them from the module cache.
+echo "deps: go mod download"
+(cd "$(dirname "$0")/.." && go mod download)
 echo "deps: ok"
