@@ -180,6 +180,42 @@ func TestPidfileNeverDestroysAFile(t *testing.T) {
 	}
 }
 
+// TestUSR2Aborts: USR2 ends pen with SIGABRT, as Pen's die() calls
+// abort().
+func TestUSR2Aborts(t *testing.T) {
+	begin(t, 30*time.Second)
+	port := freePort(t, "tcp")
+	cmd := exec.Command("sh", "-c", `ulimit -c 0; exec "$@"`, "sh", penBin, "-f", lst(port), "127.0.0.1:1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	if !waitFor(5*time.Second, func() bool { return listeningTCP(port) }) {
+		cmd.Process.Kill()
+		t.Fatalf("pen did not listen: %q", stderr.String())
+	}
+	cmd.Process.Signal(syscall.SIGUSR2)
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("after USR2: %v", err)
+		}
+		if ws := ee.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGABRT {
+			t.Errorf("after USR2: %v, want SIGABRT", ws)
+		}
+		if !strings.Contains(stderr.String(), "Caught USR2, aborting") {
+			t.Errorf("no log line: %q", stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("pen still running 5 s after USR2")
+	}
+}
+
 // TestAbortOnError: with abort_on_error a fatal error ends pen with
 // SIGABRT (a core dump where the system keeps them) instead of exit
 // status 1, as in Pen; without it, status 1.

@@ -112,10 +112,10 @@ func (d *Daemon) Main(args []string) int {
 	return 1
 }
 
-// abort ends pen with SIGABRT, as Pen's abort_on_error does on a fatal
-// error instead of exiting with status 1: the runtime prints every
-// goroutine's stack and the kernel writes a core dump where the system
-// keeps them.
+// abort ends pen with SIGABRT, as Pen's abort() does on USR2, and with
+// abort_on_error on a fatal error instead of exiting with status 1: the
+// runtime prints every goroutine's stack and the kernel writes a core
+// dump where the system keeps them.
 func abort() {
 	debug.SetTraceback("crash")
 	signal.Reset(syscall.SIGABRT)
@@ -597,8 +597,7 @@ func (d *Daemon) signals(sigs <-chan os.Signal) {
 			}
 		case syscall.SIGUSR2:
 			d.log.Printf("Caught USR2, aborting")
-			signal.Reset(syscall.SIGABRT)
-			syscall.Kill(os.Getpid(), syscall.SIGABRT)
+			abort()
 		case syscall.SIGTERM, syscall.SIGINT:
 			d.log.Debugf(1, "Quitting")
 			d.eng.Quit()
