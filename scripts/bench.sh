@@ -75,7 +75,9 @@
 #   BENCH_LOOPS=$(nproc)    pen's loops and HAProxy's nbthread
 #   BENCH_ONE=1             0: skip pen-1loop and haproxy-1thread
 #   BENCH_BULK_BYTES=1073741824  bytes per bulk download
-#   BENCH_BULK_ROUNDS=3     rounds of the bulk test
+#   BENCH_BULK_ROUNDS=5     rounds of the bulk test (a 1 GiB download takes
+#                           a second or two, and one slow spell of the machine
+#                           decided the median of three)
 #   BENCH_TLS=1             0: skip the HTTPS tests
 #   BENCH_HANDSHAKE_CONNS=16  handshakes in progress at a time
 #   BENCH_LOOP=1            0: skip pen-loop (pen with no kernel_relay;
@@ -103,7 +105,7 @@ cores=$(nproc)
 loops=${BENCH_LOOPS:-$cores}
 one=${BENCH_ONE:-1}
 bulk_bytes=${BENCH_BULK_BYTES:-1073741824}
-bulk_rounds=${BENCH_BULK_ROUNDS:-3}
+bulk_rounds=${BENCH_BULK_ROUNDS:-5}
 tls=${BENCH_TLS:-1}
 handshake_conns=${BENCH_HANDSHAKE_CONNS:-16}
 penloop=${BENCH_LOOP:-1}
