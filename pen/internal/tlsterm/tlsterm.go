@@ -211,7 +211,8 @@ func (f *certFile) get(log *diag.Logger) *tls.Certificate {
 }
 
 // minRSABits is the smallest RSA key that current clients accept: browsers
-// and OpenSSL 3 at its default security level refuse 1024-bit keys.
+// and OpenSSL 3 clients that check certificates (at OpenSSL's default
+// security level) refuse 1024-bit keys.
 const minRSABits = 2048
 
 // warnWeak logs that the certificate's key is one that many clients refuse.
@@ -223,7 +224,7 @@ func (f *certFile) warnWeak(log *diag.Logger) {
 		return
 	}
 	if k, ok := f.c.Leaf.PublicKey.(*rsa.PublicKey); ok && k.N.BitLen() < minRSABits {
-		log.Printf("TLS: %s has a %d-bit RSA key, which browsers and OpenSSL 3 clients refuse; use a %d-bit RSA or an ECDSA key", f.cert, k.N.BitLen(), minRSABits)
+		log.Printf("TLS: %s has a %d-bit RSA key, which browsers and clients that check certificates refuse; use a %d-bit RSA or an ECDSA key", f.cert, k.N.BitLen(), minRSABits)
 	}
 }
 
