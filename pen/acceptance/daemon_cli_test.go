@@ -180,12 +180,18 @@ func TestPidfileNeverDestroysAFile(t *testing.T) {
 	}
 }
 
+// penNoCore returns a command that runs pen with args and no core file: the
+// abort tests only want the signal.
+func penNoCore(args ...string) *exec.Cmd {
+	return exec.Command("sh", append([]string{"-c", `ulimit -c 0; exec "$@"`, "sh", penBin}, args...)...)
+}
+
 // TestUSR2Aborts: USR2 ends pen with SIGABRT, as Pen's die() calls
 // abort().
 func TestUSR2Aborts(t *testing.T) {
 	begin(t, 30*time.Second)
 	port := freePort(t, "tcp")
-	cmd := exec.Command("sh", "-c", `ulimit -c 0; exec "$@"`, "sh", penBin, "-f", lst(port), "127.0.0.1:1")
+	cmd := penNoCore("-f", lst(port), "127.0.0.1:1")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -229,8 +235,7 @@ func TestAbortOnError(t *testing.T) {
 			args = append(args, "-O", "abort_on_error")
 		}
 		args = append(args, lst(freePort(t, "tcp")), "127.0.0.1:1")
-		// No core file: this test only wants the signal.
-		cmd := exec.Command("sh", append([]string{"-c", `ulimit -c 0; exec "$@"`, "sh", penBin}, args...)...)
+		cmd := penNoCore(args...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		err := cmd.Run()

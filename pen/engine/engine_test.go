@@ -300,15 +300,19 @@ func TestControlWaitsForServeControl(t *testing.T) {
 		t.Fatalf("a command was answered (%q) before ServeControl", s)
 	case <-time.After(300 * time.Millisecond):
 	}
-	eng.ServeControl()
-	select {
-	case s := <-got:
-		if s != "30\n" {
-			t.Errorf("blacklist answered %q after ServeControl, want \"30\\n\"", s)
+	answered := func(got <-chan string, where string) {
+		t.Helper()
+		select {
+		case s := <-got:
+			if s != "30\n" {
+				t.Errorf("blacklist answered %q %s, want \"30\\n\"", s, where)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no answer %s", where)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no answer after ServeControl")
 	}
+	eng.ServeControl()
+	answered(got, "after ServeControl")
 
 	moved := c.Clone()
 	moved.Control = filepath.Join(dir, "other.ctl")
@@ -317,12 +321,5 @@ func TestControlWaitsForServeControl(t *testing.T) {
 	}
 	conn2, got2 := ask(moved.Control)
 	defer conn2.Close()
-	select {
-	case s := <-got2:
-		if s != "30\n" {
-			t.Errorf("the moved control port answered %q, want \"30\\n\"", s)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the moved control port does not answer")
-	}
+	answered(got2, "on the moved control port")
 }
