@@ -253,21 +253,18 @@ func (e localError) Error() string { return e.err.Error() }
 // not even try.
 func (l *Loop) dial(c *conn, tg balance.Target) error {
 	s := tg.Cfg
-	var fam int
-	var sa unix.Sockaddr
+	fam := unix.AF_UNIX
 	if s.Host.IsUnix() {
-		fam, sa = unix.AF_UNIX, &unix.SockaddrUnix{Name: s.Host.Path}
 		c.fl |= fUnixUp
 	} else {
 		fam = family(s.Host.IP)
-		sa = sockaddr(s.Addr(), fam)
 		c.fl &^= fUnixUp
 	}
 	typ := unix.SOCK_STREAM
 	if c.fl&fUDP != 0 {
 		typ = unix.SOCK_DGRAM
 	}
-	fd, err := unix.Socket(fam, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := sysSocket(fam, typ)
 	if err != nil {
 		return localError{fmt.Errorf("socket: %w", err)}
 	}
@@ -290,7 +287,7 @@ func (l *Loop) dial(c *conn, tg balance.Target) error {
 		// or the server's later segments would wait for delayed ACKs.
 		// TCP_QUICKACK is a hint: if the kernel refuses it, only that
 		// one ACK travels alone, so the result is not checked.
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
+		sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
 		c.fl |= fEarly
 	}
 	if fam != unix.AF_UNIX {
@@ -303,7 +300,11 @@ func (l *Loop) dial(c *conn, tg balance.Target) error {
 		}
 	}
 	c.start = l.nowMs
-	err = unix.Connect(fd, sa)
+	if fam == unix.AF_UNIX {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: s.Host.Path})
+	} else {
+		err = sysConnect(fd, fam, s.Addr())
+	}
 	switch err {
 	case nil:
 		if err := l.attachUp(c, fd); err != nil {
@@ -393,7 +394,7 @@ func (l *Loop) attachUp(c *conn, fd int) error {
 // setOpt sets a socket option that the configuration asks for and logs
 // when the kernel refuses it.
 func (l *Loop) setOpt(fd, level, opt, value int, name string) {
-	if err := unix.SetsockoptInt(fd, level, opt, value); err != nil {
+	if err := sysSetsockoptInt(fd, level, opt, value); err != nil {
 		l.logFull("setsockopt(%s): %v", name, err)
 	}
 }
@@ -439,7 +440,7 @@ func (l *Loop) countEarly(c *conn) {
 func quickAgain(c *conn, fd int) {
 	c.fl &^= fEarly
 	// A hint, as in dial: refused, later ACKs are merely delayed.
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
+	sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
 }
 
 // connectFailed handles a connect that failed after EINPROGRESS or timed
@@ -458,7 +459,7 @@ func (l *Loop) dropUp(c *conn) {
 	l.ukRemove(c)
 	if c.up >= 0 {
 		l.clearFD(int(c.up))
-		unix.Close(int(c.up))
+		sysClose(int(c.up))
 		c.up = -1
 	}
 	c.fl &^= fReadUp | fWriteUp | fHupUp | fFinUp
@@ -573,7 +574,7 @@ func (l *Loop) closeConn(c *conn) {
 	for _, fd := range []int32{c.up, c.down} {
 		if fd >= 0 {
 			l.clearFD(int(fd))
-			unix.Close(int(fd))
+			sysClose(int(fd))
 		}
 	}
 	if c.fl&fUDP != 0 {

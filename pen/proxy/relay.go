@@ -202,7 +202,7 @@ func hupOf(rflag uint32) uint32 {
 }
 
 func (l *Loop) shutdownWrite(c *conn, fd int) {
-	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+	if err := sysShutdown(fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
 		l.log.Debugf(2, "shutdown(%d, SHUT_WR): %v", fd, err)
 		c.state |= stateClosedUp | stateClosedDown
 	}

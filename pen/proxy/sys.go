@@ -43,6 +43,60 @@ func sysSplice(in, out, n int) (int, syscall.Errno) {
 	return int(r), 0
 }
 
+// The calls every proxied connection makes besides reading and writing
+// (socket, connect, setsockopt, shutdown, close) go through the raw entry
+// too: on sockets that never block, the scheduler's bookkeeping of an
+// ordinary syscall (entersyscall and exitsyscall) is pure cost, and a
+// connection makes seven of them. close does not block either: pen never
+// sets SO_LINGER, so the kernel sends what is left after close returns.
+
+func sysSocket(family, typ int) (int, error) {
+	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), uintptr(typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC), 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(fd), nil
+}
+
+// sysConnect starts connecting a non-blocking TCP or UDP socket of the
+// given family to a; the error is nil, EINPROGRESS or why it failed.
+func sysConnect(fd, family int, a netip.AddrPort) error {
+	var e syscall.Errno
+	if family == unix.AF_INET6 {
+		sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.Addr().As16()}
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], a.Port())
+		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	} else {
+		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.Addr().Unmap().As4()}
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], a.Port())
+		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	}
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func sysSetsockoptInt(fd, level, opt, value int) error {
+	v := int32(value)
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), 4, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func sysShutdown(fd, how int) error {
+	if _, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+func sysClose(fd int) {
+	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
 // sysAccept accepts one connection without allocating and returns the
 // peer's address (zero for a unix-socket peer).
 func sysAccept(lfd int) (int, netip.AddrPort, syscall.Errno) {
