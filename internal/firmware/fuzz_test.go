@@ -57,6 +57,7 @@ func FuzzReadImage(f *testing.F) {
 	f.Add(compactDisk(firmwaretest.BootFS(cmd, true), 4096))
 	f.Add(compactDisk(firmwaretest.BootFS(cmd, false), 5000))
 	f.Add(compactDisk(firmwaretest.BootFS("", false), 4096))
+	f.Add(compactDisk(firmwaretest.BootFS(cmd, false), 0)) // refused: an empty root
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		img, got, err := readAll(bytes.NewReader(data))
