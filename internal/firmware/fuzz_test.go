@@ -34,7 +34,7 @@ func compactDisk(boot []byte, used int) []byte {
 	return disk
 }
 
-// readAll runs ReadImage on data with a root callback that reads all it is
+// readAll runs ReadImage on r with a root callback that reads all it is
 // given, and returns the image, the bytes root got, and the error.
 func readAll(r io.Reader) (*Image, int64, error) {
 	var got int64
