@@ -10,27 +10,28 @@
 #
 # Go 1.26's fuzzing coordinator can end a run that found nothing with
 # "context deadline exceeded" when -fuzztime expires while a worker is
-# busy (go.dev/issue/75804, fixed in Go 1.27); seen in CI under load, and
-# once in CI with FuzzReader while a worker was minimizing a new input. A
-# run that fails that way, and only that way (no failing input written,
-# no panic, no other error), is run again, up to three runs in all; any
-# other failure fails.
+# busy (go.dev/issue/75804, fixed in Go 1.27); seen in CI under load, in
+# FuzzReader while a worker was minimizing a new input and in
+# FuzzShortNames. A run that fails that way, and only that way (no
+# failing input written, no panic, no other error), is run again, up to
+# $tries runs in all; any other failure fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME="${FUZZTIME:-10s}"
 FUZZMINIMIZETIME="${FUZZMINIMIZETIME:-2s}"
+tries=3
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 n=0
 for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
-		for try in 1 2 3; do
+		for try in $(seq "$tries"); do
 			echo "fuzz: $pkg $target ($FUZZTIME)"
 			if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZETIME" "$pkg" 2>&1 | tee "$log"; then
 				break
 			fi
-			if [ "$try" -lt 3 ] && grep -q 'context deadline exceeded' "$log" &&
+			if [ "$try" -lt "$tries" ] && grep -q 'context deadline exceeded' "$log" &&
 				! grep -qE 'Failing input written|panic:|_test\.go:[0-9]+:' "$log"; then
 				echo "fuzz: $target ended with the fuzzing engine's deadline race (go.dev/issue/75804), nothing found; again"
 				continue
