@@ -14,23 +14,19 @@ import (
 // compactDisk is an update image as small as ReadImage allows, for fuzz
 // seeds (the test images of firmwaretest.Disk are 8 MiB): the partition
 // table, the boot file system right after it, and root A with a SquashFS
-// header claiming used bytes.
+// header claiming used bytes. The image ends there: the entries of root
+// B and a 1 MiB /perm point past its end, and ReadImage reads neither.
 func compactDisk(boot []byte, used int) []byte {
-	full, _ := firmwaretest.Disk(firmwaretest.GUID, firmwaretest.AMD64Root, boot, used, 1)
-	head := bytes.Clone(full[:34*sectorSize])
-	bootSectors := (len(boot) + sectorSize - 1) / sectorSize
-	rootStart := 34 + bootSectors
-	rootSectors := ((used+4095)&^4095)/sectorSize + 8
-	le := binary.LittleEndian
-	le.PutUint64(head[1024+32:], 34)
-	le.PutUint64(head[1024+40:], uint64(rootStart-1))
-	le.PutUint64(head[1024+128+32:], uint64(rootStart))
-	le.PutUint64(head[1024+128+40:], uint64(rootStart+rootSectors-1))
-	disk := append(head, make([]byte, (bootSectors+rootSectors)*sectorSize)...)
-	copy(disk[34*sectorSize:], boot)
-	sq := disk[rootStart*sectorSize:]
+	bootStart := int64(34 * sectorSize)
+	bootSize := int64(len(boot)+sectorSize-1) / sectorSize * sectorSize
+	rootStart := bootStart + bootSize
+	rootSize := int64((used+4095)&^4095) + 8*sectorSize
+	disk := firmwaretest.PartitionTable(firmwaretest.GUID, firmwaretest.AMD64Root, bootStart, bootSize, rootStart, rootSize, rootStart+2*rootSize+2<<20)
+	disk = append(disk, make([]byte, bootSize+rootSize)...)
+	copy(disk[bootStart:], boot)
+	sq := disk[rootStart:]
 	copy(sq, "hsqs")
-	le.PutUint64(sq[40:], uint64(used))
+	binary.LittleEndian.PutUint64(sq[40:], uint64(used))
 	return disk
 }
 

@@ -83,34 +83,44 @@ func Disk(guid, rootType string, boot []byte, rootUsed int, seed uint64) (disk, 
 	for i := RootStart; i < DiskSize; i++ {
 		disk[i] = byte(r.Uint32())
 	}
-	for i := 0; i < 432; i++ {
-		disk[i] = byte(i)
-	}
-	binary.LittleEndian.PutUint32(disk[440:], 0x1a2b3c4d)
-	disk[510], disk[511] = 0x55, 0xaa
-	copy(disk[512:], "EFI PART")
-	parts := []struct {
-		start, size int64
-		typ, guid   string
-	}{
-		{BootStart, BootSize, "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", guid},
-		{RootStart, RootSize, rootType, guid[:len(guid)-2] + "02"},
-		{RootStart + RootSize, RootSize, rootType, guid[:len(guid)-2] + "03"},
-		{RootStart + 2*RootSize, DiskSize - RootStart - 2*RootSize - 1<<20, "0fc63daf-8483-4772-8e79-3d69d8477de4", guid[:len(guid)-2] + "04"},
-	}
-	for i, p := range parts {
-		e := disk[1024+128*i:]
-		putGUID(e[0:], p.typ)
-		putGUID(e[16:], p.guid)
-		binary.LittleEndian.PutUint64(e[32:], uint64(p.start/512))
-		binary.LittleEndian.PutUint64(e[40:], uint64((p.start+p.size)/512-1))
-	}
+	copy(disk, PartitionTable(guid, rootType, BootStart, BootSize, RootStart, RootSize, DiskSize))
 	copy(disk[BootStart:], boot)
 	sq := disk[RootStart:]
 	copy(sq, "hsqs")
 	binary.LittleEndian.PutUint64(sq[40:], uint64(rootUsed))
 	padded := (rootUsed + 4095) &^ 4095
 	return disk, disk[RootStart : RootStart+padded]
+}
+
+// PartitionTable is the first 34 sectors of an image laid out like Disk's
+// but with the given byte offsets and sizes: MBR boot code and signature,
+// the GPT header's signature and four entries (boot, root A, root B at
+// rootStart+rootSize, /perm up to 1 MiB before diskSize).
+func PartitionTable(guid, rootType string, bootStart, bootSize, rootStart, rootSize, diskSize int64) []byte {
+	head := make([]byte, 34*512)
+	for i := 0; i < 432; i++ {
+		head[i] = byte(i)
+	}
+	binary.LittleEndian.PutUint32(head[440:], 0x1a2b3c4d)
+	head[510], head[511] = 0x55, 0xaa
+	copy(head[512:], "EFI PART")
+	parts := []struct {
+		start, size int64
+		typ, guid   string
+	}{
+		{bootStart, bootSize, "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", guid},
+		{rootStart, rootSize, rootType, guid[:len(guid)-2] + "02"},
+		{rootStart + rootSize, rootSize, rootType, guid[:len(guid)-2] + "03"},
+		{rootStart + 2*rootSize, diskSize - rootStart - 2*rootSize - 1<<20, "0fc63daf-8483-4772-8e79-3d69d8477de4", guid[:len(guid)-2] + "04"},
+	}
+	for i, p := range parts {
+		e := head[1024+128*i:]
+		putGUID(e[0:], p.typ)
+		putGUID(e[16:], p.guid)
+		binary.LittleEndian.PutUint64(e[32:], uint64(p.start/512))
+		binary.LittleEndian.PutUint64(e[40:], uint64((p.start+p.size)/512-1))
+	}
+	return head
 }
 
 func putGUID(b []byte, s string) {
