@@ -61,17 +61,9 @@ func sysSocket(family, typ int) (int, error) {
 // sysConnect starts connecting a non-blocking TCP or UDP socket of the
 // given family to a; the error is nil, EINPROGRESS or why it failed.
 func sysConnect(fd, family int, a netip.AddrPort) error {
-	var e syscall.Errno
-	if family == unix.AF_INET6 {
-		sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.Addr().As16()}
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], a.Port())
-		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
-	} else {
-		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.Addr().Unmap().As4()}
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], a.Port())
-		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
-	}
-	if e != 0 {
+	var sa unix.RawSockaddrAny
+	n := fillSockaddr(&sa, a, family)
+	if _, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), uintptr(n)); e != 0 {
 		return e
 	}
 	return nil
